@@ -1,0 +1,167 @@
+// Command tokenkeeper keeps JupyterHub users' Keycloak tokens fresh. It runs
+// as a JupyterHub managed service; see the README for the configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tokenkeeper/tokenkeeper/config"
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/refresh"
+	"github.com/tokenkeeper/tokenkeeper/spawnerhook"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "tokenkeeper:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program, with the process's fundamentals as parameters.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, opts, err := config.Load(args, getenv, stderr)
+	if err != nil {
+		return configError(err)
+	}
+	if opts.CheckConfig {
+		fmt.Fprintln(stdout, "configuration OK")
+		return nil
+	}
+	level, _ := config.ParseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return serve(ctx, cfg, log)
+}
+
+// configError lists every configuration problem on its own line.
+func configError(err error) error {
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		lines = append(lines, "  - "+l)
+	}
+	return fmt.Errorf("bad configuration:\n%s", strings.Join(lines, "\n"))
+}
+
+// serve runs the HTTP API and the refresh schedule until ctx ends.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	store, err := refresh.OpenStore(ctx, cfg.Database)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	client := &http.Client{Timeout: time.Duration(cfg.HTTPTimeout)}
+	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
+		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency))
+	kc := refresh.NewKeycloak(cfg.IssuerURL, cfg.ClientID, cfg.ClientSecret, client)
+	r, err := refresh.New(ctx, hub, kc.Refresh, store, refreshOptions(cfg, log))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", listenAddr(cfg.Hub.ServiceURL))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: spawnerhook.NewHandler(cfg.Hub.Prefix, spawnerhook.Deps{
+		Identify: hub.Identify, Fresh: r.Fresh, Health: r.Health,
+		AccessScopes: cfg.Hub.AccessScopes, Name: cfg.Hub.Name, Version: version,
+		Logger: log, Now: time.Now,
+	}), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("tokenkeeper started", "version", version, "listen", ln.Addr().String(),
+		"prefix", cfg.Hub.Prefix, "issuer", cfg.IssuerURL, "keep", cfg.Keep)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(ctx, srv, ln) })
+	g.Go(func() error { return schedule(ctx, time.Duration(cfg.SweepInterval), r, log) })
+	return g.Wait()
+}
+
+func refreshOptions(cfg config.Config, log *slog.Logger) refresh.Options {
+	return refresh.Options{
+		Keep:         cfg.Keep,
+		Window:       time.Duration(cfg.RefreshWindow),
+		Recheck:      max(time.Minute, 4*time.Duration(cfg.SweepInterval)),
+		Concurrency:  cfg.Concurrency,
+		GrantTimeout: 3 * time.Duration(cfg.HTTPTimeout),
+		Now:          time.Now,
+		Rand:         newRand(),
+		Logger:       log,
+	}
+}
+
+// listenAddr returns host:port of the service URL.
+func listenAddr(serviceURL string) string {
+	u, _ := url.Parse(serviceURL) // validated by config
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+// serveHTTP serves until ctx ends, then shuts down gracefully.
+func serveHTTP(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http: %w", err)
+	}
+	return nil
+}
+
+// schedule runs the sweep at start and then every interval, never two at once.
+func schedule(ctx context.Context, every time.Duration, r *refresh.Refresher, log *slog.Logger) error {
+	s, err := gocron.NewScheduler()
+	if err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	_, err = s.NewJob(gocron.DurationJob(every),
+		gocron.NewTask(func(ctx context.Context) {
+			if err := r.Sweep(ctx); err != nil {
+				log.Warn("sweep failed", "err", err)
+			}
+		}),
+		gocron.WithName("sweep"),
+		gocron.WithSingletonMode(gocron.LimitModeReschedule),
+		gocron.WithStartAt(gocron.WithStartImmediately()),
+	)
+	if err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	s.Start()
+	<-ctx.Done()
+	if err := s.Shutdown(); err != nil {
+		return fmt.Errorf("scheduler shutdown: %w", err)
+	}
+	return nil
+}

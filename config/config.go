@@ -1,0 +1,173 @@
+// Package config loads tokenkeeper's settings from what JupyterHub gives a
+// managed service (JUPYTERHUB_* variables), an optional JSON file, TOKENKEEPER_*
+// variables and flags, in that order of increasing precedence. Secrets come only
+// from the environment or from files, never from flags.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Keep modes choose whose tokens are refreshed in the background.
+const (
+	// KeepRunning refreshes users with a running or starting server. Users who
+	// walked away keep their Keycloak SSO idle timeout.
+	KeepRunning = "running"
+	// KeepAll refreshes every user who has tokens.
+	KeepAll = "all"
+)
+
+// Hub is what JupyterHub passes to a managed service in its environment.
+type Hub struct {
+	// APIURL is JUPYTERHUB_API_URL, e.g. http://127.0.0.1:8081/hub/api.
+	APIURL string
+	// APIToken is JUPYTERHUB_API_TOKEN, the service's own hub token.
+	APIToken Secret
+	// ServiceURL is JUPYTERHUB_SERVICE_URL, where tokenkeeper listens.
+	ServiceURL string
+	// Prefix is JUPYTERHUB_SERVICE_PREFIX, e.g. /services/tokenkeeper/.
+	Prefix string
+	// Name is JUPYTERHUB_SERVICE_NAME.
+	Name string
+	// AccessScopes are the scopes that grant access to this service
+	// (JUPYTERHUB_OAUTH_ACCESS_SCOPES); a caller needs one of them.
+	AccessScopes []string
+}
+
+// Config is tokenkeeper's complete configuration.
+type Config struct {
+	Hub Hub `json:"-"`
+
+	// IssuerURL is the Keycloak realm's issuer, e.g. https://kc.example.org/realms/jupyter.
+	IssuerURL string `json:"issuer_url"`
+	// ClientID is the hub's OAuth client: refresh tokens are bound to it.
+	ClientID string `json:"client_id"`
+	// ClientSecret is that client's secret (TOKENKEEPER_CLIENT_SECRET or ClientSecretFile).
+	ClientSecret Secret `json:"-"`
+	// ClientSecretFile names a file holding ClientSecret.
+	ClientSecretFile string `json:"client_secret_file"`
+
+	// RefreshWindow is the least time left on an access token at which it is refreshed.
+	RefreshWindow Duration `json:"refresh_window"`
+	// SweepInterval is how often the sweep looks for due users.
+	SweepInterval Duration `json:"sweep_interval"`
+	// Concurrency bounds requests in flight toward the hub and grants toward Keycloak.
+	Concurrency int `json:"concurrency"`
+	// Database is the SQLite file holding per-user schedule state.
+	Database string `json:"database"`
+	// Keep is KeepRunning or KeepAll.
+	Keep string `json:"keep"`
+	// HTTPTimeout bounds each request to the hub and to Keycloak.
+	HTTPTimeout Duration `json:"http_timeout"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `json:"log_level"`
+}
+
+// Default returns the defaults; every default lives here.
+func Default() Config {
+	return Config{
+		ClientID:      "jupyterhub",
+		RefreshWindow: Duration(60 * time.Second),
+		SweepInterval: Duration(15 * time.Second),
+		Concurrency:   8,
+		Database:      "tokenkeeper.db",
+		Keep:          KeepRunning,
+		HTTPTimeout:   Duration(10 * time.Second),
+		LogLevel:      "info",
+		Hub: Hub{
+			APIURL:     "http://127.0.0.1:8081/hub/api",
+			ServiceURL: "http://127.0.0.1:10101",
+			Prefix:     "/services/tokenkeeper/",
+			Name:       "tokenkeeper",
+		},
+	}
+}
+
+// Validate returns every problem with c at once, joined, or nil.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := checkURL(c.IssuerURL); err != nil {
+		bad("issuer_url: %w", err)
+	}
+	if c.ClientID == "" {
+		bad("client_id: required (the hub's OAuth client in Keycloak)")
+	}
+	if c.ClientSecret == "" {
+		bad("client secret: required: set TOKENKEEPER_CLIENT_SECRET or client_secret_file")
+	}
+	if c.Hub.APIToken == "" {
+		bad("JUPYTERHUB_API_TOKEN: required (JupyterHub sets it for a managed service)")
+	}
+	if err := checkURL(c.Hub.APIURL); err != nil {
+		bad("JUPYTERHUB_API_URL: %w", err)
+	}
+	if err := checkURL(c.Hub.ServiceURL); err != nil {
+		bad("JUPYTERHUB_SERVICE_URL: %w", err)
+	}
+	if !strings.HasPrefix(c.Hub.Prefix, "/") || !strings.HasSuffix(c.Hub.Prefix, "/") {
+		bad("JUPYTERHUB_SERVICE_PREFIX: %q must start and end with /", c.Hub.Prefix)
+	}
+	if c.RefreshWindow <= 0 {
+		bad("refresh_window: must be positive, got %s", c.RefreshWindow)
+	}
+	if c.SweepInterval < Duration(time.Second) {
+		bad("sweep_interval: must be at least 1s, got %s", c.SweepInterval)
+	}
+	if c.HTTPTimeout <= 0 {
+		bad("http_timeout: must be positive, got %s", c.HTTPTimeout)
+	}
+	if c.Concurrency < 1 || c.Concurrency > 256 {
+		bad("concurrency: must be between 1 and 256, got %d", c.Concurrency)
+	}
+	if c.Database == "" {
+		bad("database: required")
+	}
+	if c.Keep != KeepRunning && c.Keep != KeepAll {
+		bad("keep: must be %q or %q, got %q", KeepRunning, KeepAll, c.Keep)
+	}
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		bad("log_level: %w", err)
+	}
+	return errors.Join(errs...)
+}
+
+func checkURL(s string) error {
+	if s == "" {
+		return errors.New("required")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q: want an http or https URL with a host", s)
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as "30s" or "5m" in JSON.
+type Duration time.Duration
+
+// String formats d like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText formats d as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Set implements flag.Value.
+func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }

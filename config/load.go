@@ -1,0 +1,182 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Options are the command-line switches that are not settings.
+type Options struct {
+	// CheckConfig asks to validate the configuration and exit.
+	CheckConfig bool
+}
+
+// Load builds the configuration from defaults, the JupyterHub environment,
+// the JSON file named by --config (or TOKENKEEPER_CONFIG), TOKENKEEPER_*
+// variables and flags, then validates it. Every problem found is reported in
+// one error.
+func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, Options, error) {
+	c := Default()
+	var opts Options
+	fs := flag.NewFlagSet("tokenkeeper", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", getenv("TOKENKEEPER_CONFIG"), "JSON configuration `file`")
+	fs.BoolVar(&opts.CheckConfig, "check-config", false, "validate the configuration and exit")
+	var f Config
+	bindFlags(fs, &f)
+	if err := fs.Parse(args); err != nil {
+		return c, opts, err
+	}
+	var errs []error
+	if *path != "" {
+		errs = append(errs, loadFile(&c, *path))
+	}
+	errs = append(errs, loadHubEnv(&c, getenv), loadEnv(&c, getenv))
+	fs.Visit(func(fl *flag.Flag) { applyFlag(&c, &f, fl.Name) })
+	errs = append(errs, loadSecretFile(&c), c.Validate())
+	return c, opts, errors.Join(errs...)
+}
+
+func bindFlags(fs *flag.FlagSet, f *Config) {
+	fs.StringVar(&f.IssuerURL, "issuer", "", "Keycloak realm issuer `URL`")
+	fs.StringVar(&f.ClientID, "client-id", "", "the hub's OAuth client `id` in Keycloak")
+	fs.Var(&f.RefreshWindow, "refresh-window", "refresh when less than this `duration` is left")
+	fs.Var(&f.SweepInterval, "sweep-interval", "`duration` between sweeps")
+	fs.IntVar(&f.Concurrency, "concurrency", 0, "requests in flight toward the hub and Keycloak")
+	fs.StringVar(&f.Database, "db", "", "SQLite database `file`")
+	fs.StringVar(&f.Keep, "keep", "", "whose tokens to keep fresh: running or all")
+	fs.StringVar(&f.LogLevel, "log-level", "", "debug, info, warn or error")
+}
+
+// applyFlag copies the flag named name from f into c.
+func applyFlag(c, f *Config, name string) {
+	switch name {
+	case "issuer":
+		c.IssuerURL = f.IssuerURL
+	case "client-id":
+		c.ClientID = f.ClientID
+	case "refresh-window":
+		c.RefreshWindow = f.RefreshWindow
+	case "sweep-interval":
+		c.SweepInterval = f.SweepInterval
+	case "concurrency":
+		c.Concurrency = f.Concurrency
+	case "db":
+		c.Database = f.Database
+	case "keep":
+		c.Keep = f.Keep
+	case "log-level":
+		c.LogLevel = f.LogLevel
+	}
+}
+
+// loadFile reads a JSON file; unknown keys are errors.
+func loadFile(c *Config, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	return decodeFile(c, b)
+}
+
+func decodeFile(c *Config, b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	if dec.More() {
+		return errors.New("config file: trailing data after the JSON object")
+	}
+	return nil
+}
+
+func loadHubEnv(c *Config, getenv func(string) string) error {
+	setString(&c.Hub.APIURL, getenv("JUPYTERHUB_API_URL"))
+	c.Hub.APIToken = Secret(getenv("JUPYTERHUB_API_TOKEN"))
+	setString(&c.Hub.ServiceURL, getenv("JUPYTERHUB_SERVICE_URL"))
+	setString(&c.Hub.Prefix, getenv("JUPYTERHUB_SERVICE_PREFIX"))
+	setString(&c.Hub.Name, getenv("JUPYTERHUB_SERVICE_NAME"))
+	c.Hub.AccessScopes = []string{"access:services", "access:services!service=" + c.Hub.Name}
+	if s := getenv("JUPYTERHUB_OAUTH_ACCESS_SCOPES"); s != "" {
+		if err := json.Unmarshal([]byte(s), &c.Hub.AccessScopes); err != nil {
+			return fmt.Errorf("JUPYTERHUB_OAUTH_ACCESS_SCOPES: want a JSON list: %w", err)
+		}
+	}
+	return nil
+}
+
+func loadEnv(c *Config, getenv func(string) string) error {
+	var errs []error
+	setString(&c.IssuerURL, getenv("TOKENKEEPER_ISSUER_URL"))
+	setString(&c.ClientID, getenv("TOKENKEEPER_CLIENT_ID"))
+	c.ClientSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_CLIENT_SECRET"), c.ClientSecret.Reveal()))
+	setString(&c.ClientSecretFile, getenv("TOKENKEEPER_CLIENT_SECRET_FILE"))
+	setString(&c.Database, getenv("TOKENKEEPER_DATABASE"))
+	setString(&c.Keep, getenv("TOKENKEEPER_KEEP"))
+	setString(&c.LogLevel, getenv("TOKENKEEPER_LOG_LEVEL"))
+	for name, d := range map[string]*Duration{
+		"TOKENKEEPER_REFRESH_WINDOW": &c.RefreshWindow,
+		"TOKENKEEPER_SWEEP_INTERVAL": &c.SweepInterval,
+		"TOKENKEEPER_HTTP_TIMEOUT":   &c.HTTPTimeout,
+	} {
+		if v := getenv(name); v != "" {
+			if err := d.UnmarshalText([]byte(v)); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	}
+	if v := getenv("TOKENKEEPER_CONCURRENCY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("TOKENKEEPER_CONCURRENCY: %w", err))
+		}
+		c.Concurrency = n
+	}
+	return errors.Join(errs...)
+}
+
+// loadSecretFile reads the client secret from client_secret_file when set.
+func loadSecretFile(c *Config) error {
+	if c.ClientSecretFile == "" || c.ClientSecret != "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.ClientSecretFile)
+	if err != nil {
+		return fmt.Errorf("client_secret_file: %w", err)
+	}
+	c.ClientSecret = Secret(strings.TrimSpace(string(b)))
+	return nil
+}
+
+func setString(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// ParseLevel maps a level name to a slog.Level.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("unknown level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

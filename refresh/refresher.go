@@ -1,0 +1,426 @@
+// Package refresh keeps users' Keycloak tokens in JupyterHub's auth_state
+// fresh: it schedules each user by their access token's expiry, spends the
+// refresh token with the hub's own OAuth client, writes the new tokens back in
+// OAuthenticator's layout, and sorts grant failures into transient, terminal
+// (the SSO session ended) and operator (configuration) problems.
+package refresh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tokenkeeper/tokenkeeper/config"
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+)
+
+// Errors Fresh returns besides ErrNoTokens and *MalformedError.
+var (
+	// ErrSessionEnded means Keycloak ended the user's SSO session.
+	ErrSessionEnded = errors.New("the Keycloak session has ended: log in again")
+	// ErrUnavailable means no fresh token can be had right now (Keycloak
+	// unreachable or misconfigured) and the current one has expired.
+	ErrUnavailable = errors.New("keycloak is unavailable and the current token has expired")
+)
+
+// Hub is the part of the JupyterHub API the refresher uses.
+type Hub interface {
+	Users(ctx context.Context, q hubclient.UserQuery) iter.Seq2[hubclient.User, error]
+	User(ctx context.Context, name string) (hubclient.User, error)
+	SetAuthState(ctx context.Context, name string, state json.RawMessage) error
+}
+
+// GrantFunc spends a refresh token and returns the new token set.
+type GrantFunc func(ctx context.Context, refresh config.Secret) (*oauth2.Token, error)
+
+// Options tune a Refresher.
+type Options struct {
+	// Keep is config.KeepRunning or config.KeepAll.
+	Keep string
+	// Window is the least time left at which a token is refreshed.
+	Window time.Duration
+	// Recheck is how long users without usable tokens wait before their
+	// auth_state is read again.
+	Recheck time.Duration
+	// Concurrency bounds the users refreshed at once by a sweep.
+	Concurrency int
+	// GrantTimeout bounds one user's read, grant and write-back.
+	GrantTimeout time.Duration
+	Now          func() time.Time
+	Rand         *rand.Rand
+	Logger       *slog.Logger
+}
+
+// Tokens is a user's current access token as handed out by fresh-token.
+type Tokens struct {
+	Access config.Secret
+	Expiry time.Time
+	Type   string
+}
+
+// Refresher refreshes users' tokens; see the package documentation.
+type Refresher struct {
+	hub    Hub
+	grant  GrantFunc
+	store  *Store
+	opts   Options
+	log    *slog.Logger
+	flight singleflight.Group
+
+	mu       sync.Mutex // guards the fields below
+	users    map[string]*UserState
+	cache    map[string]Tokens
+	operator error // set while refreshing is stopped for an operator problem
+	hubErr   error // set while the hub cannot be listed
+	rand     *rand.Rand
+}
+
+// New returns a Refresher whose schedule is restored from store.
+func New(ctx context.Context, hub Hub, grant GrantFunc, store *Store, opts Options) (*Refresher, error) {
+	states, err := store.Users(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &Refresher{
+		hub: hub, grant: grant, store: store, opts: opts, log: opts.Logger,
+		users: make(map[string]*UserState, len(states)),
+		cache: make(map[string]Tokens),
+		rand:  opts.Rand,
+	}
+	for _, s := range states {
+		r.users[s.Name] = &s
+	}
+	return r, nil
+}
+
+// Health returns nil while tokenkeeper can do its job, or the reason it cannot.
+func (r *Refresher) Health() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return errors.Join(r.operator, r.hubErr)
+}
+
+// Sweep lists the users to keep fresh, forgets users no longer listed, and
+// refreshes every user whose token is due. A sweep with nothing due costs the
+// hub only the list pages and Keycloak nothing.
+func (r *Refresher) Sweep(ctx context.Context) error {
+	names, err := r.listUsers(ctx)
+	r.mu.Lock()
+	r.hubErr = err
+	r.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("sweep: %w", err)
+	}
+	due := r.sync(ctx, names)
+	var g errgroup.Group
+	g.SetLimit(r.opts.Concurrency)
+	for _, name := range due {
+		g.Go(func() error {
+			_, err := r.do(ctx, name, r.scheduled)
+			r.logFailure(name, err)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (r *Refresher) listUsers(ctx context.Context) (map[string]bool, error) {
+	q := hubclient.UserQuery{}
+	if r.opts.Keep == config.KeepRunning {
+		q.State = "active"
+	}
+	names := map[string]bool{}
+	for u, err := range r.hub.Users(ctx, q) {
+		if err != nil {
+			return nil, fmt.Errorf("list users: %w", err)
+		}
+		names[u.Name] = true
+	}
+	return names, nil
+}
+
+// sync adds newly listed users (due at once), forgets unlisted ones, and
+// returns the names that are due.
+func (r *Refresher) sync(ctx context.Context, names map[string]bool) []string {
+	now := r.opts.Now()
+	var due, gone []string
+	var added []UserState
+	r.mu.Lock()
+	for name := range names {
+		if _, ok := r.users[name]; !ok {
+			u := &UserState{Name: name, Due: now, Status: StatusNew}
+			r.users[name] = u
+			added = append(added, *u)
+		}
+	}
+	for name, u := range r.users {
+		switch {
+		case !names[name]:
+			gone = append(gone, name)
+			delete(r.users, name)
+			delete(r.cache, name)
+		case !u.Due.After(now):
+			due = append(due, name)
+		}
+	}
+	r.mu.Unlock()
+	for _, u := range added {
+		r.save(ctx, u)
+	}
+	if err := r.store.Delete(ctx, gone...); err != nil {
+		r.log.Error("forget users", "err", err)
+	}
+	return due
+}
+
+// Fresh returns the user's access token with at least minValid left (or as
+// much as Keycloak's token lifetime allows), refreshing it first when needed.
+// Concurrent calls for one user share one grant. While Keycloak cannot be
+// reached the current token is returned as long as it is valid.
+func (r *Refresher) Fresh(ctx context.Context, name string, minValid time.Duration) (Tokens, error) {
+	if t, ok := r.cached(name, minValid); ok {
+		return t, nil
+	}
+	need := func(name string, c Claims, now time.Time) bool {
+		return needs(c, now, minValid)
+	}
+	t, err := r.do(ctx, name, need)
+	if err == nil && needs(Claims{Expiry: t.Expiry}, r.opts.Now(), minValid) {
+		// Joined a sweep's flight that did not need a grant; ask once more.
+		t, err = r.do(ctx, name, need)
+	}
+	r.logFailure(name, err)
+	return t, err
+}
+
+// needs reports whether a token must be refreshed to have minValid left; a
+// token is never asked for more than half its own lifetime.
+func needs(c Claims, now time.Time, minValid time.Duration) bool {
+	left := c.Expiry.Sub(now)
+	if !c.IssuedAt.IsZero() {
+		minValid = min(minValid, c.Expiry.Sub(c.IssuedAt)/2)
+	}
+	return left < minValid
+}
+
+func (r *Refresher) cached(name string, minValid time.Duration) (Tokens, bool) {
+	r.mu.Lock()
+	t, ok := r.cache[name]
+	r.mu.Unlock()
+	if !ok || t.Expiry.Sub(r.opts.Now()) < minValid {
+		return Tokens{}, false
+	}
+	return t, true
+}
+
+// scheduled is the sweep's test: the token has reached its due time.
+func (r *Refresher) scheduled(name string, c Claims, now time.Time) bool {
+	return !now.Before(Due(name, c, r.opts.Window))
+}
+
+type needFunc func(name string, c Claims, now time.Time) bool
+
+// do runs update for name under the user's single flight. The work is
+// detached from the caller's cancellation so that one impatient caller does
+// not abort a grant others are waiting for.
+func (r *Refresher) do(ctx context.Context, name string, need needFunc) (Tokens, error) {
+	ch := r.flight.DoChan(name, func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.GrantTimeout)
+		defer cancel()
+		return r.update(ctx, name, need)
+	})
+	select {
+	case res := <-ch:
+		t, _ := res.Val.(Tokens)
+		return t, res.Err
+	case <-ctx.Done():
+		return Tokens{}, ctx.Err()
+	}
+}
+
+// update reads the user's auth_state, refreshes it when need says so, writes
+// it back and reschedules the user.
+func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tokens, error) {
+	u, err := r.hub.User(ctx, name)
+	if err != nil {
+		r.reschedule(ctx, name, StatusNew, "hub: "+err.Error())
+		return Tokens{}, fmt.Errorf("read auth_state: %w", err)
+	}
+	st, err := ParseAuthState(u.AuthState)
+	if err != nil {
+		return Tokens{}, r.unusable(ctx, name, err)
+	}
+	if !need(name, st.AccessClaims, r.opts.Now()) {
+		return r.remember(ctx, name, st, ""), nil
+	}
+	tok, err := r.grant(ctx, st.Refresh)
+	if err != nil {
+		return r.grantFailed(ctx, name, st, err)
+	}
+	return r.writeBack(ctx, name, st, tok)
+}
+
+// writeBack stores the new token set in the hub and the schedule.
+func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, tok *oauth2.Token) (Tokens, error) {
+	state, err := st.Apply(tok)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("encode auth_state: %w", err)
+	}
+	next, err := ParseAuthState(state)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("keycloak returned unusable tokens: %w", err)
+	}
+	if err := r.hub.SetAuthState(ctx, name, state); err != nil {
+		return Tokens{}, fmt.Errorf("write auth_state: %w", err)
+	}
+	r.setOperator(nil)
+	t := r.remember(ctx, name, next, "")
+	r.log.Info("refreshed", "user", name, "expires_at", t.Expiry.UTC().Format(time.RFC3339))
+	return t, nil
+}
+
+// remember caches the user's current token and schedules the next refresh.
+func (r *Refresher) remember(ctx context.Context, name string, st AuthState, reason string) Tokens {
+	t := Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer"}
+	u := UserState{
+		Name: name, Status: StatusFresh, Reason: reason,
+		Due:           Due(name, st.AccessClaims, r.opts.Window),
+		AccessExpiry:  st.AccessClaims.Expiry,
+		RefreshExpiry: st.RefreshExpiry,
+	}
+	r.mu.Lock()
+	r.cache[name] = t
+	r.mu.Unlock()
+	r.put(ctx, u)
+	return t
+}
+
+// unusable records a user whose auth_state has no usable tokens.
+func (r *Refresher) unusable(ctx context.Context, name string, err error) error {
+	status := StatusEmpty
+	var merr *MalformedError
+	if errors.As(err, &merr) {
+		status = StatusMalformed
+	}
+	r.reschedule(ctx, name, status, err.Error())
+	return err
+}
+
+// reschedule records a status and looks at the user again after Recheck.
+func (r *Refresher) reschedule(ctx context.Context, name string, status Status, reason string) {
+	r.mu.Lock()
+	delete(r.cache, name)
+	prev := r.users[name]
+	r.mu.Unlock()
+	u := UserState{Name: name, Status: status, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)}
+	if prev != nil {
+		u.AccessExpiry, u.RefreshExpiry = prev.AccessExpiry, prev.RefreshExpiry
+	}
+	r.put(ctx, u)
+}
+
+// grantFailed handles a failed grant according to its class.
+func (r *Refresher) grantFailed(ctx context.Context, name string, st AuthState, err error) (Tokens, error) {
+	switch Classify(err) {
+	case Terminal:
+		return r.terminal(ctx, name, st, err)
+	case Operator:
+		r.setOperator(err)
+		r.backoff(ctx, name, st, err, r.opts.Recheck)
+	default:
+		r.backoff(ctx, name, st, err, 0)
+	}
+	if st.AccessClaims.Expiry.After(r.opts.Now()) {
+		return Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer"}, nil
+	}
+	return Tokens{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// terminal handles invalid_grant: if someone else refreshed meanwhile the
+// new tokens are adopted; otherwise the SSO session has ended.
+func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, grantErr error) (Tokens, error) {
+	u, err := r.hub.User(ctx, name)
+	if err != nil {
+		r.backoff(ctx, name, st, grantErr, 0)
+		return Tokens{}, fmt.Errorf("re-read auth_state after %w: %w", grantErr, err)
+	}
+	now, nerr := ParseAuthState(u.AuthState)
+	if nerr == nil && now.Refresh != st.Refresh {
+		r.log.Info("adopted tokens refreshed elsewhere", "user", name)
+		return r.remember(ctx, name, now, ""), nil
+	}
+	r.mu.Lock()
+	delete(r.cache, name)
+	r.mu.Unlock()
+	r.put(ctx, UserState{Name: name, Status: StatusEnded, Reason: grantErr.Error(), Due: r.opts.Now().Add(r.opts.Recheck)})
+	r.log.Warn("keycloak session ended", "user", name, "reason", grantErr.Error())
+	return Tokens{}, fmt.Errorf("%w (%w)", ErrSessionEnded, grantErr)
+}
+
+// backoff schedules a retry after a failed grant. A fixed delay of zero means
+// exponential backoff by the number of consecutive failures.
+func (r *Refresher) backoff(ctx context.Context, name string, st AuthState, err error, fixed time.Duration) {
+	now := r.opts.Now()
+	r.mu.Lock()
+	failures := 1
+	if prev := r.users[name]; prev != nil && prev.Status == StatusBackoff {
+		failures = prev.Failures + 1
+	}
+	next := now.Add(fixed)
+	if fixed == 0 {
+		next = Retry(now, failures, st.AccessClaims.Expiry, r.rand)
+	}
+	r.mu.Unlock()
+	r.put(ctx, UserState{
+		Name: name, Status: StatusBackoff, Failures: failures, Reason: err.Error(), Due: next,
+		AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry,
+	})
+}
+
+func (r *Refresher) setOperator(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case err != nil && r.operator == nil:
+		r.log.Error("refreshing stopped: fix the configuration; nobody is logged out", "err", err)
+	case err == nil && r.operator != nil:
+		r.log.Info("refreshing resumed")
+	}
+	r.operator = err
+}
+
+// put updates the in-memory schedule and the store.
+func (r *Refresher) put(ctx context.Context, u UserState) {
+	r.mu.Lock()
+	r.users[u.Name] = &u
+	r.mu.Unlock()
+	r.save(ctx, u)
+}
+
+func (r *Refresher) save(ctx context.Context, u UserState) {
+	if err := r.store.Put(ctx, u); err != nil {
+		r.log.Error("save schedule", "user", u.Name, "err", err)
+	}
+}
+
+// logFailure writes one line for a failed update.
+func (r *Refresher) logFailure(name string, err error) {
+	var merr *MalformedError
+	switch {
+	case err == nil, errors.Is(err, ErrNoTokens), errors.Is(err, ErrSessionEnded), errors.Is(err, context.Canceled):
+	case errors.As(err, &merr):
+		r.log.Warn("skipping user", "user", name, "reason", merr.Reason)
+	default:
+		r.log.Warn("refresh failed", "user", name, "err", err)
+	}
+}

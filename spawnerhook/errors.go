@@ -1,0 +1,63 @@
+package spawnerhook
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/refresh"
+)
+
+// requestError is a problem with the request itself, decided by a handler.
+type requestError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *requestError) Error() string { return e.message }
+
+func badRequest(msg string) error   { return &requestError{http.StatusBadRequest, "bad_request", msg} }
+func unauthorized(msg string) error { return &requestError{http.StatusUnauthorized, "unauthorized", msg} }
+func forbidden(msg string) error    { return &requestError{http.StatusForbidden, "forbidden", msg} }
+
+// errorBody is every error response.
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// writeError is the one place that maps errors to HTTP statuses. Internal
+// details go to the log, not to the caller.
+func (h *handler) writeError(c *gin.Context, err error) {
+	status, body := h.classify(err)
+	if status >= 500 {
+		h.log.Warn("request failed", "path", c.FullPath(), "status", status, "err", err)
+	}
+	c.Header("Cache-Control", "no-store")
+	c.AbortWithStatusJSON(status, body)
+}
+
+func (h *handler) classify(err error) (int, errorBody) {
+	var rerr *requestError
+	var herr *hubclient.APIError
+	var merr *refresh.MalformedError
+	switch {
+	case errors.As(err, &rerr):
+		return rerr.status, errorBody{rerr.code, rerr.message}
+	case errors.Is(err, refresh.ErrNoTokens), errors.Is(err, refresh.ErrSessionEnded):
+		return http.StatusConflict, errorBody{"login_required", "The user has no valid Keycloak session: log in to JupyterHub again."}
+	case errors.As(err, &merr):
+		return http.StatusConflict, errorBody{"login_required", "The user's stored tokens are unusable (" + merr.Reason + "): log in to JupyterHub again."}
+	case errors.As(err, &herr) && herr.Status == http.StatusNotFound:
+		return http.StatusNotFound, errorBody{"unknown_user", "No such JupyterHub user."}
+	case errors.Is(err, refresh.ErrUnavailable):
+		return http.StatusServiceUnavailable, errorBody{"unavailable", "Keycloak cannot issue a fresh token right now; try again shortly."}
+	case errors.As(err, &herr):
+		return http.StatusBadGateway, errorBody{"hub_error", "JupyterHub did not answer as expected."}
+	default:
+		return http.StatusInternalServerError, errorBody{"internal", "Internal error."}
+	}
+}

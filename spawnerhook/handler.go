@@ -1,0 +1,173 @@
+// Package spawnerhook serves tokenkeeper's HTTP API under the service prefix:
+// fresh access tokens for spawners and notebooks, and health.
+package spawnerhook
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/refresh"
+)
+
+// ScopeTokens lets a caller ask for another user's access token.
+const ScopeTokens = "custom:tokenkeeper:tokens"
+
+// Deps are what the handlers need, as functions so tests can supply them.
+type Deps struct {
+	// Identify returns who owns a JupyterHub token.
+	Identify func(ctx context.Context, token string) (hubclient.Identity, error)
+	// Fresh returns a user's access token with at least minValid left.
+	Fresh func(ctx context.Context, user string, minValid time.Duration) (refresh.Tokens, error)
+	// Health returns nil when tokenkeeper can do its job.
+	Health func() error
+	// AccessScopes grant access to the service; a caller needs one.
+	AccessScopes []string
+	// Name and Version describe the service at the prefix root.
+	Name, Version string
+	Logger        *slog.Logger
+	// Now is the clock.
+	Now func() time.Time
+}
+
+type handler struct {
+	Deps
+	log *slog.Logger
+}
+
+// NewHandler returns tokenkeeper's HTTP API mounted under prefix (which starts
+// and ends with a slash, like JUPYTERHUB_SERVICE_PREFIX).
+func NewHandler(prefix string, d Deps) http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.Use(gin.Recovery())
+	h := &handler{Deps: d, log: d.Logger}
+	routes(e.Group(strings.TrimSuffix(prefix, "/")), h)
+	e.NoRoute(func(c *gin.Context) {
+		c.JSON(http.StatusNotFound, errorBody{"not_found", "No such endpoint."})
+	})
+	return e
+}
+
+// routes lists the whole API.
+func routes(g *gin.RouterGroup, h *handler) {
+	g.GET("/", h.info)
+	g.GET("/health", h.health)
+	g.GET("/fresh-token", h.freshToken)
+}
+
+func (h *handler) info(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"name": h.Name, "version": h.Version})
+}
+
+func (h *handler) health(c *gin.Context) {
+	if err := h.Health(); err != nil {
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unhealthy", "reason": err.Error()})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// tokenResponse is the body of a successful fresh-token call.
+type tokenResponse struct {
+	User        string `json:"user"`
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresAt   string `json:"expires_at"`
+	ExpiresIn   int64  `json:"expires_in"`
+}
+
+func (h *handler) freshToken(c *gin.Context) {
+	minValid, err := parseMinValid(c.Query("min_valid"))
+	if err != nil {
+		h.writeError(c, err)
+		return
+	}
+	user, err := h.authorize(c, c.Query("user"))
+	if err != nil {
+		h.writeError(c, err)
+		return
+	}
+	t, err := h.Fresh(c.Request.Context(), user, minValid)
+	if err != nil {
+		h.writeError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, tokenResponse{
+		User: user, AccessToken: t.Access.Reveal(), TokenType: t.Type,
+		ExpiresAt: t.Expiry.UTC().Format(time.RFC3339),
+		ExpiresIn: int64(t.Expiry.Sub(h.Now()).Seconds()),
+	})
+}
+
+func parseMinValid(s string) (time.Duration, error) {
+	if s == "" {
+		return 60 * time.Second, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 86400 {
+		return 0, badRequest("min_valid must be a whole number of seconds from 0 to 86400")
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+// authorize identifies the caller and returns whose token it may have: its
+// own, or, with ScopeTokens covering that user, the one it asks for.
+func (h *handler) authorize(c *gin.Context, asked string) (string, error) {
+	id, err := h.identify(c)
+	if err != nil {
+		return "", err
+	}
+	if !slices.ContainsFunc(h.AccessScopes, func(s string) bool { return slices.Contains(id.Scopes, s) }) {
+		return "", forbidden("This token has no access to tokenkeeper (needs one of " + strings.Join(h.AccessScopes, ", ") + ").")
+	}
+	own := ""
+	if id.Kind == "user" {
+		own = id.Name
+	}
+	switch {
+	case asked == "" && own == "":
+		return "", badRequest("Service tokens must name the user: ?user=NAME.")
+	case asked == "" || asked == own:
+		return own, nil
+	case id.Allows(ScopeTokens, asked):
+		return asked, nil
+	default:
+		return "", forbidden("This token may only fetch its own user's token (" + ScopeTokens + " is needed for others).")
+	}
+}
+
+func (h *handler) identify(c *gin.Context) (hubclient.Identity, error) {
+	token, ok := bearer(c.GetHeader("Authorization"))
+	if !ok {
+		return hubclient.Identity{}, unauthorized("Send a JupyterHub token: Authorization: token <token>.")
+	}
+	id, err := h.Identify(c.Request.Context(), token)
+	var herr *hubclient.APIError
+	if errors.As(err, &herr) && (herr.Status == http.StatusForbidden || herr.Status == http.StatusUnauthorized) {
+		return id, unauthorized("The JupyterHub token is invalid or expired.")
+	}
+	return id, err
+}
+
+// bearer extracts the token from "token T" or "Bearer T".
+func bearer(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(header), " ")
+	token = strings.TrimSpace(token)
+	if !ok || token == "" || strings.ContainsAny(token, " \t") {
+		return "", false
+	}
+	if !strings.EqualFold(scheme, "token") && !strings.EqualFold(scheme, "bearer") {
+		return "", false
+	}
+	return token, true
+}
