@@ -19,9 +19,11 @@ type requestError struct {
 
 func (e *requestError) Error() string { return e.message }
 
-func badRequest(msg string) error   { return &requestError{http.StatusBadRequest, "bad_request", msg} }
-func unauthorized(msg string) error { return &requestError{http.StatusUnauthorized, "unauthorized", msg} }
-func forbidden(msg string) error    { return &requestError{http.StatusForbidden, "forbidden", msg} }
+func badRequest(msg string) error { return &requestError{http.StatusBadRequest, "bad_request", msg} }
+func unauthorized(msg string) error {
+	return &requestError{http.StatusUnauthorized, "unauthorized", msg}
+}
+func forbidden(msg string) error { return &requestError{http.StatusForbidden, "forbidden", msg} }
 
 // errorBody is every error response.
 type errorBody struct {
