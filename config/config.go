@@ -5,6 +5,8 @@
 package config
 
 import (
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -65,6 +67,22 @@ type Config struct {
 	HTTPTimeout Duration `json:"http_timeout"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `json:"log_level"`
+
+	// StateKey encrypts the write-back journal (TOKENKEEPER_STATE_KEY or
+	// StateKeyFile): 32 bytes, base64 or hex encoded.
+	StateKey Secret `json:"-"`
+	// StateKeyFile names a file holding StateKey.
+	StateKeyFile string `json:"state_key_file"`
+
+	// RevokeTokens makes a logout revoke the user's browser-session hub tokens.
+	RevokeTokens bool `json:"revoke_tokens"`
+	// StopServers makes a logout stop the user's servers.
+	StopServers bool `json:"stop_servers"`
+	// GuardMin and GuardFraction pause logouts when at least GuardMin users
+	// and GuardFraction of a sweep's users fail terminally at once; GuardMin 0
+	// disables the guard.
+	GuardMin      int     `json:"guard_min"`
+	GuardFraction float64 `json:"guard_fraction"`
 }
 
 // Default returns the defaults; every default lives here.
@@ -78,6 +96,9 @@ func Default() Config {
 		Keep:          KeepRunning,
 		HTTPTimeout:   Duration(10 * time.Second),
 		LogLevel:      "info",
+		RevokeTokens:  true,
+		GuardMin:      5,
+		GuardFraction: 0.5,
 		Hub: Hub{
 			APIURL:     "http://127.0.0.1:8081/hub/api",
 			ServiceURL: "http://127.0.0.1:10101",
@@ -133,6 +154,12 @@ func (c Config) Validate() error {
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		bad("log_level: %w", err)
 	}
+	if _, err := c.StateKeyBytes(); err != nil {
+		bad("state key: %w", err)
+	}
+	if c.GuardMin < 0 || c.GuardFraction < 0 || c.GuardFraction > 1 {
+		bad("guard: guard_min must be ≥ 0 and guard_fraction between 0 and 1")
+	}
 	return errors.Join(errs...)
 }
 
@@ -171,3 +198,21 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 
 // Set implements flag.Value.
 func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
+
+// StateKeyBytes decodes StateKey: 32 bytes as base64 (standard or URL, padded
+// or not) or as 64 hex digits.
+func (c Config) StateKeyBytes() ([]byte, error) {
+	s := strings.TrimSpace(c.StateKey.Reveal())
+	if s == "" {
+		return nil, errors.New("required: set TOKENKEEPER_STATE_KEY (e.g. from `openssl rand -base64 32`) or state_key_file")
+	}
+	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == 32 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("must be 32 bytes, base64 or hex encoded")
+}

@@ -41,7 +41,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	}
 	errs = append(errs, loadHubEnv(&c, getenv), loadEnv(&c, getenv))
 	fs.Visit(func(fl *flag.Flag) { applyFlag(&c, &f, fl.Name) })
-	errs = append(errs, loadSecretFile(&c), c.Validate())
+	errs = append(errs, loadSecretFiles(&c), c.Validate())
 	return c, opts, errors.Join(errs...)
 }
 
@@ -123,6 +123,21 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	setString(&c.Database, getenv("TOKENKEEPER_DATABASE"))
 	setString(&c.Keep, getenv("TOKENKEEPER_KEEP"))
 	setString(&c.LogLevel, getenv("TOKENKEEPER_LOG_LEVEL"))
+	c.StateKey = Secret(firstNonEmpty(getenv("TOKENKEEPER_STATE_KEY"), c.StateKey.Reveal()))
+	setString(&c.StateKeyFile, getenv("TOKENKEEPER_STATE_KEY_FILE"))
+	setString(&c.Hub.APIURL, getenv("TOKENKEEPER_HUB_API_URL"))
+	for name, b := range map[string]*bool{
+		"TOKENKEEPER_REVOKE_TOKENS": &c.RevokeTokens,
+		"TOKENKEEPER_STOP_SERVERS":  &c.StopServers,
+	} {
+		if v := getenv(name); v != "" {
+			parsed, err := strconv.ParseBool(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+			*b = parsed
+		}
+	}
 	for name, d := range map[string]*Duration{
 		"TOKENKEEPER_REFRESH_WINDOW": &c.RefreshWindow,
 		"TOKENKEEPER_SWEEP_INTERVAL": &c.SweepInterval,
@@ -144,16 +159,24 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	return errors.Join(errs...)
 }
 
-// loadSecretFile reads the client secret from client_secret_file when set.
-func loadSecretFile(c *Config) error {
-	if c.ClientSecretFile == "" || c.ClientSecret != "" {
+// loadSecretFiles reads secrets named by *_file settings, unless the
+// environment already gave them.
+func loadSecretFiles(c *Config) error {
+	return errors.Join(
+		readSecret(&c.ClientSecret, c.ClientSecretFile, "client_secret_file"),
+		readSecret(&c.StateKey, c.StateKeyFile, "state_key_file"),
+	)
+}
+
+func readSecret(dst *Secret, path, key string) error {
+	if path == "" || *dst != "" {
 		return nil
 	}
-	b, err := os.ReadFile(c.ClientSecretFile)
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("client_secret_file: %w", err)
+		return fmt.Errorf("%s: %w", key, err)
 	}
-	c.ClientSecret = Secret(strings.TrimSpace(string(b)))
+	*dst = Secret(strings.TrimSpace(string(b)))
 	return nil
 }
 

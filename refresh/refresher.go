@@ -56,9 +56,15 @@ type Options struct {
 	Concurrency int
 	// GrantTimeout bounds one user's read, grant and write-back.
 	GrantTimeout time.Duration
-	Now          func() time.Time
-	Rand         *rand.Rand
-	Logger       *slog.Logger
+	// Actions are what a logout does besides clearing auth_state.
+	Actions LogoutActions
+	// Guard pauses logouts on mass failure.
+	Guard Guard
+	// Seal encrypts the write-back journal.
+	Seal   *Sealer
+	Now    func() time.Time
+	Rand   *rand.Rand
+	Logger *slog.Logger
 }
 
 // Tokens is a user's current access token as handed out by fresh-token.
@@ -70,29 +76,32 @@ type Tokens struct {
 
 // Refresher refreshes users' tokens; see the package documentation.
 type Refresher struct {
-	hub    Hub
-	grant  GrantFunc
-	store  *Store
-	opts   Options
-	log    *slog.Logger
-	flight singleflight.Group
+	hub      Hub
+	sessions SessionHub
+	grant    GrantFunc
+	store    *Store
+	opts     Options
+	log      *slog.Logger
+	flight   singleflight.Group
 
 	mu       sync.Mutex // guards the fields below
 	users    map[string]*UserState
 	cache    map[string]Tokens
 	operator error // set while refreshing is stopped for an operator problem
 	hubErr   error // set while the hub cannot be listed
+	guard    error // set while logouts are paused by the mass-failure guard
 	rand     *rand.Rand
 }
 
-// New returns a Refresher whose schedule is restored from store.
-func New(ctx context.Context, hub Hub, grant GrantFunc, store *Store, opts Options) (*Refresher, error) {
+// New returns a Refresher whose schedule is restored from store. hub and
+// sessions are usually the same *hubclient.Client.
+func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, store *Store, opts Options) (*Refresher, error) {
 	states, err := store.Users(ctx)
 	if err != nil {
 		return nil, err
 	}
 	r := &Refresher{
-		hub: hub, grant: grant, store: store, opts: opts, log: opts.Logger,
+		hub: hub, sessions: sessions, grant: grant, store: store, opts: opts, log: opts.Logger,
 		users: make(map[string]*UserState, len(states)),
 		cache: make(map[string]Tokens),
 		rand:  opts.Rand,
@@ -107,7 +116,7 @@ func New(ctx context.Context, hub Hub, grant GrantFunc, store *Store, opts Optio
 func (r *Refresher) Health() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return errors.Join(r.operator, r.hubErr)
+	return errors.Join(r.operator, r.hubErr, r.guard)
 }
 
 // Sweep lists the users to keep fresh, forgets users no longer listed, and
@@ -122,16 +131,39 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		return fmt.Errorf("sweep: %w", err)
 	}
 	due := r.sync(ctx, names)
+	results := make([]error, len(due))
 	var g errgroup.Group
 	g.SetLimit(r.opts.Concurrency)
-	for _, name := range due {
+	for i, name := range due {
 		g.Go(func() error {
-			_, err := r.do(ctx, name, r.scheduled)
-			r.logFailure(name, err)
+			_, results[i] = r.do(ctx, name, r.scheduled)
+			r.logFailure(name, results[i])
 			return nil
 		})
 	}
-	return g.Wait()
+	_ = g.Wait() // the goroutines return no errors; failures are in results
+	ended := map[string]string{}
+	for i, err := range results {
+		if errors.Is(err, ErrSessionEnded) {
+			ended[due[i]] = err.Error()
+		}
+	}
+	r.logoutEnded(ctx, ended, len(due))
+	return nil
+}
+
+// Replay writes back every journaled token set left by a crash between a
+// grant and its write-back. It runs once at start, before the first sweep.
+func (r *Refresher) Replay(ctx context.Context) error {
+	names, err := r.store.PendingUsers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		_, err := r.do(ctx, name, r.scheduled)
+		r.logFailure(name, err)
+	}
+	return nil
 }
 
 func (r *Refresher) listUsers(ctx context.Context) (map[string]bool, error) {
@@ -256,7 +288,11 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 		r.reschedule(ctx, name, StatusNew, "hub: "+err.Error())
 		return Tokens{}, fmt.Errorf("read auth_state: %w", err)
 	}
-	st, err := ParseAuthState(u.AuthState)
+	state, err := r.replay(ctx, name, u.AuthState)
+	if err != nil {
+		return Tokens{}, err
+	}
+	st, err := ParseAuthState(state)
 	if err != nil {
 		return Tokens{}, r.unusable(ctx, name, err)
 	}
@@ -270,7 +306,9 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	return r.writeBack(ctx, name, st, tok)
 }
 
-// writeBack stores the new token set in the hub and the schedule.
+// writeBack journals the new token set, writes it to the hub, and then
+// drops the journal entry. If the hub write fails the entry stays, the new
+// token is served from memory, and the write is retried soon.
 func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, tok *oauth2.Token) (Tokens, error) {
 	state, err := st.Apply(tok)
 	if err != nil {
@@ -280,13 +318,45 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 	if err != nil {
 		return Tokens{}, fmt.Errorf("keycloak returned unusable tokens: %w", err)
 	}
-	if err := r.hub.SetAuthState(ctx, name, state); err != nil {
-		return Tokens{}, fmt.Errorf("write auth_state: %w", err)
-	}
 	r.setOperator(nil)
+	p := Pending{User: name, State: state, Spent: digest(st.Refresh.Reveal()), Created: r.opts.Now()}
+	if err := r.store.PutPending(ctx, r.opts.Seal, p); err != nil {
+		r.log.Error("journal write failed; writing to the hub anyway", "user", name, "err", err)
+	}
+	if err := r.hub.SetAuthState(ctx, name, state); err != nil {
+		r.log.Warn("write-back failed; will retry", "user", name, "err", err)
+		t := r.remember(ctx, name, next, "write-back pending")
+		r.put(ctx, UserState{Name: name, Status: StatusBackoff, Failures: 1, Reason: "write-back pending",
+			Due: r.opts.Now().Add(backoffBase), AccessExpiry: t.Expiry, RefreshExpiry: next.RefreshExpiry})
+		return t, nil
+	}
+	if err := r.store.DeletePending(ctx, name); err != nil {
+		r.log.Error("journal cleanup failed", "user", name, "err", err)
+	}
 	t := r.remember(ctx, name, next, "")
 	r.log.Info("refreshed", "user", name, "expires_at", t.Expiry.UTC().Format(time.RFC3339))
 	return t, nil
+}
+
+// replay finishes a journaled write-back for name, if any, and returns the
+// auth_state to work from. An entry is written only while the hub still holds
+// the refresh token its grant spent; if the user has logged in again since,
+// the entry is dropped.
+func (r *Refresher) replay(ctx context.Context, name string, current json.RawMessage) (json.RawMessage, error) {
+	p, ok, err := r.store.Pending(ctx, r.opts.Seal, name)
+	if err != nil || !ok {
+		return current, err
+	}
+	cur, _ := ParseAuthState(current)
+	if digest(cur.Refresh.Reveal()) != p.Spent {
+		r.log.Info("dropped a pending write-back: auth_state changed since", "user", name)
+		return current, r.store.DeletePending(ctx, name)
+	}
+	if err := r.hub.SetAuthState(ctx, name, p.State); err != nil {
+		return nil, fmt.Errorf("replay write-back: %w", err)
+	}
+	r.log.Info("replayed pending write-back", "user", name)
+	return p.State, r.store.DeletePending(ctx, name)
 }
 
 // remember caches the user's current token and schedules the next refresh.
@@ -311,6 +381,12 @@ func (r *Refresher) unusable(ctx context.Context, name string, err error) error 
 	var merr *MalformedError
 	if errors.As(err, &merr) {
 		status = StatusMalformed
+	}
+	r.mu.Lock()
+	prev := r.users[name]
+	r.mu.Unlock()
+	if status == StatusMalformed && (prev == nil || prev.Reason != err.Error()) {
+		r.log.Warn("skipping user", "user", name, "reason", merr.Reason)
 	}
 	r.reschedule(ctx, name, status, err.Error())
 	return err
@@ -362,9 +438,19 @@ func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, gra
 	r.mu.Lock()
 	delete(r.cache, name)
 	r.mu.Unlock()
-	r.put(ctx, UserState{Name: name, Status: StatusEnded, Reason: grantErr.Error(), Due: r.opts.Now().Add(r.opts.Recheck)})
+	// Due at once: the next sweep logs the user out, subject to the guard.
+	r.put(ctx, UserState{Name: name, Status: StatusEnded, Reason: grantErr.Error(), Due: r.opts.Now()})
 	r.log.Warn("keycloak session ended", "user", name, "reason", grantErr.Error())
 	return Tokens{}, fmt.Errorf("%w (%w)", ErrSessionEnded, grantErr)
+}
+
+// ended records a logged-out user; their auth_state is read again later in
+// case they log in again.
+func (r *Refresher) ended(ctx context.Context, name, reason string) {
+	r.mu.Lock()
+	delete(r.cache, name)
+	r.mu.Unlock()
+	r.put(ctx, UserState{Name: name, Status: StatusEnded, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)})
 }
 
 // backoff schedules a retry after a failed grant. A fixed delay of zero means
@@ -417,9 +503,8 @@ func (r *Refresher) save(ctx context.Context, u UserState) {
 func (r *Refresher) logFailure(name string, err error) {
 	var merr *MalformedError
 	switch {
-	case err == nil, errors.Is(err, ErrNoTokens), errors.Is(err, ErrSessionEnded), errors.Is(err, context.Canceled):
-	case errors.As(err, &merr):
-		r.log.Warn("skipping user", "user", name, "reason", merr.Reason)
+	case err == nil, errors.Is(err, ErrNoTokens), errors.Is(err, ErrSessionEnded),
+		errors.Is(err, context.Canceled), errors.As(err, &merr):
 	default:
 		r.log.Warn("refresh failed", "user", name, "err", err)
 	}

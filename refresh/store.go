@@ -50,7 +50,14 @@ CREATE TABLE IF NOT EXISTS users (
 	failures       INTEGER NOT NULL DEFAULT 0,
 	status         TEXT NOT NULL,
 	reason         TEXT NOT NULL DEFAULT ''
-);`
+);
+CREATE TABLE IF NOT EXISTS logouts (
+	id      INTEGER PRIMARY KEY AUTOINCREMENT,
+	name    TEXT NOT NULL,
+	at      INTEGER NOT NULL,
+	reason  TEXT NOT NULL,
+	actions TEXT NOT NULL
+);` + journalSchema
 
 // OpenStore opens (creating if needed) the SQLite database at path.
 func OpenStore(ctx context.Context, path string) (*Store, error) {
@@ -98,6 +105,44 @@ func (s *Store) Put(ctx context.Context, u UserState) error {
 		return fmt.Errorf("save user %q: %w", u.Name, err)
 	}
 	return nil
+}
+
+// Logout is one audit record of a user logged out by tokenkeeper.
+type Logout struct {
+	User    string
+	At      time.Time
+	Reason  string
+	Actions string
+}
+
+// AddLogout appends an audit record.
+func (s *Store) AddLogout(ctx context.Context, l Logout) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO logouts (name, at, reason, actions) VALUES (?, ?, ?, ?)`,
+		l.User, millis(l.At), l.Reason, l.Actions)
+	if err != nil {
+		return fmt.Errorf("audit logout of %q: %w", l.User, err)
+	}
+	return nil
+}
+
+// Logouts returns the audit records, oldest first.
+func (s *Store) Logouts(ctx context.Context) ([]Logout, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, at, reason, actions FROM logouts ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("logouts: %w", err)
+	}
+	defer rows.Close()
+	var out []Logout
+	for rows.Next() {
+		var l Logout
+		var at int64
+		if err := rows.Scan(&l.User, &at, &l.Reason, &l.Actions); err != nil {
+			return nil, fmt.Errorf("logouts: %w", err)
+		}
+		l.At = fromMillis(at)
+		out = append(out, l)
+	}
+	return out, rows.Err()
 }
 
 // Delete forgets users.

@@ -73,7 +73,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency))
 	kc := refresh.NewKeycloak(cfg.IssuerURL, cfg.ClientID, cfg.ClientSecret, client)
-	r, err := refresh.New(ctx, hub, kc.Refresh, store, refreshOptions(cfg, log))
+	opts, err := refreshOptions(cfg, log)
+	if err != nil {
+		return err
+	}
+	r, err := refresh.New(ctx, hub, hub, kc.Refresh, store, opts)
 	if err != nil {
 		return err
 	}
@@ -90,21 +94,37 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		"prefix", cfg.Hub.Prefix, "issuer", cfg.IssuerURL, "keep", cfg.Keep)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(ctx, srv, ln) })
-	g.Go(func() error { return schedule(ctx, time.Duration(cfg.SweepInterval), r, log) })
+	g.Go(func() error {
+		if err := r.Replay(ctx); err != nil {
+			log.Error("replaying pending write-backs", "err", err)
+		}
+		return schedule(ctx, time.Duration(cfg.SweepInterval), r, log)
+	})
 	return g.Wait()
 }
 
-func refreshOptions(cfg config.Config, log *slog.Logger) refresh.Options {
+func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error) {
+	key, err := cfg.StateKeyBytes()
+	if err != nil {
+		return refresh.Options{}, err
+	}
+	seal, err := refresh.NewSealer(key)
+	if err != nil {
+		return refresh.Options{}, err
+	}
 	return refresh.Options{
 		Keep:         cfg.Keep,
 		Window:       time.Duration(cfg.RefreshWindow),
 		Recheck:      max(time.Minute, 4*time.Duration(cfg.SweepInterval)),
 		Concurrency:  cfg.Concurrency,
 		GrantTimeout: 3 * time.Duration(cfg.HTTPTimeout),
+		Actions:      refresh.LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers},
+		Guard:        refresh.Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
+		Seal:         seal,
 		Now:          time.Now,
 		Rand:         newRand(),
 		Logger:       log,
-	}
+	}, nil
 }
 
 // listenAddr returns host:port of the service URL.

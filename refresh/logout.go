@@ -1,0 +1,140 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+)
+
+// SessionHub is the part of the JupyterHub API that logging out uses.
+type SessionHub interface {
+	Tokens(ctx context.Context, user string) ([]hubclient.Token, error)
+	DeleteToken(ctx context.Context, user, id string) error
+	StopServer(ctx context.Context, user, server string) error
+}
+
+// LogoutActions choose what logging a user out does besides clearing their
+// auth_state (which makes the hub's refresh_user_hook send the browser to
+// the login page).
+type LogoutActions struct {
+	// RevokeTokens deletes the user's hub tokens that belong to browser
+	// sessions (those with a session id). Server and API tokens stay.
+	RevokeTokens bool
+	// StopServers stops the user's running servers.
+	StopServers bool
+}
+
+// Guard pauses logouts when a large share of a sweep's users fail with a
+// terminal error at once, which usually means Keycloak lost its sessions
+// (restarted without persistence, or a realm-wide revocation) rather than
+// that each of those users logged out.
+type Guard struct {
+	// Min is the least number of terminal failures in one sweep that can trip it.
+	Min int
+	// Fraction is the share of the sweep's attempted users that trips it.
+	Fraction float64
+}
+
+// trips reports whether ended terminal failures among attempted trip g.
+func (g Guard) trips(ended, attempted int) bool {
+	return g.Min > 0 && ended >= g.Min && float64(ended) >= g.Fraction*float64(attempted)
+}
+
+// Logout logs a user out of JupyterHub because their Keycloak SSO session
+// ended: it clears auth_state, then takes the configured actions, and records
+// the logout with its reason in the audit table.
+func (r *Refresher) Logout(ctx context.Context, name, reason string) error {
+	var done []string
+	var errs []error
+	if err := r.hub.SetAuthState(ctx, name, nil); err != nil {
+		return fmt.Errorf("logout %q: clear auth_state: %w", name, err)
+	}
+	done = append(done, "cleared auth_state")
+	if r.opts.Actions.RevokeTokens {
+		n, err := r.revokeSessionTokens(ctx, name)
+		errs = append(errs, err)
+		done = append(done, fmt.Sprintf("revoked %d session tokens", n))
+	}
+	if r.opts.Actions.StopServers {
+		n, err := r.stopServers(ctx, name)
+		errs = append(errs, err)
+		done = append(done, fmt.Sprintf("stopped %d servers", n))
+	}
+	r.ended(ctx, name, reason)
+	actions := strings.Join(done, "; ")
+	errs = append(errs, r.store.AddLogout(ctx, Logout{User: name, At: r.opts.Now(), Reason: reason, Actions: actions}))
+	r.log.Warn("logged out", "user", name, "reason", reason, "actions", actions)
+	return errors.Join(errs...)
+}
+
+func (r *Refresher) revokeSessionTokens(ctx context.Context, name string) (int, error) {
+	tokens, err := r.sessions.Tokens(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("logout %q: list tokens: %w", name, err)
+	}
+	n := 0
+	var errs []error
+	for _, t := range tokens {
+		if t.SessionID == nil || *t.SessionID == "" {
+			continue
+		}
+		if err := r.sessions.DeleteToken(ctx, name, t.ID); err != nil {
+			errs = append(errs, fmt.Errorf("logout %q: revoke token %s: %w", name, t.ID, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+func (r *Refresher) stopServers(ctx context.Context, name string) (int, error) {
+	u, err := r.hub.User(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("logout %q: read servers: %w", name, err)
+	}
+	n := 0
+	var errs []error
+	for server, s := range u.Servers {
+		if s.Stopped {
+			continue
+		}
+		if err := r.sessions.StopServer(ctx, name, server); err != nil {
+			errs = append(errs, fmt.Errorf("logout %q: stop server %q: %w", name, server, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// logoutEnded logs out the users whose sessions ended in one sweep, unless
+// the guard trips, in which case nobody is logged out and health says why.
+func (r *Refresher) logoutEnded(ctx context.Context, ended map[string]string, attempted int) {
+	if len(ended) == 0 {
+		r.setGuard(nil)
+		return
+	}
+	if r.opts.Guard.trips(len(ended), attempted) {
+		r.setGuard(fmt.Errorf("logouts paused: %d of %d users' Keycloak sessions ended in one sweep, "+
+			"which looks like Keycloak lost its sessions; nobody was logged out", len(ended), attempted))
+		return
+	}
+	r.setGuard(nil)
+	for name, reason := range ended {
+		if err := r.Logout(ctx, name, reason); err != nil {
+			r.log.Error("logout incomplete", "user", name, "err", err)
+		}
+	}
+}
+
+func (r *Refresher) setGuard(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil && r.guard == nil {
+		r.log.Error("mass session failure", "err", err)
+	}
+	r.guard = err
+}
