@@ -83,22 +83,38 @@ type Config struct {
 	// disables the guard.
 	GuardMin      int     `json:"guard_min"`
 	GuardFraction float64 `json:"guard_fraction"`
+
+	// ServiceAccountClientID is a confidential Keycloak client with service
+	// accounts enabled; empty disables service-token, job-status and admin calls.
+	ServiceAccountClientID string `json:"service_account_client_id"`
+	// ServiceAccountSecret is its secret (TOKENKEEPER_SERVICE_ACCOUNT_SECRET or ServiceAccountSecretFile).
+	ServiceAccountSecret Secret `json:"-"`
+	// ServiceAccountSecretFile names a file holding ServiceAccountSecret.
+	ServiceAccountSecretFile string `json:"service_account_secret_file"`
+	// JobAPIURL is a FirecREST v2 base URL for job-status checks; empty disables them.
+	JobAPIURL string `json:"job_api_url"`
+	// JobPollInterval is how long a job's status is cached.
+	JobPollInterval Duration `json:"job_poll_interval"`
+	// EndKeycloakSessions makes a logout also end the user's Keycloak sessions
+	// (needs the service account with manage-users).
+	EndKeycloakSessions bool `json:"end_keycloak_sessions"`
 }
 
 // Default returns the defaults; every default lives here.
 func Default() Config {
 	return Config{
-		ClientID:      "jupyterhub",
-		RefreshWindow: Duration(60 * time.Second),
-		SweepInterval: Duration(15 * time.Second),
-		Concurrency:   8,
-		Database:      "tokenkeeper.db",
-		Keep:          KeepRunning,
-		HTTPTimeout:   Duration(10 * time.Second),
-		LogLevel:      "info",
-		RevokeTokens:  true,
-		GuardMin:      5,
-		GuardFraction: 0.5,
+		ClientID:        "jupyterhub",
+		RefreshWindow:   Duration(60 * time.Second),
+		SweepInterval:   Duration(15 * time.Second),
+		Concurrency:     8,
+		Database:        "tokenkeeper.db",
+		Keep:            KeepRunning,
+		HTTPTimeout:     Duration(10 * time.Second),
+		LogLevel:        "info",
+		RevokeTokens:    true,
+		GuardMin:        5,
+		GuardFraction:   0.5,
+		JobPollInterval: Duration(30 * time.Second),
 		Hub: Hub{
 			APIURL:     "http://127.0.0.1:8081/hub/api",
 			ServiceURL: "http://127.0.0.1:10101",
@@ -156,6 +172,20 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.StateKeyBytes(); err != nil {
 		bad("state key: %w", err)
+	}
+	if c.ServiceAccountClientID != "" && c.ServiceAccountSecret == "" {
+		bad("service account: set TOKENKEEPER_SERVICE_ACCOUNT_SECRET or service_account_secret_file")
+	}
+	if c.JobAPIURL != "" {
+		if err := checkURL(c.JobAPIURL); err != nil {
+			bad("job_api_url: %w", err)
+		}
+		if c.ServiceAccountClientID == "" {
+			bad("job_api_url: needs service_account_client_id")
+		}
+	}
+	if c.EndKeycloakSessions && c.ServiceAccountClientID == "" {
+		bad("end_keycloak_sessions: needs service_account_client_id")
 	}
 	if c.GuardMin < 0 || c.GuardFraction < 0 || c.GuardFraction > 1 {
 		bad("guard: guard_min must be ≥ 0 and guard_fraction between 0 and 1")

@@ -126,9 +126,14 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	c.StateKey = Secret(firstNonEmpty(getenv("TOKENKEEPER_STATE_KEY"), c.StateKey.Reveal()))
 	setString(&c.StateKeyFile, getenv("TOKENKEEPER_STATE_KEY_FILE"))
 	setString(&c.Hub.APIURL, getenv("TOKENKEEPER_HUB_API_URL"))
+	setString(&c.ServiceAccountClientID, getenv("TOKENKEEPER_SERVICE_ACCOUNT_CLIENT_ID"))
+	c.ServiceAccountSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_SERVICE_ACCOUNT_SECRET"), c.ServiceAccountSecret.Reveal()))
+	setString(&c.ServiceAccountSecretFile, getenv("TOKENKEEPER_SERVICE_ACCOUNT_SECRET_FILE"))
+	setString(&c.JobAPIURL, getenv("TOKENKEEPER_JOB_API_URL"))
 	for name, b := range map[string]*bool{
-		"TOKENKEEPER_REVOKE_TOKENS": &c.RevokeTokens,
-		"TOKENKEEPER_STOP_SERVERS":  &c.StopServers,
+		"TOKENKEEPER_REVOKE_TOKENS":         &c.RevokeTokens,
+		"TOKENKEEPER_STOP_SERVERS":          &c.StopServers,
+		"TOKENKEEPER_END_KEYCLOAK_SESSIONS": &c.EndKeycloakSessions,
 	} {
 		if v := getenv(name); v != "" {
 			parsed, err := strconv.ParseBool(v)
@@ -139,9 +144,10 @@ func loadEnv(c *Config, getenv func(string) string) error {
 		}
 	}
 	for name, d := range map[string]*Duration{
-		"TOKENKEEPER_REFRESH_WINDOW": &c.RefreshWindow,
-		"TOKENKEEPER_SWEEP_INTERVAL": &c.SweepInterval,
-		"TOKENKEEPER_HTTP_TIMEOUT":   &c.HTTPTimeout,
+		"TOKENKEEPER_REFRESH_WINDOW":    &c.RefreshWindow,
+		"TOKENKEEPER_SWEEP_INTERVAL":    &c.SweepInterval,
+		"TOKENKEEPER_HTTP_TIMEOUT":      &c.HTTPTimeout,
+		"TOKENKEEPER_JOB_POLL_INTERVAL": &c.JobPollInterval,
 	} {
 		if v := getenv(name); v != "" {
 			if err := d.UnmarshalText([]byte(v)); err != nil {
@@ -165,6 +171,7 @@ func loadSecretFiles(c *Config) error {
 	return errors.Join(
 		readSecret(&c.ClientSecret, c.ClientSecretFile, "client_secret_file"),
 		readSecret(&c.StateKey, c.StateKeyFile, "state_key_file"),
+		readSecret(&c.ServiceAccountSecret, c.ServiceAccountSecretFile, "service_account_secret_file"),
 	)
 }
 

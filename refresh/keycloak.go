@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -25,8 +24,9 @@ type Keycloak struct {
 	secret   config.Secret
 	client   *http.Client
 
-	mu       sync.Mutex // guards endpoint
+	mu       sync.Mutex // guards endpoint and provider
 	endpoint *oauth2.Endpoint
+	provider *oidc.Provider
 }
 
 // NewKeycloak returns a Keycloak client for the realm at issuer.
@@ -49,20 +49,42 @@ func (k *Keycloak) Endpoint(ctx context.Context) (oauth2.Endpoint, error) {
 	if k.endpoint != nil {
 		return *k.endpoint, nil
 	}
-	p, err := oidc.NewProvider(oidc.ClientContext(ctx, k.client), k.issuer)
+	p, err := k.discover(ctx)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) || ctx.Err() != nil {
-			return oauth2.Endpoint{}, fmt.Errorf("keycloak discovery: %w", err)
-		}
-		return oauth2.Endpoint{}, &DiscoveryError{Err: err}
+		return oauth2.Endpoint{}, err
 	}
 	ep := p.Endpoint()
 	// Auto-detection re-sends a failed grant with the other style, spending
 	// the refresh token twice; Keycloak accepts HTTP Basic.
 	ep.AuthStyle = oauth2.AuthStyleInHeader
-	k.endpoint = &ep
+	k.endpoint, k.provider = &ep, p
 	return ep, nil
+}
+
+func (k *Keycloak) discover(ctx context.Context) (*oidc.Provider, error) {
+	p, err := oidc.NewProvider(oidc.ClientContext(ctx, k.client), k.issuer)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) || ctx.Err() != nil {
+			return nil, fmt.Errorf("keycloak discovery: %w", err)
+		}
+		return nil, &DiscoveryError{Err: err}
+	}
+	return p, nil
+}
+
+// VerifyLogout verifies a back-channel logout token: signature against the
+// realm's keys, issuer, audience (the hub's client), the logout event, and
+// expiry.
+func (k *Keycloak) VerifyLogout(ctx context.Context, raw string) (*oidc.LogoutToken, error) {
+	if _, err := k.Endpoint(ctx); err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	p := k.provider
+	k.mu.Unlock()
+	v := p.Verifier(&oidc.Config{ClientID: k.clientID})
+	return v.VerifyLogout(oidc.ClientContext(ctx, k.client), raw)
 }
 
 // Refresh runs one refresh_token grant and returns the new token set. Errors
@@ -146,10 +168,4 @@ func classifyRetrieve(e *oauth2.RetrieveError) Class {
 func isIssuerMismatch(desc string) bool {
 	const prefix = "Invalid token issuer."
 	return len(desc) >= len(prefix) && desc[:len(prefix)] == prefix
-}
-
-// isTimeout reports a network timeout, for log lines.
-func isTimeout(err error) bool {
-	var nerr net.Error
-	return errors.As(err, &nerr) && nerr.Timeout()
 }

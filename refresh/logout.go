@@ -25,6 +25,9 @@ type LogoutActions struct {
 	RevokeTokens bool
 	// StopServers stops the user's running servers.
 	StopServers bool
+	// EndSessions, when set, ends all the user's Keycloak sessions, given
+	// their Keycloak user id (the sub claim).
+	EndSessions func(ctx context.Context, sub string) error
 }
 
 // Guard pauses logouts when a large share of a sweep's users fail with a
@@ -49,6 +52,7 @@ func (g Guard) trips(ended, attempted int) bool {
 func (r *Refresher) Logout(ctx context.Context, name, reason string) error {
 	var done []string
 	var errs []error
+	sub := r.subject(ctx, name)
 	if err := r.hub.SetAuthState(ctx, name, nil); err != nil {
 		return fmt.Errorf("logout %q: clear auth_state: %w", name, err)
 	}
@@ -63,11 +67,31 @@ func (r *Refresher) Logout(ctx context.Context, name, reason string) error {
 		errs = append(errs, err)
 		done = append(done, fmt.Sprintf("stopped %d servers", n))
 	}
+	if r.opts.Actions.EndSessions != nil && sub != "" {
+		errs = append(errs, r.opts.Actions.EndSessions(ctx, sub))
+		done = append(done, "ended keycloak sessions")
+	}
 	r.ended(ctx, name, reason)
 	actions := strings.Join(done, "; ")
 	errs = append(errs, r.store.AddLogout(ctx, Logout{User: name, At: r.opts.Now(), Reason: reason, Actions: actions}))
 	r.log.Warn("logged out", "user", name, "reason", reason, "actions", actions)
 	return errors.Join(errs...)
+}
+
+// subject returns the user's Keycloak id from their current tokens, if any.
+func (r *Refresher) subject(ctx context.Context, name string) string {
+	if r.opts.Actions.EndSessions == nil {
+		return ""
+	}
+	u, err := r.hub.User(ctx, name)
+	if err != nil {
+		return ""
+	}
+	st, err := ParseAuthState(u.AuthState)
+	if err != nil {
+		return ""
+	}
+	return st.AccessClaims.Subject
 }
 
 func (r *Refresher) revokeSessionTokens(ctx context.Context, name string) (int, error) {

@@ -372,6 +372,10 @@ func (r *Refresher) remember(ctx context.Context, name string, st AuthState, rea
 	r.cache[name] = t
 	r.mu.Unlock()
 	r.put(ctx, u)
+	c := st.AccessClaims
+	if err := r.store.PutSession(ctx, c.SessionID, c.Subject, name, r.opts.Now()); err != nil {
+		r.log.Error("remember session", "user", name, "err", err)
+	}
 	return t
 }
 

@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS logouts (
 	at      INTEGER NOT NULL,
 	reason  TEXT NOT NULL,
 	actions TEXT NOT NULL
-);` + journalSchema
+);` + journalSchema + sessionSchema
 
 // OpenStore opens (creating if needed) the SQLite database at path.
 func OpenStore(ctx context.Context, path string) (*Store, error) {

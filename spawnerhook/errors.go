@@ -3,11 +3,14 @@ package spawnerhook
 import (
 	"errors"
 	"net/http"
+	"net/url"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
+	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
 )
 
 // requestError is a problem with the request itself, decided by a handler.
@@ -46,7 +49,15 @@ func (h *handler) classify(err error) (int, errorBody) {
 	var rerr *requestError
 	var herr *hubclient.APIError
 	var merr *refresh.MalformedError
+	var lerr *refresh.LogoutTokenError
+	var jerr *serviceaccount.JobError
 	switch {
+	case errors.As(err, &lerr), errors.Is(err, refresh.ErrReplayedLogout):
+		return http.StatusBadRequest, errorBody{"invalid_logout_token", "The logout token is invalid or was already used."}
+	case errors.As(err, &jerr) && jerr.Status == http.StatusNotFound:
+		return http.StatusNotFound, errorBody{"unknown_job", "The job API does not know this job."}
+	case errors.As(err, &jerr):
+		return http.StatusBadGateway, errorBody{"job_api_error", "The job API did not answer as expected."}
 	case errors.As(err, &rerr):
 		return rerr.status, errorBody{rerr.code, rerr.message}
 	case errors.Is(err, refresh.ErrNoTokens), errors.Is(err, refresh.ErrSessionEnded):
@@ -59,6 +70,8 @@ func (h *handler) classify(err error) (int, errorBody) {
 		return http.StatusServiceUnavailable, errorBody{"unavailable", "Keycloak cannot issue a fresh token right now; try again shortly."}
 	case errors.As(err, &herr):
 		return http.StatusBadGateway, errorBody{"hub_error", "JupyterHub did not answer as expected."}
+	case errors.As(err, new(*oauth2.RetrieveError)), errors.As(err, new(*url.Error)):
+		return http.StatusServiceUnavailable, errorBody{"unavailable", "Keycloak or the job API cannot be reached right now; try again shortly."}
 	default:
 		return http.StatusInternalServerError, errorBody{"internal", "Internal error."}
 	}

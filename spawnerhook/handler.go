@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
+	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
 )
 
 // ScopeTokens lets a caller ask for another user's access token.
@@ -29,6 +31,12 @@ type Deps struct {
 	Fresh func(ctx context.Context, user string, minValid time.Duration) (refresh.Tokens, error)
 	// Health returns nil when tokenkeeper can do its job.
 	Health func() error
+	// ServiceToken returns the service account's token; nil when none is configured.
+	ServiceToken func(ctx context.Context) (*oauth2.Token, error)
+	// JobStatus checks a job with the service account; nil when no job API is configured.
+	JobStatus func(ctx context.Context, system, id string) (serviceaccount.JobStatus, error)
+	// BackchannelLogout verifies a Keycloak logout token and logs its users out.
+	BackchannelLogout func(ctx context.Context, raw string) ([]string, error)
 	// AccessScopes grant access to the service; a caller needs one.
 	AccessScopes []string
 	// Name and Version describe the service at the prefix root.
@@ -62,6 +70,9 @@ func routes(g *gin.RouterGroup, h *handler) {
 	g.GET("/", h.info)
 	g.GET("/health", h.health)
 	g.GET("/fresh-token", h.freshToken)
+	g.GET("/service-token", h.serviceToken)
+	g.GET("/job-status", h.jobStatus)
+	g.POST("/backchannel-logout", h.backchannelLogout)
 }
 
 func (h *handler) info(c *gin.Context) {

@@ -23,6 +23,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
+	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
 	"github.com/tokenkeeper/tokenkeeper/spawnerhook"
 )
 
@@ -40,6 +41,9 @@ func main() {
 
 // run is the whole program, with the process's fundamentals as parameters.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "token" {
+		return runToken(ctx, args[1:], getenv, stdout, stderr)
+	}
 	cfg, opts, err := config.Load(args, getenv, stderr)
 	if err != nil {
 		return configError(err)
@@ -73,9 +77,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency))
 	kc := refresh.NewKeycloak(cfg.IssuerURL, cfg.ClientID, cfg.ClientSecret, client)
+	sa := serviceAccount(ctx, cfg, client, kc)
 	opts, err := refreshOptions(cfg, log)
 	if err != nil {
 		return err
+	}
+	if cfg.EndKeycloakSessions {
+		admin, err := serviceaccount.NewAdmin(cfg.IssuerURL, client, sa.AccessToken)
+		if err != nil {
+			return err
+		}
+		opts.Actions.EndSessions = admin.LogoutUser
 	}
 	r, err := refresh.New(ctx, hub, hub, kc.Refresh, store, opts)
 	if err != nil {
@@ -85,11 +97,22 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: spawnerhook.NewHandler(cfg.Hub.Prefix, spawnerhook.Deps{
+	deps := spawnerhook.Deps{
 		Identify: hub.Identify, Fresh: r.Fresh, Health: r.Health,
+		BackchannelLogout: func(ctx context.Context, raw string) ([]string, error) {
+			return r.BackchannelLogout(ctx, raw, kc.VerifyLogout)
+		},
 		AccessScopes: cfg.Hub.AccessScopes, Name: cfg.Hub.Name, Version: version,
 		Logger: log, Now: time.Now,
-	}), ReadHeaderTimeout: 10 * time.Second}
+	}
+	if sa != nil {
+		deps.ServiceToken = sa.Token
+	}
+	if cfg.JobAPIURL != "" {
+		jobs := serviceaccount.NewJobs(cfg.JobAPIURL, sa.AccessToken, client, time.Duration(cfg.JobPollInterval), time.Now)
+		deps.JobStatus = jobs.Status
+	}
+	srv := &http.Server{Handler: spawnerhook.NewHandler(cfg.Hub.Prefix, deps), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("tokenkeeper started", "version", version, "listen", ln.Addr().String(),
 		"prefix", cfg.Hub.Prefix, "issuer", cfg.IssuerURL, "keep", cfg.Keep)
 	g, ctx := errgroup.WithContext(ctx)
@@ -101,6 +124,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return schedule(ctx, time.Duration(cfg.SweepInterval), r, log)
 	})
 	return g.Wait()
+}
+
+// serviceAccount returns the configured service account, or nil.
+func serviceAccount(ctx context.Context, cfg config.Config, client *http.Client, kc *refresh.Keycloak) *serviceaccount.Account {
+	if cfg.ServiceAccountClientID == "" {
+		return nil
+	}
+	return serviceaccount.New(ctx, client, cfg.ServiceAccountClientID, cfg.ServiceAccountSecret, kc.Endpoint, 15*time.Second)
 }
 
 func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error) {

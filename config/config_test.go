@@ -1,0 +1,741 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// envOf returns a getenv that reads m.
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// validEnv is the smallest environment Load accepts: what JupyterHub always
+// sets plus the three settings without defaults.
+func validEnv() map[string]string {
+	return map[string]string{
+		"JUPYTERHUB_API_TOKEN":      "hub-api-token",
+		"TOKENKEEPER_ISSUER_URL":    "https://kc.example.org/realms/jupyter",
+		"TOKENKEEPER_CLIENT_SECRET": "client-secret",
+		"TOKENKEEPER_STATE_KEY":     stateKeyBase64,
+	}
+}
+
+// stateKeyBase64 and stateKeyHex encode the same 32-byte key.
+const (
+	stateKeyRaw    = "0123456789abcdef0123456789abcdef"
+	stateKeyBase64 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	stateKeyHex    = "3031323334353637383961626364656630313233343536373839616263646566"
+)
+
+// writeFile writes content to name in a fresh temporary directory and
+// returns its path.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func mustLoad(t *testing.T, args []string, env map[string]string) Config {
+	t.Helper()
+	c, _, err := Load(args, envOf(env), &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("Load(%q) error: %v", args, err)
+	}
+	return c
+}
+
+func TestLoadDefaults(t *testing.T) {
+	c := mustLoad(t, nil, validEnv())
+	want := Default()
+	want.IssuerURL = "https://kc.example.org/realms/jupyter"
+	want.ClientSecret = "client-secret"
+	want.StateKey = stateKeyBase64
+	want.Hub.APIToken = "hub-api-token"
+	want.Hub.AccessScopes = []string{"access:services", "access:services!service=tokenkeeper"}
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("Load(nil) mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestLoadPrecedence checks every setting that can come from more than one
+// place, layer by layer: defaults, then the JSON file, then TOKENKEEPER_*
+// variables, then flags.
+func TestLoadPrecedence(t *testing.T) {
+	tests := []struct {
+		name    string
+		fileKey string // JSON key, with its value already encoded
+		fileVal string
+		envKey  string
+		envVal  string
+		flag    string
+		get     func(Config) any
+		want    [4]any // default, file, env, flag
+		// defaultInvalid is set when the setting has no usable default.
+		defaultInvalid bool
+	}{
+		{
+			name:    "issuer",
+			fileKey: "issuer_url", fileVal: `"https://file.example/realms/f"`,
+			envKey: "TOKENKEEPER_ISSUER_URL", envVal: "https://env.example/realms/e",
+			flag: "--issuer=https://flag.example/realms/g",
+			get:  func(c Config) any { return c.IssuerURL },
+			want: [4]any{"", "https://file.example/realms/f", "https://env.example/realms/e", "https://flag.example/realms/g"},
+			// No issuer at all is a validation error.
+			defaultInvalid: true,
+		},
+		{
+			name:    "client id",
+			fileKey: "client_id", fileVal: `"from-file"`,
+			envKey: "TOKENKEEPER_CLIENT_ID", envVal: "from-env",
+			flag: "--client-id=from-flag",
+			get:  func(c Config) any { return c.ClientID },
+			want: [4]any{"jupyterhub", "from-file", "from-env", "from-flag"},
+		},
+		{
+			name:    "refresh window",
+			fileKey: "refresh_window", fileVal: `"2m"`,
+			envKey: "TOKENKEEPER_REFRESH_WINDOW", envVal: "3m",
+			flag: "--refresh-window=4m",
+			get:  func(c Config) any { return time.Duration(c.RefreshWindow) },
+			want: [4]any{time.Minute, 2 * time.Minute, 3 * time.Minute, 4 * time.Minute},
+		},
+		{
+			name:    "sweep interval",
+			fileKey: "sweep_interval", fileVal: `"20s"`,
+			envKey: "TOKENKEEPER_SWEEP_INTERVAL", envVal: "25s",
+			flag: "--sweep-interval=30s",
+			get:  func(c Config) any { return time.Duration(c.SweepInterval) },
+			want: [4]any{15 * time.Second, 20 * time.Second, 25 * time.Second, 30 * time.Second},
+		},
+		{
+			name:    "concurrency",
+			fileKey: "concurrency", fileVal: `2`,
+			envKey: "TOKENKEEPER_CONCURRENCY", envVal: "3",
+			flag: "--concurrency=4",
+			get:  func(c Config) any { return c.Concurrency },
+			want: [4]any{8, 2, 3, 4},
+		},
+		{
+			name:    "database",
+			fileKey: "database", fileVal: `"file.db"`,
+			envKey: "TOKENKEEPER_DATABASE", envVal: "env.db",
+			flag: "--db=flag.db",
+			get:  func(c Config) any { return c.Database },
+			want: [4]any{"tokenkeeper.db", "file.db", "env.db", "flag.db"},
+		},
+		{
+			name:    "keep",
+			fileKey: "keep", fileVal: `"all"`,
+			envKey: "TOKENKEEPER_KEEP", envVal: "running",
+			flag: "--keep=all",
+			get:  func(c Config) any { return c.Keep },
+			want: [4]any{KeepRunning, KeepAll, KeepRunning, KeepAll},
+		},
+		{
+			name:    "log level",
+			fileKey: "log_level", fileVal: `"debug"`,
+			envKey: "TOKENKEEPER_LOG_LEVEL", envVal: "warn",
+			flag: "--log-level=error",
+			get:  func(c Config) any { return c.LogLevel },
+			want: [4]any{"info", "debug", "warn", "error"},
+		},
+	}
+	layers := [4]string{"default", "file", "env", "flag"}
+	for _, tt := range tests {
+		for layer, layerName := range layers {
+			t.Run(tt.name+"/"+layerName, func(t *testing.T) {
+				env := validEnv()
+				delete(env, tt.envKey)
+				var args []string
+				if layer >= 1 {
+					path := writeFile(t, "tokenkeeper.json", fmt.Sprintf(`{%q: %s}`, tt.fileKey, tt.fileVal))
+					args = append(args, "--config="+path)
+				}
+				if layer >= 2 {
+					env[tt.envKey] = tt.envVal
+				}
+				if layer >= 3 {
+					args = append(args, tt.flag)
+				}
+				c, _, err := Load(args, envOf(env), &bytes.Buffer{})
+				if wantErr := layer == 0 && tt.defaultInvalid; (err != nil) != wantErr {
+					t.Errorf("Load(%q) error = %v, want error %t", args, err, wantErr)
+				}
+				if got := tt.get(c); got != tt.want[layer] {
+					t.Errorf("Load(%q): %s = %v, want %v", args, tt.name, got, tt.want[layer])
+				}
+			})
+		}
+	}
+}
+
+func TestLoadHTTPTimeoutFromFileAndEnv(t *testing.T) {
+	path := writeFile(t, "c.json", `{"http_timeout": "20s"}`)
+	c := mustLoad(t, []string{"--config", path}, validEnv())
+	if got, want := time.Duration(c.HTTPTimeout), 20*time.Second; got != want {
+		t.Errorf("HTTPTimeout from file = %v, want %v", got, want)
+	}
+	env := validEnv()
+	env["TOKENKEEPER_HTTP_TIMEOUT"] = "30s"
+	c = mustLoad(t, []string{"--config", path}, env)
+	if got, want := time.Duration(c.HTTPTimeout), 30*time.Second; got != want {
+		t.Errorf("HTTPTimeout from env over file = %v, want %v", got, want)
+	}
+}
+
+func TestLoadConfigFileLocation(t *testing.T) {
+	envFile := writeFile(t, "env.json", `{"database": "named-by-env.db"}`)
+	flagFile := writeFile(t, "flag.json", `{"database": "named-by-flag.db"}`)
+	tests := []struct {
+		name string
+		args []string
+		env  string
+		want string
+	}{
+		{name: "TOKENKEEPER_CONFIG", env: envFile, want: "named-by-env.db"},
+		{name: "flag", args: []string{"--config", flagFile}, want: "named-by-flag.db"},
+		{name: "flag over TOKENKEEPER_CONFIG", args: []string{"--config", flagFile}, env: envFile, want: "named-by-flag.db"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			env["TOKENKEEPER_CONFIG"] = tt.env
+			c := mustLoad(t, tt.args, env)
+			if c.Database != tt.want {
+				t.Errorf("Load(%q) with TOKENKEEPER_CONFIG=%q: Database = %q, want %q", tt.args, tt.env, c.Database, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadCheckConfigOption(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want Options
+	}{
+		{name: "absent", want: Options{}},
+		{name: "set", args: []string{"--check-config"}, want: Options{CheckConfig: true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, opts, err := Load(tt.args, envOf(validEnv()), &bytes.Buffer{})
+			if err != nil {
+				t.Fatalf("Load(%q) error: %v", tt.args, err)
+			}
+			if opts != tt.want {
+				t.Errorf("Load(%q) options = %+v, want %+v", tt.args, opts, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadHubEnvironment(t *testing.T) {
+	env := validEnv()
+	env["JUPYTERHUB_API_URL"] = "http://hub.internal:8081/hub/api"
+	env["JUPYTERHUB_SERVICE_URL"] = "http://127.0.0.1:18023"
+	env["JUPYTERHUB_SERVICE_PREFIX"] = "/services/keeper/"
+	env["JUPYTERHUB_SERVICE_NAME"] = "keeper"
+	c := mustLoad(t, nil, env)
+	want := Hub{
+		APIURL:       "http://hub.internal:8081/hub/api",
+		APIToken:     "hub-api-token",
+		ServiceURL:   "http://127.0.0.1:18023",
+		Prefix:       "/services/keeper/",
+		Name:         "keeper",
+		AccessScopes: []string{"access:services", "access:services!service=keeper"},
+	}
+	if diff := cmp.Diff(want, c.Hub); diff != "" {
+		t.Errorf("Load: Hub mismatch (-want +got):\n%s", diff)
+	}
+	if got := c.Hub.APIToken.Reveal(); got != "hub-api-token" {
+		t.Errorf("Hub.APIToken.Reveal() = %q, want %q", got, "hub-api-token")
+	}
+}
+
+func TestLoadAccessScopes(t *testing.T) {
+	tests := []struct {
+		name    string
+		value   string
+		want    []string
+		wantErr bool
+	}{
+		{name: "unset uses the service name", value: "", want: []string{"access:services", "access:services!service=tokenkeeper"}},
+		{name: "JSON list", value: `["access:services!service=tokenkeeper", "access:services"]`, want: []string{"access:services!service=tokenkeeper", "access:services"}},
+		{name: "one scope", value: `["access:services!service=tokenkeeper"]`, want: []string{"access:services!service=tokenkeeper"}},
+		{name: "not JSON", value: "access:services", wantErr: true},
+		{name: "object", value: `{"a": 1}`, wantErr: true},
+		{name: "list of numbers", value: `[1, 2]`, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"] = tt.value
+			c, _, err := Load(nil, envOf(env), &bytes.Buffer{})
+			if tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), "JUPYTERHUB_OAUTH_ACCESS_SCOPES") {
+					t.Errorf("Load with JUPYTERHUB_OAUTH_ACCESS_SCOPES=%q: error = %v, want one naming the variable", tt.value, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load with JUPYTERHUB_OAUTH_ACCESS_SCOPES=%q: %v", tt.value, err)
+			}
+			if diff := cmp.Diff(tt.want, c.Hub.AccessScopes); diff != "" {
+				t.Errorf("Load with JUPYTERHUB_OAUTH_ACCESS_SCOPES=%q: AccessScopes mismatch (-want +got):\n%s", tt.value, diff)
+			}
+		})
+	}
+}
+
+func TestLoadClientSecret(t *testing.T) {
+	secretFile := writeFile(t, "secret", "  from-file\n")
+	otherFile := writeFile(t, "other", "from-other-file")
+	tests := []struct {
+		name string
+		file string // JSON config file content; empty for none
+		env  map[string]string
+		want Secret
+	}{
+		{
+			name: "environment",
+			env:  map[string]string{"TOKENKEEPER_CLIENT_SECRET": "from-env"},
+			want: "from-env",
+		},
+		{
+			name: "client_secret_file in the JSON file, trimmed",
+			file: fmt.Sprintf(`{"client_secret_file": %q}`, secretFile),
+			want: "from-file",
+		},
+		{
+			name: "TOKENKEEPER_CLIENT_SECRET_FILE",
+			env:  map[string]string{"TOKENKEEPER_CLIENT_SECRET_FILE": secretFile},
+			want: "from-file",
+		},
+		{
+			name: "TOKENKEEPER_CLIENT_SECRET_FILE over the JSON file",
+			file: fmt.Sprintf(`{"client_secret_file": %q}`, otherFile),
+			env:  map[string]string{"TOKENKEEPER_CLIENT_SECRET_FILE": secretFile},
+			want: "from-file",
+		},
+		{
+			name: "environment over file",
+			file: fmt.Sprintf(`{"client_secret_file": %q}`, secretFile),
+			env:  map[string]string{"TOKENKEEPER_CLIENT_SECRET": "from-env"},
+			want: "from-env",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			delete(env, "TOKENKEEPER_CLIENT_SECRET")
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			var args []string
+			if tt.file != "" {
+				args = []string{"--config", writeFile(t, "c.json", tt.file)}
+			}
+			c := mustLoad(t, args, env)
+			if got := c.ClientSecret.Reveal(); got != tt.want.Reveal() {
+				t.Errorf("Load: ClientSecret.Reveal() = %q, want %q", got, tt.want.Reveal())
+			}
+		})
+	}
+}
+
+func TestLoadClientSecretNeverFromFlagOrJSON(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		file string
+	}{
+		{name: "flag --client-secret", args: []string{"--client-secret=from-flag"}},
+		{name: "flag -client_secret", args: []string{"-client_secret", "from-flag"}},
+		{name: "JSON key client_secret", file: `{"client_secret": "from-json"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			delete(env, "TOKENKEEPER_CLIENT_SECRET")
+			args := tt.args
+			if tt.file != "" {
+				args = append(args, "--config", writeFile(t, "c.json", tt.file))
+			}
+			var stderr bytes.Buffer
+			c, _, err := Load(args, envOf(env), &stderr)
+			if err == nil {
+				t.Fatalf("Load(%q) error = nil, want one", args)
+			}
+			if c.ClientSecret != "" {
+				t.Errorf("Load(%q): ClientSecret.Reveal() = %q, want empty", args, c.ClientSecret.Reveal())
+			}
+			if tt.file == "" && !strings.Contains(stderr.String(), "flag provided but not defined") {
+				t.Errorf("Load(%q) wrote %q to stderr, want the flag package's unknown-flag message", args, stderr.String())
+			}
+		})
+	}
+}
+
+func TestLoadHelpListsNoSecretFlag(t *testing.T) {
+	var stderr bytes.Buffer
+	_, _, err := Load([]string{"-h"}, envOf(validEnv()), &stderr)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("Load(-h) error = %v, want flag.ErrHelp", err)
+	}
+	usage := stderr.String()
+	if !strings.Contains(usage, "-issuer") {
+		t.Errorf("Load(-h) usage = %q, want it to list -issuer", usage)
+	}
+	if strings.Contains(strings.ToLower(usage), "secret") {
+		t.Errorf("Load(-h) usage = %q, want no secret flag", usage)
+	}
+}
+
+func TestLoadConfigFileErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		want    string // substring of the error
+	}{
+		{name: "unknown key", content: `{"issuer": "https://kc.example.org/realms/jupyter"}`, want: `unknown field "issuer"`},
+		{name: "hub section is not a file setting", content: `{"Hub": {"APIURL": "http://x"}}`, want: `unknown field "Hub"`},
+		{name: "misspelled key", content: `{"sweep_intervall": "30s"}`, want: `unknown field "sweep_intervall"`},
+		{name: "bad duration", content: `{"refresh_window": "soon"}`, want: "config file"},
+		{name: "number for duration", content: `{"refresh_window": 30}`, want: "config file"},
+		{name: "string for int", content: `{"concurrency": "8"}`, want: "config file"},
+		{name: "not an object", content: `["issuer_url"]`, want: "config file"},
+		{name: "truncated", content: `{"database": "x.db"`, want: "config file"},
+		{name: "trailing object", content: `{"database": "x.db"} {"keep": "all"}`, want: "trailing data"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeFile(t, "c.json", tt.content)
+			_, _, err := Load([]string{"--config", path}, envOf(validEnv()), &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load with file %q: error = %v, want one containing %q", tt.content, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFiles(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{name: "config file", args: []string{"--config", filepath.Join(dir, "absent.json")}, want: "config file"},
+		{
+			name: "client secret file",
+			env:  map[string]string{"TOKENKEEPER_CLIENT_SECRET": "", "TOKENKEEPER_CLIENT_SECRET_FILE": filepath.Join(dir, "absent")},
+			want: "client_secret_file",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			_, _, err := Load(tt.args, envOf(env), &bytes.Buffer{})
+			if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load(%q) error = %v, want os.ErrNotExist mentioning %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestLoadReportsEveryProblem feeds a configuration that is wrong in many
+// ways at once and expects every problem in the one error.
+func TestLoadReportsEveryProblem(t *testing.T) {
+	env := map[string]string{
+		"JUPYTERHUB_SERVICE_PREFIX":  "/services/tokenkeeper",
+		"JUPYTERHUB_API_URL":         "hub.internal:8081",
+		"TOKENKEEPER_KEEP":           "sometimes",
+		"TOKENKEEPER_LOG_LEVEL":      "loud",
+		"TOKENKEEPER_CONCURRENCY":    "1000",
+		"TOKENKEEPER_REFRESH_WINDOW": "soon",
+		"TOKENKEEPER_CLIENT_ID":      "",
+	}
+	path := writeFile(t, "c.json", `{"sweep_interval": "10ms", "client_id": "", "database": ""}`)
+	_, _, err := Load([]string{"--config", path, "--issuer", "ftp://kc.example.org"}, envOf(env), &bytes.Buffer{})
+	if err == nil {
+		t.Fatal("Load(bad configuration) error = nil, want every problem")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"issuer_url:",
+		"client_id:",
+		"client secret:",
+		"JUPYTERHUB_API_TOKEN:",
+		"JUPYTERHUB_API_URL:",
+		"JUPYTERHUB_SERVICE_PREFIX:",
+		"TOKENKEEPER_REFRESH_WINDOW:",
+		"sweep_interval:",
+		"concurrency:",
+		"database:",
+		"keep:",
+		"log_level:",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("Load(bad configuration) error does not mention %q; error:\n%s", want, msg)
+		}
+	}
+	if n := strings.Count(msg, "\n") + 1; n < 12 {
+		t.Errorf("Load(bad configuration) reported %d problems, want at least 12:\n%s", n, msg)
+	}
+}
+
+// TestLoadReportsFileAndEnvProblemsTogether checks that a broken file does
+// not hide problems found elsewhere.
+func TestLoadReportsFileAndEnvProblemsTogether(t *testing.T) {
+	env := validEnv()
+	env["TOKENKEEPER_CONCURRENCY"] = "many"
+	env["JUPYTERHUB_OAUTH_ACCESS_SCOPES"] = "access:services"
+	path := writeFile(t, "c.json", `{"unknown_key": true}`)
+	_, _, err := Load([]string{"--config", path}, envOf(env), &bytes.Buffer{})
+	if err == nil {
+		t.Fatal("Load error = nil, want problems")
+	}
+	for _, want := range []string{`unknown field "unknown_key"`, "TOKENKEEPER_CONCURRENCY", "JUPYTERHUB_OAUTH_ACCESS_SCOPES"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Load error does not mention %q; error:\n%v", want, err)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	valid := func() Config {
+		c := Default()
+		c.IssuerURL = "https://kc.example.org/realms/jupyter"
+		c.ClientSecret = "s"
+		c.Hub.APIToken = "t"
+		c.StateKey = stateKeyBase64
+		return c
+	}
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   string // substring of the error; empty for valid
+	}{
+		{name: "valid", modify: func(*Config) {}},
+		{name: "http issuer", modify: func(c *Config) { c.IssuerURL = "http://127.0.0.1:8080/realms/jupyter" }},
+		{name: "issuer without scheme", modify: func(c *Config) { c.IssuerURL = "kc.example.org/realms/jupyter" }, want: "issuer_url"},
+		{name: "issuer without host", modify: func(c *Config) { c.IssuerURL = "https:///realms/jupyter" }, want: "issuer_url"},
+		{name: "issuer not a URL", modify: func(c *Config) { c.IssuerURL = "https://kc example.org/\x7f" }, want: "issuer_url"},
+		{name: "empty client id", modify: func(c *Config) { c.ClientID = "" }, want: "client_id"},
+		{name: "no secret", modify: func(c *Config) { c.ClientSecret = "" }, want: "client secret"},
+		{name: "no hub token", modify: func(c *Config) { c.Hub.APIToken = "" }, want: "JUPYTERHUB_API_TOKEN"},
+		{name: "service url", modify: func(c *Config) { c.Hub.ServiceURL = "" }, want: "JUPYTERHUB_SERVICE_URL"},
+		{name: "prefix without leading slash", modify: func(c *Config) { c.Hub.Prefix = "services/tokenkeeper/" }, want: "JUPYTERHUB_SERVICE_PREFIX"},
+		{name: "zero refresh window", modify: func(c *Config) { c.RefreshWindow = 0 }, want: "refresh_window"},
+		{name: "negative refresh window", modify: func(c *Config) { c.RefreshWindow = Duration(-time.Second) }, want: "refresh_window"},
+		{name: "sweep interval 1s", modify: func(c *Config) { c.SweepInterval = Duration(time.Second) }},
+		{name: "sweep interval below 1s", modify: func(c *Config) { c.SweepInterval = Duration(999 * time.Millisecond) }, want: "sweep_interval"},
+		{name: "zero http timeout", modify: func(c *Config) { c.HTTPTimeout = 0 }, want: "http_timeout"},
+		{name: "concurrency 1", modify: func(c *Config) { c.Concurrency = 1 }},
+		{name: "concurrency 256", modify: func(c *Config) { c.Concurrency = 256 }},
+		{name: "concurrency 0", modify: func(c *Config) { c.Concurrency = 0 }, want: "concurrency"},
+		{name: "concurrency 257", modify: func(c *Config) { c.Concurrency = 257 }, want: "concurrency"},
+		{name: "keep all", modify: func(c *Config) { c.Keep = KeepAll }},
+		{name: "keep unknown", modify: func(c *Config) { c.Keep = "Running" }, want: "keep"},
+		{name: "log level warn", modify: func(c *Config) { c.LogLevel = "warn" }},
+		{name: "log level unknown", modify: func(c *Config) { c.LogLevel = "verbose" }, want: "log_level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid()
+			tt.modify(&c)
+			err := c.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("Validate() = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDuration(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{in: "30s", want: 30 * time.Second},
+		{in: "5m", want: 5 * time.Minute},
+		{in: "1h2m3s", want: time.Hour + 2*time.Minute + 3*time.Second},
+		{in: "250ms", want: 250 * time.Millisecond},
+		{in: "30", wantErr: true},
+		{in: "", wantErr: true},
+		{in: "soon", wantErr: true},
+	}
+	for _, tt := range tests {
+		var d Duration
+		err := d.UnmarshalText([]byte(tt.in))
+		if (err != nil) != tt.wantErr {
+			t.Errorf("UnmarshalText(%q) error = %v, want error %t", tt.in, err, tt.wantErr)
+			continue
+		}
+		if tt.wantErr {
+			continue
+		}
+		if time.Duration(d) != tt.want {
+			t.Errorf("UnmarshalText(%q) = %v, want %v", tt.in, time.Duration(d), tt.want)
+		}
+		b, err := d.MarshalText()
+		if err != nil {
+			t.Errorf("MarshalText(%v) error: %v", d, err)
+		}
+		var back Duration
+		if err := back.Set(string(b)); err != nil || back != d {
+			t.Errorf("Set(MarshalText(%q)) = %v, %v; want %v, nil", tt.in, back, err, d)
+		}
+	}
+}
+
+func TestParseLevel(t *testing.T) {
+	for _, in := range []string{"debug", "info", "warn", "error", "INFO"} {
+		if _, err := ParseLevel(in); err != nil {
+			t.Errorf("ParseLevel(%q) error = %v, want nil", in, err)
+		}
+	}
+	for _, in := range []string{"", "verbose", "trace"} {
+		if _, err := ParseLevel(in); err == nil {
+			t.Errorf("ParseLevel(%q) error = nil, want one", in)
+		}
+	}
+}
+
+// TestLoadConfigFileTrailingDelimiter expects a stray closing bracket after
+// the object to be rejected like any other trailing data.
+func TestLoadConfigFileTrailingDelimiter(t *testing.T) {
+	for _, content := range []string{`{"database": "x.db"} }`, `{"database": "x.db"}]`} {
+		path := writeFile(t, "c.json", content)
+		_, _, err := Load([]string{"--config", path}, envOf(validEnv()), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), "trailing data") {
+			t.Errorf("Load with file %q: error = %v, want trailing data", content, err)
+		}
+	}
+}
+
+func TestLoadStateKey(t *testing.T) {
+	b64File := writeFile(t, "key", stateKeyBase64+"\n")
+	hexFile := writeFile(t, "hexkey", stateKeyHex)
+	tests := []struct {
+		name string
+		file string // JSON config file content; empty for none
+		env  map[string]string
+	}{
+		{name: "environment, base64", env: map[string]string{"TOKENKEEPER_STATE_KEY": stateKeyBase64}},
+		{name: "environment, hex", env: map[string]string{"TOKENKEEPER_STATE_KEY": stateKeyHex}},
+		{name: "state_key_file in the JSON file", file: fmt.Sprintf(`{"state_key_file": %q}`, b64File)},
+		{name: "TOKENKEEPER_STATE_KEY_FILE", env: map[string]string{"TOKENKEEPER_STATE_KEY_FILE": hexFile}},
+		{
+			name: "environment over file",
+			file: fmt.Sprintf(`{"state_key_file": %q}`, filepath.Join(t.TempDir(), "absent")),
+			env:  map[string]string{"TOKENKEEPER_STATE_KEY": stateKeyHex},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			delete(env, "TOKENKEEPER_STATE_KEY")
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			var args []string
+			if tt.file != "" {
+				args = []string{"--config", writeFile(t, "c.json", tt.file)}
+			}
+			c := mustLoad(t, args, env)
+			key, err := c.StateKeyBytes()
+			if err != nil || string(key) != stateKeyRaw {
+				t.Errorf("Load: StateKeyBytes() = %q, %v; want %q, nil", key, err, stateKeyRaw)
+			}
+		})
+	}
+}
+
+func TestLoadStateKeyNeverFromFlagOrJSON(t *testing.T) {
+	env := validEnv()
+	delete(env, "TOKENKEEPER_STATE_KEY")
+	for _, args := range [][]string{
+		{"--state-key=" + stateKeyBase64},
+		{"--config", writeFile(t, "c.json", fmt.Sprintf(`{"state_key": %q}`, stateKeyBase64))},
+	} {
+		c, _, err := Load(args, envOf(env), &bytes.Buffer{})
+		if err == nil || c.StateKey != "" {
+			t.Errorf("Load(%q) = StateKey %q, error %v; want no key and an error", args, c.StateKey.Reveal(), err)
+		}
+	}
+}
+
+func TestStateKeyBytes(t *testing.T) {
+	tests := []struct {
+		name    string
+		key     Secret
+		wantErr string
+	}{
+		{name: "standard base64", key: stateKeyBase64},
+		{name: "raw base64", key: Secret(strings.TrimRight(stateKeyBase64, "="))},
+		{name: "hex", key: stateKeyHex},
+		{name: "surrounding space", key: " " + stateKeyHex + "\n"},
+		{name: "empty", key: "", wantErr: "required"},
+		{name: "16 bytes", key: "MDEyMzQ1Njc4OWFiY2RlZg==", wantErr: "32 bytes"},
+		{name: "short hex", key: Secret(stateKeyHex[:62]), wantErr: "32 bytes"},
+		{name: "not encoded", key: stateKeyRaw, wantErr: "32 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Config{StateKey: tt.key}.StateKeyBytes()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("StateKeyBytes(%q) error = %v, want one containing %q", tt.key.Reveal(), err, tt.wantErr)
+				}
+				if strings.Contains(fmt.Sprint(err), tt.key.Reveal()) && tt.key != "" {
+					t.Errorf("StateKeyBytes(%q) error %q repeats the key", tt.key.Reveal(), err)
+				}
+				return
+			}
+			if err != nil || string(got) != stateKeyRaw {
+				t.Errorf("StateKeyBytes(%q) = %q, %v; want %q, nil", tt.key.Reveal(), got, err, stateKeyRaw)
+			}
+		})
+	}
+}
+
+func TestLoadBooleansAndHubURLOverride(t *testing.T) {
+	env := validEnv()
+	env["TOKENKEEPER_REVOKE_TOKENS"] = "false"
+	env["TOKENKEEPER_STOP_SERVERS"] = "true"
+	env["JUPYTERHUB_API_URL"] = "http://hub.public:8000/hub/api"
+	env["TOKENKEEPER_HUB_API_URL"] = "http://hub.internal:8081/hub/api"
+	c := mustLoad(t, nil, env)
+	if c.RevokeTokens || !c.StopServers {
+		t.Errorf("Load: RevokeTokens, StopServers = %t, %t; want false, true", c.RevokeTokens, c.StopServers)
+	}
+	if want := "http://hub.internal:8081/hub/api"; c.Hub.APIURL != want {
+		t.Errorf("Load: Hub.APIURL = %q, want %q (TOKENKEEPER_HUB_API_URL over JUPYTERHUB_API_URL)", c.Hub.APIURL, want)
+	}
+	env["TOKENKEEPER_STOP_SERVERS"] = "maybe"
+	if _, _, err := Load(nil, envOf(env), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "TOKENKEEPER_STOP_SERVERS") {
+		t.Errorf("Load with TOKENKEEPER_STOP_SERVERS=maybe: error = %v, want one naming the variable", err)
+	}
+}

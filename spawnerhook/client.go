@@ -1,0 +1,158 @@
+package spawnerhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Client calls tokenkeeper's fresh-token endpoint, as a notebook or a
+// single-user server does with its JupyterHub token.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// NewClient returns a client for the service at base (TOKENKEEPER_URL,
+// including the service prefix) authenticating with a JupyterHub token.
+func NewClient(base, token string, hc *http.Client) *Client {
+	return &Client{base: strings.TrimRight(base, "/") + "/", token: token, http: hc}
+}
+
+// Token is a fresh access token as the service returned it.
+type Token struct {
+	AccessToken string
+	ExpiresAt   time.Time
+}
+
+// ErrLoginRequired means the user's Keycloak session has ended.
+var ErrLoginRequired = errors.New("the Keycloak session has ended: log in to JupyterHub again")
+
+// ServiceError is any other error answer from the service.
+type ServiceError struct {
+	Status  int
+	Message string
+}
+
+func (e *ServiceError) Error() string {
+	return fmt.Sprintf("tokenkeeper: HTTP %d: %s", e.Status, e.Message)
+}
+
+// FreshToken returns the caller's access token with at least minValid left.
+func (c *Client) FreshToken(ctx context.Context, minValid time.Duration) (Token, error) {
+	q := url.Values{"min_valid": {strconv.Itoa(int(minValid.Seconds()))}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"fresh-token?"+q.Encode(), nil)
+	if err != nil {
+		return Token{}, fmt.Errorf("tokenkeeper: %w", err)
+	}
+	req.Header.Set("Authorization", "token "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Token{}, fmt.Errorf("tokenkeeper: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return Token{}, fmt.Errorf("tokenkeeper: read: %w", err)
+	}
+	return decodeToken(resp.StatusCode, body)
+}
+
+func decodeToken(status int, body []byte) (Token, error) {
+	if status == http.StatusConflict {
+		return Token{}, ErrLoginRequired
+	}
+	if status != http.StatusOK {
+		var e errorBody
+		if json.Unmarshal(body, &e) != nil || e.Message == "" {
+			e.Message = http.StatusText(status)
+		}
+		return Token{}, &ServiceError{Status: status, Message: e.Message}
+	}
+	var t tokenResponse
+	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
+		return Token{}, fmt.Errorf("tokenkeeper: unreadable answer")
+	}
+	exp, err := time.Parse(time.RFC3339, t.ExpiresAt)
+	if err != nil {
+		return Token{}, fmt.Errorf("tokenkeeper: expires_at: %w", err)
+	}
+	return Token{AccessToken: t.AccessToken, ExpiresAt: exp}, nil
+}
+
+// WriteTokenFile writes token to path atomically with mode 0600: a reader
+// sees the old file or the new one, never a partial one.
+func WriteTokenFile(path, token string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("token file: %w", err)
+	}
+	defer os.Remove(f.Name()) // after a successful rename this finds nothing
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("token file: %w", err)
+	}
+	if _, err := f.WriteString(token + "\n"); err != nil {
+		f.Close()
+		return fmt.Errorf("token file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("token file: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("token file: %w", err)
+	}
+	return nil
+}
+
+// Watch keeps the token file at path fresh until ctx ends: it rewrites the
+// file when a third of the token's remaining life is left (and at least
+// minValid before expiry), retrying failures with capped backoff. It returns
+// ErrLoginRequired, after removing the file, when the session has ended.
+func (c *Client) Watch(ctx context.Context, path string, minValid time.Duration, now func() time.Time,
+	logf func(format string, args ...any)) error {
+	retry := time.Second
+	for {
+		wait, err := c.writeOnce(ctx, path, minValid, now)
+		switch {
+		case errors.Is(err, ErrLoginRequired):
+			os.Remove(path)
+			return err
+		case err != nil:
+			logf("token refresh failed, retrying in %s: %v", retry, err)
+			wait, retry = retry, min(2*retry, time.Minute)
+		default:
+			retry = time.Second
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// writeOnce fetches and writes one token and returns how long to wait.
+func (c *Client) writeOnce(ctx context.Context, path string, minValid time.Duration, now func() time.Time) (time.Duration, error) {
+	tok, err := c.FreshToken(ctx, minValid)
+	if err != nil {
+		return 0, err
+	}
+	if err := WriteTokenFile(path, tok.AccessToken); err != nil {
+		return 0, err
+	}
+	left := tok.ExpiresAt.Sub(now())
+	return max(time.Second, min(left*2/3, left-minValid)), nil
+}
