@@ -27,6 +27,9 @@ func unauthorized(msg string) error {
 	return &requestError{http.StatusUnauthorized, "unauthorized", msg}
 }
 func forbidden(msg string) error { return &requestError{http.StatusForbidden, "forbidden", msg} }
+func notConfigured(msg string) error {
+	return &requestError{http.StatusNotFound, "not_configured", msg}
+}
 
 // errorBody is every error response.
 type errorBody struct {
