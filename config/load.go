@@ -93,7 +93,7 @@ func decodeFile(c *Config, b []byte) error {
 	if err := dec.Decode(c); err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("config file: trailing data after the JSON object")
 	}
 	return nil

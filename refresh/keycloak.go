@@ -62,7 +62,7 @@ func (k *Keycloak) Endpoint(ctx context.Context) (oauth2.Endpoint, error) {
 }
 
 func (k *Keycloak) discover(ctx context.Context) (*oidc.Provider, error) {
-	p, err := oidc.NewProvider(oidc.ClientContext(ctx, k.client), k.issuer)
+	p, err := oidc.NewProvider(oidc.ClientContext(ctx, k.discoveryClient()), k.issuer)
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) || ctx.Err() != nil {
@@ -168,4 +168,36 @@ func classifyRetrieve(e *oauth2.RetrieveError) Class {
 func isIssuerMismatch(desc string) bool {
 	const prefix = "Invalid token issuer."
 	return len(desc) >= len(prefix) && desc[:len(prefix)] == prefix
+}
+
+// unavailableStatus is a 5xx or 429 answer during discovery: Keycloak is
+// starting, overloaded or behind a failing proxy, which is transient.
+type unavailableStatus struct{ status int }
+
+func (e *unavailableStatus) Error() string {
+	return fmt.Sprintf("HTTP %d %s", e.status, http.StatusText(e.status))
+}
+
+// statusTransport turns 5xx and 429 answers into transport errors, so that
+// they surface as *url.Error (transient) rather than as a discovery failure.
+type statusTransport struct{ base http.RoundTripper }
+
+func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err == nil && (resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests) {
+		resp.Body.Close()
+		return nil, &unavailableStatus{status: resp.StatusCode}
+	}
+	return resp, err
+}
+
+// discoveryClient is k.client with 5xx answers made transport errors.
+func (k *Keycloak) discoveryClient() *http.Client {
+	base := k.client.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	c := *k.client
+	c.Transport = statusTransport{base: base}
+	return &c
 }

@@ -410,7 +410,6 @@ func TestKeycloakCanceled(t *testing.T) {
 // a 5xx (starting up, or behind a proxy) is a transient condition, like a
 // 5xx from the token endpoint.
 func TestKeycloakDiscoveryUnavailable(t *testing.T) {
-	t.Skip("known bug: Keycloak.discover wraps a 5xx discovery reply in *DiscoveryError, so Classify returns Operator")
 	for _, status := range []int{http.StatusBadGateway, http.StatusServiceUnavailable} {
 		kc := newFakeKeycloak(t)
 		kc.discoveryStatus = status
