@@ -1,0 +1,39 @@
+SHELL := /bin/bash
+# tokenkeeper: build, test and run the whole stack. See README.md.
+GO       ?= go
+CACHE    ?= $(or $(TOKENKEEPER_CACHE),$(HOME)/.cache/tokenkeeper)
+GOBIN    := $(CURDIR)/.cache/gobin
+STATICCHECK_VERSION := v0.7.0
+
+.PHONY: build test unit integration install-stack demo lint fuzz bench clean
+
+build:
+	$(GO) build -trimpath -o bin/tokenkeeper ./cmd/tokenkeeper
+
+## test: vet, unit tests (race detector, fuzz seeds), then the integration tests on the real stack.
+test: unit integration
+
+unit:
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./integration/
+	$(GO) test -race -count=1 -shuffle=on ./...
+
+integration: install-stack build
+	$(GO) test -tags integration -count=1 -timeout 30m -v ./integration/ 2>&1 | tee .cache/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|integration:)|_test.go'; exit $${PIPESTATUS[0]}
+
+install-stack:
+	@mkdir -p .cache
+	TOKENKEEPER_CACHE=$(CACHE) integration/stack/install.sh >/dev/null
+
+## demo: the whole stack on 127.0.0.1; prints the hub URL and a login; Ctrl-C stops it.
+demo: install-stack build
+	TOKENKEEPER_CACHE=$(CACHE) $(GO) run ./integration/demo
+
+lint:
+	GOBIN=$(GOBIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GO) vet ./...
+	$(GOBIN)/staticcheck ./...
+	$(GOBIN)/staticcheck -tags integration ./integration/
+
+clean:
+	rm -rf bin .cache/demo

