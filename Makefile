@@ -19,7 +19,7 @@ unit:
 	$(GO) test -race -count=1 -shuffle=on ./...
 
 integration: install-stack build
-	$(GO) test -tags integration -count=1 -timeout 30m -v ./integration/ 2>&1 | tee .cache/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|integration:)|_test.go'; exit $${PIPESTATUS[0]}
+	$(GO) test -tags integration -count=1 -timeout 30m -v ./integration/ 2>&1 | tee .cache/integration.log | grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|integration:)|_test.go'; exit $${PIPESTATUS[0]}
 
 install-stack:
 	@mkdir -p .cache

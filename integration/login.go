@@ -67,6 +67,10 @@ func get(ctx context.Context, c *http.Client, u string) (string, error) {
 // HubAPI calls the hub's REST API with token and decodes the JSON answer
 // into out (when not nil). Non-2xx answers are errors carrying the status.
 func HubAPI(ctx context.Context, api, token, method, path string, body, out any) error {
+	return doJSON(ctx, api, "token "+token, method, path, body, out)
+}
+
+func doJSON(ctx context.Context, api, authorization, method, path string, body, out any) error {
 	var r io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -76,7 +80,10 @@ func HubAPI(ctx context.Context, api, token, method, path string, body, out any)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "token "+token)
+	req.Header.Set("Authorization", authorization)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

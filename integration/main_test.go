@@ -11,8 +11,12 @@ import (
 	"time"
 )
 
-// stack is the one stack every integration test runs against.
-var stack *Stack
+// stack is the one stack every integration test runs against; hubProxy
+// stands between tokenkeeper and the hub's API.
+var (
+	stack    *Stack
+	hubProxy *HubProxy
+)
 
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
 
@@ -27,7 +31,16 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		return 1
 	}
-	s, err := New(Config{Repo: repo, Cache: DefaultCache(), RunDir: runDir, PortBase: 28000})
+	const base = 28000
+	proxy, err := StartHubProxy(fmt.Sprintf("127.0.0.1:%d", base+40), fmt.Sprintf("http://127.0.0.1:%d", base+81))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	defer proxy.Close()
+	hubProxy = proxy
+	s, err := New(Config{Repo: repo, Cache: DefaultCache(), RunDir: runDir, PortBase: base,
+		Env: []string{"TOKENKEEPER_HUB_API_URL=" + proxy.URL()}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		return 1

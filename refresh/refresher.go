@@ -389,8 +389,12 @@ func (r *Refresher) unusable(ctx context.Context, name string, err error) error 
 	r.mu.Lock()
 	prev := r.users[name]
 	r.mu.Unlock()
-	if status == StatusMalformed && (prev == nil || prev.Reason != err.Error()) {
-		r.log.Warn("skipping user", "user", name, "reason", merr.Reason)
+	if prev == nil || prev.Reason != err.Error() {
+		reason := "no tokens in auth_state; waiting for a new login"
+		if merr != nil {
+			reason = merr.Reason
+		}
+		r.log.Warn("skipping user", "user", name, "reason", reason)
 	}
 	r.reschedule(ctx, name, status, err.Error())
 	return err
@@ -416,9 +420,9 @@ func (r *Refresher) grantFailed(ctx context.Context, name string, st AuthState, 
 		return r.terminal(ctx, name, st, err)
 	case Operator:
 		r.setOperator(err)
-		r.backoff(ctx, name, st, err, r.opts.Recheck)
+		r.backoff(ctx, name, st, err)
 	default:
-		r.backoff(ctx, name, st, err, 0)
+		r.backoff(ctx, name, st, err)
 	}
 	if st.AccessClaims.Expiry.After(r.opts.Now()) {
 		return Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer"}, nil
@@ -431,7 +435,7 @@ func (r *Refresher) grantFailed(ctx context.Context, name string, st AuthState, 
 func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, grantErr error) (Tokens, error) {
 	u, err := r.hub.User(ctx, name)
 	if err != nil {
-		r.backoff(ctx, name, st, grantErr, 0)
+		r.backoff(ctx, name, st, grantErr)
 		return Tokens{}, fmt.Errorf("re-read auth_state after %w: %w", grantErr, err)
 	}
 	now, nerr := ParseAuthState(u.AuthState)
@@ -457,19 +461,16 @@ func (r *Refresher) ended(ctx context.Context, name, reason string) {
 	r.put(ctx, UserState{Name: name, Status: StatusEnded, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)})
 }
 
-// backoff schedules a retry after a failed grant. A fixed delay of zero means
-// exponential backoff by the number of consecutive failures.
-func (r *Refresher) backoff(ctx context.Context, name string, st AuthState, err error, fixed time.Duration) {
+// backoff schedules a retry after a failed grant, exponential in the number
+// of consecutive failures and never past the token's expiry.
+func (r *Refresher) backoff(ctx context.Context, name string, st AuthState, err error) {
 	now := r.opts.Now()
 	r.mu.Lock()
 	failures := 1
 	if prev := r.users[name]; prev != nil && prev.Status == StatusBackoff {
 		failures = prev.Failures + 1
 	}
-	next := now.Add(fixed)
-	if fixed == 0 {
-		next = Retry(now, failures, st.AccessClaims.Expiry, r.rand)
-	}
+	next := Retry(now, failures, st.AccessClaims.Expiry, r.rand)
 	r.mu.Unlock()
 	r.put(ctx, UserState{
 		Name: name, Status: StatusBackoff, Failures: failures, Reason: err.Error(), Due: next,
