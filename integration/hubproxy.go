@@ -107,4 +107,3 @@ func (p *HubProxy) wait(r *http.Request) bool {
 	}
 	return false
 }
-

@@ -14,8 +14,9 @@ import (
 // stack is the one stack every integration test runs against; hubProxy
 // stands between tokenkeeper and the hub's API.
 var (
-	stack    *Stack
-	hubProxy *HubProxy
+	stack      *Stack
+	hubProxy   *HubProxy
+	jobService *jobAPI
 )
 
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
@@ -39,8 +40,15 @@ func runTests(m *testing.M) int {
 	}
 	defer proxy.Close()
 	hubProxy = proxy
+	jobs, err := startJobAPI(fmt.Sprintf("127.0.0.1:%d", base+50), fmt.Sprintf("http://127.0.0.1:%d/realms/jupyter", base+80))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	defer jobs.Close()
+	jobService = jobs
 	s, err := New(Config{Repo: repo, Cache: DefaultCache(), RunDir: runDir, PortBase: base,
-		Env: []string{"TOKENKEEPER_HUB_API_URL=" + proxy.URL()}})
+		Env: []string{"TOKENKEEPER_HUB_API_URL=" + proxy.URL(), "TK_JOB_API_URL=" + jobs.URL()}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		return 1
