@@ -33,6 +33,8 @@ type Client struct {
 	ttl   time.Duration
 	now   func() time.Time
 
+	observe func(route string, d time.Duration, err error)
+
 	flight singleflight.Group
 	mu     sync.Mutex // guards ids
 	ids    map[[32]byte]cachedIdentity
@@ -51,6 +53,12 @@ func WithConcurrency(n int) Option {
 
 // WithIdentityCacheTTL sets how long Identify answers are kept (default 60 s).
 func WithIdentityCacheTTL(d time.Duration) Option { return func(c *Client) { c.ttl = d } }
+
+// WithObserver calls observe after every request with its route (the method
+// and path with user names replaced by {name}), its duration and its error.
+func WithObserver(observe func(route string, d time.Duration, err error)) Option {
+	return func(c *Client) { c.observe = observe }
+}
 
 // WithClock sets the clock used for the identity cache.
 func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
@@ -92,7 +100,7 @@ type request struct {
 }
 
 // do sends r and decodes a 2xx JSON answer into out (when out is not nil).
-func (c *Client) do(ctx context.Context, r request, out any) error {
+func (c *Client) do(ctx context.Context, r request, out any) (err error) {
 	select {
 	case c.sem <- struct{}{}:
 		defer func() { <-c.sem }()
@@ -102,6 +110,10 @@ func (c *Client) do(ctx context.Context, r request, out any) error {
 	req, err := c.newRequest(ctx, r)
 	if err != nil {
 		return err
+	}
+	if c.observe != nil {
+		start := time.Now()
+		defer func() { c.observe(route(r), time.Since(start), err) }()
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -189,4 +201,16 @@ func firstNonEmpty(vs ...string) string {
 func IsStatus(err error, status int) bool {
 	var e *APIError
 	return errors.As(err, &e) && e.Status == status
+}
+
+// route is r's method and path with the user name replaced, for metrics.
+func route(r request) string {
+	parts := strings.Split(r.path, "/")
+	if len(parts) > 2 && parts[1] == "users" {
+		parts[2] = "{name}"
+	}
+	if len(parts) > 4 && (parts[3] == "tokens" || parts[3] == "servers") {
+		parts[4] = "{id}"
+	}
+	return r.method + " " + strings.Join(parts, "/")
 }

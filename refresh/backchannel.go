@@ -108,7 +108,7 @@ func (r *Refresher) BackchannelLogout(ctx context.Context, raw string, verify Lo
 			continue
 		}
 		out = append(out, name)
-		errs = append(errs, r.Logout(ctx, name, "keycloak back-channel logout"))
+		errs = append(errs, r.Logout(ctx, name, ReasonBackchannel))
 	}
 	return out, errors.Join(errs...)
 }

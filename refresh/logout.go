@@ -75,6 +75,7 @@ func (r *Refresher) Logout(ctx context.Context, name, reason string) error {
 	actions := strings.Join(done, "; ")
 	errs = append(errs, r.store.AddLogout(ctx, Logout{User: name, At: r.opts.Now(), Reason: reason, Actions: actions}))
 	r.log.Warn("logged out", "user", name, "reason", reason, "actions", actions)
+	r.opts.Metrics.logout(metricReason(reason))
 	return errors.Join(errs...)
 }
 
@@ -161,4 +162,17 @@ func (r *Refresher) setGuard(err error) {
 		r.log.Error("mass session failure", "err", err)
 	}
 	r.guard = err
+}
+
+// Logout reasons, as recorded and as metric labels.
+const (
+	ReasonBackchannel = "keycloak back-channel logout"
+)
+
+// metricReason maps a logout reason to a low-cardinality label.
+func metricReason(reason string) string {
+	if reason == ReasonBackchannel {
+		return "backchannel"
+	}
+	return "session_ended"
 }

@@ -61,10 +61,12 @@ type Options struct {
 	// Guard pauses logouts on mass failure.
 	Guard Guard
 	// Seal encrypts the write-back journal.
-	Seal   *Sealer
-	Now    func() time.Time
-	Rand   *rand.Rand
-	Logger *slog.Logger
+	Seal *Sealer
+	// Metrics, when set, counts grants and logouts.
+	Metrics *Metrics
+	Now     func() time.Time
+	Rand    *rand.Rand
+	Logger  *slog.Logger
 }
 
 // Tokens is a user's current access token as handed out by fresh-token.
@@ -299,10 +301,13 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	if !need(name, st.AccessClaims, r.opts.Now()) {
 		return r.remember(ctx, name, st, ""), nil
 	}
+	start := time.Now()
 	tok, err := r.grant(ctx, st.Refresh)
 	if err != nil {
+		r.opts.Metrics.grant(Classify(err).String(), time.Since(start))
 		return r.grantFailed(ctx, name, st, err)
 	}
+	r.opts.Metrics.grant("success", time.Since(start))
 	return r.writeBack(ctx, name, st, tok)
 }
 

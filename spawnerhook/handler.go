@@ -35,6 +35,8 @@ type Deps struct {
 	ServiceToken func(ctx context.Context) (*oauth2.Token, error)
 	// JobStatus checks a job with the service account; nil when no job API is configured.
 	JobStatus func(ctx context.Context, system, id string) (serviceaccount.JobStatus, error)
+	// Metrics serves Prometheus metrics; nil serves none.
+	Metrics http.Handler
 	// BackchannelLogout verifies a Keycloak logout token and logs its users out.
 	BackchannelLogout func(ctx context.Context, raw string) ([]string, error)
 	// AccessScopes grant access to the service; a caller needs one.
@@ -73,6 +75,9 @@ func routes(g *gin.RouterGroup, h *handler) {
 	g.GET("/service-token", h.serviceToken)
 	g.GET("/job-status", h.jobStatus)
 	g.POST("/backchannel-logout", h.backchannelLogout)
+	if h.Metrics != nil {
+		g.GET("/metrics", gin.WrapH(h.Metrics))
+	}
 }
 
 func (h *handler) info(c *gin.Context) {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tokenkeeper/tokenkeeper/config"
@@ -74,8 +76,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer store.Close()
 	client := &http.Client{Timeout: time.Duration(cfg.HTTPTimeout)}
+	reg := prometheus.NewRegistry()
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
-		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency))
+		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency),
+		hubclient.WithObserver(hubObserver(reg)))
+	if err := checkScopes(ctx, hub, cfg); err != nil {
+		return err
+	}
 	kc := refresh.NewKeycloak(cfg.IssuerURL, cfg.ClientID, cfg.ClientSecret, client)
 	sa := serviceAccount(ctx, cfg, client, kc)
 	opts, err := refreshOptions(cfg, log)
@@ -89,10 +96,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		opts.Actions.EndSessions = admin.LogoutUser
 	}
+	opts.Metrics = refresh.NewMetrics(reg)
 	r, err := refresh.New(ctx, hub, hub, kc.Refresh, store, opts)
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(r)
 	ln, err := net.Listen("tcp", listenAddr(cfg.Hub.ServiceURL))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -102,6 +111,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		BackchannelLogout: func(ctx context.Context, raw string) ([]string, error) {
 			return r.BackchannelLogout(ctx, raw, kc.VerifyLogout)
 		},
+		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		AccessScopes: cfg.Hub.AccessScopes, Name: cfg.Hub.Name, Version: version,
 		Logger: log, Now: time.Now,
 	}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenkeeper/tokenkeeper/config"
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+)
+
+// requiredScopes are the hub scopes tokenkeeper's configuration needs, as the
+// hub expands them for GET /user.
+func requiredScopes(cfg config.Config) []string {
+	s := []string{"list:users", "admin:auth_state", "admin:users", "read:servers"}
+	if cfg.RevokeTokens {
+		s = append(s, "read:tokens", "tokens")
+	}
+	if cfg.StopServers {
+		s = append(s, "delete:servers")
+	}
+	return s
+}
+
+// checkScopes asks the hub which scopes tokenkeeper's token has and fails,
+// naming every missing scope, when it has fewer than it needs.
+func checkScopes(ctx context.Context, hub *hubclient.Client, cfg config.Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	id, err := hub.Self(ctx)
+	if err != nil {
+		return fmt.Errorf("asking the hub for tokenkeeper's own scopes: %w", err)
+	}
+	var missing []string
+	for _, s := range requiredScopes(cfg) {
+		if !slices.Contains(id.Scopes, s) {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("the hub gave service %q too few scopes: missing %s "+
+			"(use tokenkeeper_hub.service_roles in jupyterhub_config.py)", cfg.Hub.Name, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// hubObserver records hub request durations by route.
+func hubObserver(reg prometheus.Registerer) func(string, time.Duration, error) {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "tokenkeeper_hub_request_duration_seconds", Help: "Duration of requests to the JupyterHub API, by route.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	}, []string{"route", "outcome"})
+	reg.MustRegister(h)
+	return func(route string, d time.Duration, err error) {
+		outcome := "ok"
+		if err != nil {
+			outcome = "error"
+		}
+		h.WithLabelValues(route, outcome).Observe(d.Seconds())
+	}
+}

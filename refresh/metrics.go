@@ -1,0 +1,97 @@
+package refresh
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are tokenkeeper's Prometheus metrics. None carries a per-user label.
+type Metrics struct {
+	grants        *prometheus.CounterVec
+	grantDuration prometheus.Histogram
+	logouts       *prometheus.CounterVec
+}
+
+// NewMetrics registers the refresher's counters and histograms with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		grants: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenkeeper_grants_total", Help: "Refresh grants by outcome (success, transient, terminal, operator).",
+		}, []string{"outcome"}),
+		grantDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tokenkeeper_grant_duration_seconds", Help: "Duration of refresh grants at Keycloak.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+		logouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenkeeper_logouts_total", Help: "Users logged out of the hub, by reason.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(m.grants, m.grantDuration, m.logouts)
+	return m
+}
+
+func (m *Metrics) grant(outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.grants.WithLabelValues(outcome).Inc()
+	m.grantDuration.Observe(d.Seconds())
+}
+
+func (m *Metrics) logout(reason string) {
+	if m != nil {
+		m.logouts.WithLabelValues(reason).Inc()
+	}
+}
+
+// expiryBuckets are the upper bounds, in seconds, of the seconds-to-expiry histogram.
+var expiryBuckets = []float64{0, 30, 60, 120, 300, 600, 1800, 3600}
+
+var (
+	usersDesc  = prometheus.NewDesc("tokenkeeper_users", "Users known to the schedule, by status.", []string{"status"}, nil)
+	dueDesc    = prometheus.NewDesc("tokenkeeper_due_users", "Users whose refresh is due now.", nil, nil)
+	expiryDesc = prometheus.NewDesc("tokenkeeper_access_token_seconds_to_expiry",
+		"Seconds until users' access tokens expire, as a histogram over users.", nil, nil)
+)
+
+// Describe implements prometheus.Collector for the schedule's gauges.
+func (r *Refresher) Describe(ch chan<- *prometheus.Desc) {
+	ch <- usersDesc
+	ch <- dueDesc
+	ch <- expiryDesc
+}
+
+// Collect implements prometheus.Collector: users by status, the due queue,
+// and seconds to expiry, computed from the schedule at scrape time.
+func (r *Refresher) Collect(ch chan<- prometheus.Metric) {
+	now := r.opts.Now()
+	byStatus := map[Status]float64{}
+	buckets := make(map[float64]uint64, len(expiryBuckets))
+	var due, count uint64
+	var sum float64
+	r.mu.Lock()
+	for _, u := range r.users {
+		byStatus[u.Status]++
+		if !u.Due.After(now) {
+			due++
+		}
+		if u.AccessExpiry.IsZero() {
+			continue
+		}
+		left := u.AccessExpiry.Sub(now).Seconds()
+		count++
+		sum += left
+		for _, b := range expiryBuckets {
+			if left <= b {
+				buckets[b]++
+			}
+		}
+	}
+	r.mu.Unlock()
+	for s, n := range byStatus {
+		ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, n, string(s))
+	}
+	ch <- prometheus.MustNewConstMetric(dueDesc, prometheus.GaugeValue, float64(due))
+	ch <- prometheus.MustNewConstHistogram(expiryDesc, count, sum, buckets)
+}
