@@ -35,5 +35,14 @@ lint:
 	$(GOBIN)/staticcheck ./...
 	$(GOBIN)/staticcheck -tags integration ./integration/
 
+## fuzz: every fuzz target for FUZZTIME each (the seeds also run in `make test`).
+FUZZTIME ?= 10s
+fuzz:
+	@set -eo pipefail; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg | tail -1; \
+	  done; done
+
 clean:
 	rm -rf bin .cache/demo

@@ -195,7 +195,7 @@ func (f *fixture) advance(d time.Duration) {
 
 var testKey = bytes.Repeat([]byte{7}, 32)
 
-func newFixture(t *testing.T, mutate ...func(*Options)) *fixture {
+func newFixture(t testing.TB, mutate ...func(*Options)) *fixture {
 	t.Helper()
 	f := &fixture{hub: newFakeHub(), logs: &bytes.Buffer{}, now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
 	f.grant = &fakeGrant{now: f.clock, life: 5 * time.Minute, spent: map[string]bool{}}
@@ -209,7 +209,7 @@ func newFixture(t *testing.T, mutate ...func(*Options)) *fixture {
 	return f
 }
 
-func (f *fixture) newRefresher(t *testing.T, mutate ...func(*Options)) *Refresher {
+func (f *fixture) newRefresher(t testing.TB, mutate ...func(*Options)) *Refresher {
 	t.Helper()
 	seal, err := NewSealer(testKey)
 	if err != nil {
