@@ -519,3 +519,30 @@ func (r *Refresher) logFailure(name string, err error) {
 		r.log.Warn("refresh failed", "user", name, "err", err)
 	}
 }
+
+// UserStatus is what tokenkeeper knows about one user, without tokens.
+type UserStatus struct {
+	UserState
+	// Subject is the user's Keycloak id, when their tokens are known.
+	Subject string
+}
+
+// Status returns the user's schedule state and Keycloak id.
+func (r *Refresher) Status(ctx context.Context, name string) (UserStatus, error) {
+	r.mu.Lock()
+	u, ok := r.users[name]
+	r.mu.Unlock()
+	var s UserStatus
+	if ok {
+		s.UserState = *u
+	}
+	user, err := r.hub.User(ctx, name)
+	if err != nil {
+		return s, fmt.Errorf("read user: %w", err)
+	}
+	s.Name = name
+	if st, err := ParseAuthState(user.AuthState); err == nil {
+		s.Subject = st.AccessClaims.Subject
+	}
+	return s, nil
+}

@@ -35,6 +35,10 @@ type Deps struct {
 	ServiceToken func(ctx context.Context) (*oauth2.Token, error)
 	// JobStatus checks a job with the service account; nil when no job API is configured.
 	JobStatus func(ctx context.Context, system, id string) (serviceaccount.JobStatus, error)
+	// Status reports what tokenkeeper knows of a user.
+	Status func(ctx context.Context, user string) (refresh.UserStatus, error)
+	// Sessions lists a Keycloak user's sessions; nil when no service account is configured.
+	Sessions func(ctx context.Context, subject string) ([]serviceaccount.Session, error)
 	// Metrics serves Prometheus metrics; nil serves none.
 	Metrics http.Handler
 	// BackchannelLogout verifies a Keycloak logout token and logs its users out.
@@ -75,6 +79,9 @@ func routes(g *gin.RouterGroup, h *handler) {
 	g.GET("/service-token", h.serviceToken)
 	g.GET("/job-status", h.jobStatus)
 	g.POST("/backchannel-logout", h.backchannelLogout)
+	if h.Status != nil {
+		g.GET("/status", h.status)
+	}
 	if h.Metrics != nil {
 		g.GET("/metrics", gin.WrapH(h.Metrics))
 	}

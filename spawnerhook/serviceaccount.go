@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
 )
 
 // ScopeServiceAccount lets a caller have the service account's token and job status.
@@ -87,4 +89,54 @@ func (h *handler) backchannelLogout(c *gin.Context) {
 	}
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, gin.H{"logged_out": len(users)})
+}
+
+// statusResponse is the body of a status call.
+type statusResponse struct {
+	User          string                   `json:"user"`
+	Status        string                   `json:"status"`
+	Reason        string                   `json:"reason,omitempty"`
+	NextRefresh   string                   `json:"next_refresh,omitempty"`
+	AccessExpiry  string                   `json:"access_expires_at,omitempty"`
+	RefreshExpiry string                   `json:"refresh_expires_at,omitempty"`
+	Failures      int                      `json:"failures"`
+	Sessions      []serviceaccount.Session `json:"keycloak_sessions,omitempty"`
+}
+
+// status shows what tokenkeeper knows of a user and, with the service
+// account, their Keycloak sessions. It needs ScopeTokens for that user.
+func (h *handler) status(c *gin.Context) {
+	user := c.Query("user")
+	id, err := h.identify(c)
+	switch {
+	case err != nil:
+		h.writeError(c, err)
+		return
+	case user == "":
+		h.writeError(c, badRequest("user is required."))
+		return
+	case !id.Allows(ScopeTokens, user):
+		h.writeError(c, forbidden("This token lacks the scope "+ScopeTokens+" for "+user+"."))
+		return
+	}
+	st, err := h.Status(c.Request.Context(), user)
+	if err != nil {
+		h.writeError(c, err)
+		return
+	}
+	resp := statusResponse{User: user, Status: string(st.Status), Reason: st.Reason, Failures: st.Failures,
+		NextRefresh: rfc3339(st.Due), AccessExpiry: rfc3339(st.AccessExpiry), RefreshExpiry: rfc3339(st.RefreshExpiry)}
+	if h.Sessions != nil && st.Subject != "" {
+		if resp.Sessions, err = h.Sessions(c.Request.Context(), st.Subject); err != nil {
+			h.log.Warn("keycloak sessions", "user", user, "err", err)
+		}
+	}
+	c.JSON(http.StatusOK, resp)
+}
+
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }

@@ -115,8 +115,14 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		AccessScopes: cfg.Hub.AccessScopes, Name: cfg.Hub.Name, Version: version,
 		Logger: log, Now: time.Now,
 	}
+	deps.Status = r.Status
 	if sa != nil {
 		deps.ServiceToken = sa.Token
+		admin, err := serviceaccount.NewAdmin(cfg.IssuerURL, client, sa.AccessToken)
+		if err != nil {
+			return err
+		}
+		deps.Sessions = admin.Sessions
 	}
 	if cfg.JobAPIURL != "" {
 		jobs := serviceaccount.NewJobs(cfg.JobAPIURL, sa.AccessToken, client, time.Duration(cfg.JobPollInterval), time.Now)
