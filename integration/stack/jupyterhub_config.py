@@ -38,6 +38,10 @@ c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
 c.GenericOAuthenticator.allow_all = True
 c.Authenticator.auth_refresh_age = 5  # cheap with tokenkeeper's hook; bounds a logged-out browser
 
+# Land on the home page after login instead of spawning at once, so a user
+# can be logged in without a running server.
+c.JupyterHub.default_url = "/hub/home"
+
 c.JupyterHub.spawner_class = "simple"
 c.Spawner.ip = "127.0.0.1"
 c.Spawner.cmd = [f"{repo}/integration/stack/singleuser.sh"]
