@@ -171,7 +171,10 @@ func TestTokenFileStaysFreshAcrossLifetimes(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Wait()
+	defer func() {
+		cancel() // stop the watcher before waiting for it
+		_ = cmd.Wait()
+	}()
 	seen := map[string]bool{}
 	deadline := time.Now().Add(75 * time.Second)
 	for len(seen) < 3 && time.Now().Before(deadline) {
