@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,9 +60,4 @@ func (s *Stack) RefreshEvents(ctx context.Context, userID string) (int, error) {
 	var events []json.RawMessage
 	err := s.KeycloakAdmin(ctx, http.MethodGet, "/events?type=REFRESH_TOKEN&max=1000&user="+url.QueryEscape(userID), nil, &events)
 	return len(events), err
-}
-
-// decodeSegment decodes a base64url JWT segment, padded or not.
-func decodeSegment(s string) ([]byte, error) {
-	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 }

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -199,4 +200,9 @@ func TestTokenFileStaysFreshAcrossLifetimes(t *testing.T) {
 	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("token file mode = %v, %v; want 0600", fi.Mode().Perm(), err)
 	}
+}
+
+// decodeSegment decodes a base64url JWT segment, padded or not.
+func decodeSegment(s string) ([]byte, error) {
+	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 }
