@@ -5,7 +5,7 @@ CACHE    ?= $(or $(TOKENKEEPER_CACHE),$(HOME)/.cache/tokenkeeper)
 GOBIN    := $(CURDIR)/.cache/gobin
 STATICCHECK_VERSION := v0.7.0
 
-.PHONY: build test unit integration install-stack demo lint fuzz bench clean
+.PHONY: build test unit integration install-stack demo lint fuzz bench clean clean-stack
 
 build:
 	$(GO) build -trimpath -o bin/tokenkeeper ./cmd/tokenkeeper
@@ -46,3 +46,7 @@ fuzz:
 
 clean:
 	rm -rf bin .cache/demo
+
+## clean-stack: removes the installed stack (Keycloak, the virtualenv, the proxy) and the demo's run directories.
+clean-stack:
+	rm -rf $(CACHE) .cache/demo

@@ -57,21 +57,8 @@ func accessToken(t *testing.T, user string) (string, time.Time) {
 // startServer starts user's default server through the hub API and waits until it is ready.
 func startServer(t *testing.T, user string) {
 	t.Helper()
-	ctx := context.Background()
-	if err := stack.API(ctx, http.MethodPost, "/users/"+user+"/server", nil, nil); err != nil && !IsStatus(err, 400) {
-		t.Fatalf("start server for %s: %v", user, err)
-	}
-	err := Poll(ctx, 90*time.Second, 500*time.Millisecond, func() (bool, error) {
-		var u struct {
-			Servers map[string]struct {
-				Ready bool `json:"ready"`
-			} `json:"servers"`
-		}
-		err := stack.API(ctx, http.MethodGet, "/users/"+user, nil, &u)
-		return err == nil && u.Servers[""].Ready, err
-	})
-	if err != nil {
-		t.Fatalf("server for %s not ready: %v", user, err)
+	if err := stack.StartServer(context.Background(), user); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -261,4 +248,12 @@ func mapValues(m map[string]string) []string {
 		out = append(out, v)
 	}
 	return out
+}
+
+func TestLoginWithWrongPasswordSaysWhy(t *testing.T) {
+	t.Parallel()
+	_, err := Login(context.Background(), stack.HubURL(), "dave", "not-dave-pw")
+	if err == nil || !strings.Contains(err.Error(), "Invalid username or password") {
+		t.Errorf("Login with a wrong password: %v; want Keycloak's message", err)
+	}
 }

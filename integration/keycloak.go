@@ -55,9 +55,58 @@ func (s *Stack) KeycloakUserID(ctx context.Context, username string) (string, er
 	return users[0].ID, nil
 }
 
+// KeycloakSession is one of a user's sessions as Keycloak's admin API lists it.
+type KeycloakSession struct {
+	ID         string            `json:"id"`
+	Username   string            `json:"username"`
+	Start      int64             `json:"start"`      // milliseconds since the epoch
+	LastAccess int64             `json:"lastAccess"` // milliseconds since the epoch
+	Clients    map[string]string `json:"clients"`    // client id to client name
+}
+
+// KeycloakSessions lists username's sessions in the test realm.
+func (s *Stack) KeycloakSessions(ctx context.Context, username string) ([]KeycloakSession, error) {
+	id, err := s.KeycloakUserID(ctx, username)
+	if err != nil {
+		return nil, err
+	}
+	var sessions []KeycloakSession
+	if err := s.KeycloakAdmin(ctx, http.MethodGet, "/users/"+id+"/sessions", nil, &sessions); err != nil {
+		return nil, fmt.Errorf("sessions of %s: %w", username, err)
+	}
+	return sessions, nil
+}
+
+// KeycloakLogout ends all of username's sessions in the test realm, as an
+// administrator does from the admin console; Keycloak then sends back-channel
+// logout tokens to the clients that registered a URL for them.
+func (s *Stack) KeycloakLogout(ctx context.Context, username string) error {
+	id, err := s.KeycloakUserID(ctx, username)
+	if err != nil {
+		return err
+	}
+	if err := s.KeycloakAdmin(ctx, http.MethodPost, "/users/"+id+"/logout", nil, nil); err != nil {
+		return fmt.Errorf("log out %s: %w", username, err)
+	}
+	return nil
+}
+
 // RefreshEvents counts Keycloak's REFRESH_TOKEN events for a user.
 func (s *Stack) RefreshEvents(ctx context.Context, userID string) (int, error) {
 	var events []json.RawMessage
 	err := s.KeycloakAdmin(ctx, http.MethodGet, "/events?type=REFRESH_TOKEN&max=1000&user="+url.QueryEscape(userID), nil, &events)
 	return len(events), err
+}
+
+// Userinfo calls Keycloak's userinfo endpoint with an access token and
+// returns the status.
+func (s *Stack) Userinfo(ctx context.Context, accessToken string) (int, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Issuer()+"/protocol/openid-connect/userinfo", nil)
+	req.Header.Set("Authorization", "Bearer "+accessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }

@@ -4,9 +4,12 @@ package integration
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -20,6 +23,39 @@ var (
 )
 
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
+
+// stopBeforeTimeout stops the stack shortly before go test's -timeout ends
+// the binary, which would skip every deferred call and leave the processes
+// running.
+func stopBeforeTimeout(s *Stack) {
+	flag.Parse()
+	f := flag.Lookup("test.timeout")
+	if f == nil {
+		return
+	}
+	timeout, _ := f.Value.(flag.Getter).Get().(time.Duration)
+	if timeout <= time.Minute {
+		return
+	}
+	time.AfterFunc(timeout-time.Minute, func() {
+		fmt.Fprintln(os.Stderr, "integration: the test timeout is near: stopping the stack")
+		s.Stop()
+	})
+}
+
+// stopOnSignal stops the stack and exits when the run is interrupted
+// (Ctrl-C or SIGTERM), since the stack's processes live in process groups
+// of their own and do not get the terminal's signal.
+func stopOnSignal(s *Stack) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-ch
+		fmt.Fprintf(os.Stderr, "integration: %v: stopping the stack\n", sig)
+		s.Stop()
+		os.Exit(1)
+	}()
+}
 
 func runTests(m *testing.M) int {
 	repo, _ := filepath.Abs("..")
@@ -55,6 +91,8 @@ func runTests(m *testing.M) int {
 	}
 	stack = s
 	defer s.Stop()
+	stopBeforeTimeout(s)
+	stopOnSignal(s)
 	start := time.Now()
 	if err := s.Start(context.Background()); err != nil {
 		fmt.Fprintf(os.Stderr, "integration: stack did not start: %v\nlogs: %s %s\n", err, s.KeycloakLog(), s.HubLog())

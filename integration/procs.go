@@ -3,8 +3,11 @@ package integration
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 )
 
@@ -30,4 +33,38 @@ func killStragglers(stateDir string) int {
 		}
 	}
 	return n
+}
+
+// spawnRequests carries commands to the spawn thread.
+var (
+	spawnOnce     sync.Once
+	spawnRequests chan spawnRequest
+)
+
+type spawnRequest struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startOnSpawnThread starts cmd from one OS thread that lives as long as the
+// program. A child's Pdeathsig fires when the thread that started it ends, not
+// the process; starting every child from a thread that never ends makes the
+// signal mean "the test binary or demo died", so Keycloak and the hub go
+// with it even when deferred cleanup never runs (a test timeout, SIGKILL).
+func startOnSpawnThread(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnRequests = make(chan spawnRequest)
+		go spawnThread()
+	})
+	req := spawnRequest{cmd: cmd, done: make(chan error, 1)}
+	spawnRequests <- req
+	return <-req.done
+}
+
+// spawnThread runs on its own locked OS thread and never returns.
+func spawnThread() {
+	runtime.LockOSThread()
+	for req := range spawnRequests {
+		req.done <- req.cmd.Start()
+	}
 }

@@ -55,7 +55,9 @@ func tokenkeeperLog(t *testing.T, msg, user string) []logLine {
 // not sweep it.
 func stopServerAtEnd(t *testing.T, user string) {
 	t.Cleanup(func() {
-		_ = stack.API(context.Background(), http.MethodDelete, "/users/"+user+"/server", nil, nil)
+		if err := stack.StopServer(context.Background(), user); err != nil {
+			t.Error(err)
+		}
 	})
 }
 

