@@ -34,10 +34,10 @@ func stopBeforeTimeout(s *Stack) {
 		return
 	}
 	timeout, _ := f.Value.(flag.Getter).Get().(time.Duration)
-	if timeout <= time.Minute {
+	if timeout <= 0 {
 		return
 	}
-	time.AfterFunc(timeout-time.Minute, func() {
+	time.AfterFunc(timeout-min(time.Minute, timeout/10), func() {
 		fmt.Fprintln(os.Stderr, "integration: the test timeout is near: stopping the stack")
 		s.Stop()
 	})
