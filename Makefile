@@ -27,7 +27,8 @@ install-stack:
 
 ## demo: the whole stack on 127.0.0.1; prints the hub URL and a login; Ctrl-C stops it.
 demo: install-stack build
-	TOKENKEEPER_CACHE=$(CACHE) $(GO) run ./integration/demo
+	$(GO) build -o bin/demo ./integration/demo
+	TOKENKEEPER_CACHE=$(CACHE) exec bin/demo
 
 lint:
 	GOBIN=$(GOBIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

@@ -7,12 +7,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -65,8 +67,8 @@ func follow(ctx context.Context, path string, out io.Writer) error {
 	defer tick.Stop()
 	for {
 		line, err := r.ReadString('\n')
-		if strings.HasPrefix(line, "{") && strings.Contains(line, `"msg"`) {
-			fmt.Fprint(out, "tokenkeeper: ", line)
+		if text, ok := logText(line); ok {
+			fmt.Fprintln(out, text)
 		}
 		if err == nil {
 			continue
@@ -80,4 +82,30 @@ func follow(ctx context.Context, path string, out io.Writer) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// logText turns one of tokenkeeper's JSON log lines into
+// "15:04:05 INFO refreshed user=alice expires_at=..."; ok is false for the
+// hub's own lines.
+func logText(line string) (text string, ok bool) {
+	var rec map[string]any
+	if !strings.HasPrefix(line, "{") || json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] == nil {
+		return "", false
+	}
+	var b strings.Builder
+	if t, err := time.Parse(time.RFC3339Nano, fmt.Sprint(rec["time"])); err == nil {
+		b.WriteString(t.Local().Format("15:04:05 "))
+	}
+	fmt.Fprintf(&b, "%-5v %v", rec["level"], rec["msg"])
+	keys := make([]string, 0, len(rec))
+	for k := range rec {
+		if k != "time" && k != "level" && k != "msg" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%v", k, rec[k])
+	}
+	return b.String(), true
 }
