@@ -268,8 +268,14 @@ func TestSSOMaxLifespanLogsOut(t *testing.T) {
 			t.Fatalf("set ssoSessionMaxLifespan: %v", err)
 		}
 	}
+	var realm struct {
+		SSOSessionMaxLifespan int `json:"ssoSessionMaxLifespan"`
+	}
+	if err := stack.KeycloakAdmin(ctx, http.MethodGet, "", nil, &realm); err != nil {
+		t.Fatalf("read the realm: %v", err)
+	}
 	set(40)
-	t.Cleanup(func() { set(3600) })
+	t.Cleanup(func() { set(realm.SSOSessionMaxLifespan) })
 	browser := login(t, "judy")
 	startServer(t, "judy")
 	stopServerAtEnd(t, "judy")

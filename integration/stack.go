@@ -44,8 +44,15 @@ type Config struct {
 // several goroutines.
 type Stack struct {
 	cfg Config
-	// Secrets generated for this run.
-	ClientSecret, SASecret, StateKey, TestToken string
+	// ClientSecret is the secret of the realm's jupyterhub client for this run.
+	ClientSecret string
+	// SASecret is the secret of the realm's tokenkeeper-sa service account client.
+	SASecret string
+	// StateKey is tokenkeeper's TOKENKEEPER_STATE_KEY for this run.
+	StateKey string
+	// TestToken is the hub API token of the tk-test-admin service, which
+	// administers users and servers and holds tokenkeeper's custom scopes.
+	TestToken string
 
 	mu       sync.Mutex // guards keycloak and hub
 	keycloak *process
@@ -61,14 +68,14 @@ func DefaultCache() string {
 	return filepath.Join(home, ".cache", "tokenkeeper")
 }
 
-// New prepares a stack; Start starts it.
+// New prepares a stack with fresh secrets in cfg.RunDir; Start starts it.
 func New(cfg Config) (*Stack, error) {
 	if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("run directory: %w", err)
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("state key: %w", err)
 	}
 	return &Stack{
 		cfg: cfg, ClientSecret: randomHex(16), SASecret: randomHex(16),
@@ -82,11 +89,17 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// URLs of the running pieces.
-func (s *Stack) HubURL() string      { return s.url(0) }
-func (s *Stack) HubAPI() string      { return s.url(81) + "/hub/api" }
+// HubURL is the hub's public URL, served by the proxy.
+func (s *Stack) HubURL() string { return s.url(0) }
+
+// HubAPI is the hub's REST API, reached directly on its internal port.
+func (s *Stack) HubAPI() string { return s.url(81) + "/hub/api" }
+
+// KeycloakURL is Keycloak's base URL.
 func (s *Stack) KeycloakURL() string { return s.url(80) }
-func (s *Stack) Issuer() string      { return s.url(80) + "/realms/jupyter" }
+
+// Issuer is the test realm's OpenID Connect issuer.
+func (s *Stack) Issuer() string { return s.url(80) + "/realms/jupyter" }
 
 // ServiceURL is tokenkeeper's URL including its prefix, reached directly.
 func (s *Stack) ServiceURL() string { return s.url(23) + "/services/tokenkeeper/" }
@@ -131,7 +144,7 @@ func (s *Stack) StartKeycloak(ctx context.Context) error {
 	}
 	javaHome, err := os.ReadFile(filepath.Join(s.cfg.Cache, "java-home"))
 	if err != nil {
-		return fmt.Errorf("no Java recorded by install.sh: %w", err)
+		return fmt.Errorf("no Java recorded by install.sh (run make install-stack): %w", err)
 	}
 	env := append(os.Environ(),
 		"JAVA_HOME="+strings.TrimSpace(string(javaHome)),
@@ -156,16 +169,19 @@ func (s *Stack) StartKeycloak(ctx context.Context) error {
 // share a database.
 func (s *Stack) keycloakHome() (string, error) {
 	dist := filepath.Join(s.cfg.Cache, "keycloak-"+KeycloakVersion)
+	if _, err := os.Stat(filepath.Join(dist, "bin", "kc.sh")); err != nil {
+		return "", fmt.Errorf("no Keycloak %s in the cache (run make install-stack): %w", KeycloakVersion, err)
+	}
 	home := filepath.Join(s.cfg.RunDir, "keycloak")
 	if err := os.MkdirAll(filepath.Join(home, "bin"), 0o755); err != nil {
-		return "", err
+		return "", fmt.Errorf("keycloak home: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Join(home, "data", "import"), 0o700); err != nil {
-		return "", err
+		return "", fmt.Errorf("keycloak home: %w", err)
 	}
 	for _, d := range []string{"lib", "providers", "themes", "conf", "version.txt"} {
 		if err := os.Symlink(filepath.Join(dist, d), filepath.Join(home, d)); err != nil && !errors.Is(err, os.ErrExist) {
-			return "", err
+			return "", fmt.Errorf("keycloak home: %w", err)
 		}
 	}
 	if err := copyFile(filepath.Join(dist, "bin", "kc.sh"), filepath.Join(home, "bin", "kc.sh"), 0o755); err != nil {
@@ -178,9 +194,12 @@ func (s *Stack) keycloakHome() (string, error) {
 func copyFile(from, to string, mode os.FileMode) error {
 	b, err := os.ReadFile(from)
 	if err != nil {
-		return err
+		return fmt.Errorf("copy %s: %w", filepath.Base(from), err)
 	}
-	return os.WriteFile(to, b, mode)
+	if err := os.WriteFile(to, b, mode); err != nil {
+		return fmt.Errorf("copy %s: %w", filepath.Base(from), err)
+	}
+	return nil
 }
 
 // StopKeycloak stops Keycloak; its data stays for a later StartKeycloak.
@@ -195,13 +214,13 @@ func (s *Stack) StopKeycloak() {
 // StartHub starts JupyterHub and waits for its API and for tokenkeeper.
 func (s *Stack) StartHub(ctx context.Context) error {
 	if err := os.MkdirAll(s.StateDir(), 0o700); err != nil {
-		return err
+		return fmt.Errorf("state directory: %w", err)
 	}
 	env := append(os.Environ(),
 		"TK_PORT_BASE="+strconv.Itoa(s.cfg.PortBase), "TK_REPO="+s.cfg.Repo, "TK_CACHE="+s.cfg.Cache,
 		"TK_STATE_DIR="+s.StateDir(), "TK_BIN="+filepath.Join(s.cfg.Repo, "bin", "tokenkeeper"),
 		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_STATE_KEY="+s.StateKey,
-		"TK_TEST_TOKEN="+s.TestToken, "JUPYTERHUB_CRYPT_KEY="+randomHex(32),
+		"TK_TEST_ADMIN_TOKEN="+s.TestToken, "JUPYTERHUB_CRYPT_KEY="+randomHex(32),
 	)
 	env = append(env, s.cfg.Env...)
 	hub := filepath.Join(s.cfg.Cache, "venv", "bin", "jupyterhub")
@@ -239,7 +258,7 @@ type process struct {
 func startProcess(logPath string, env []string, name string, args ...string) (*process, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("log file: %w", err)
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, logf, logf

@@ -73,14 +73,14 @@ tokenkeeper_hub.configure(
     },
 )
 
-if env.get("TK_TEST_TOKEN"):
+if env.get("TK_TEST_ADMIN_TOKEN"):
     # The tests' own service: administers users and holds tokenkeeper's custom scopes.
-    c.JupyterHub.services.append({"name": "tk-test", "api_token": env["TK_TEST_TOKEN"]})
+    c.JupyterHub.services.append({"name": "tk-test-admin", "api_token": env["TK_TEST_ADMIN_TOKEN"]})
     c.JupyterHub.load_roles.append({
-        "name": "tk-test",
+        "name": "tk-test-admin",
         "scopes": [
             "admin:users", "admin:servers", "tokens", "read:tokens", "list:users", "read:servers",
             "access:services", tokenkeeper_hub.SCOPE_TOKENS, tokenkeeper_hub.SCOPE_SERVICE_ACCOUNT,
         ],
-        "services": ["tk-test"],
+        "services": ["tk-test-admin"],
     })
