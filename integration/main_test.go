@@ -102,6 +102,11 @@ func runTests(m *testing.M) int {
 	code := m.Run()
 	if code != 0 {
 		fmt.Printf("integration: logs kept in %s\n", runDir)
+		return code
+	}
+	s.Stop()
+	if err := os.RemoveAll(runDir); err != nil {
+		fmt.Fprintln(os.Stderr, "integration: remove the run directory:", err)
 	}
 	return code
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -138,6 +139,9 @@ func (s *Stack) Stop() {
 // StartKeycloak starts Keycloak on its own data directory with the test realm
 // imported, and waits for the realm's discovery document.
 func (s *Stack) StartKeycloak(ctx context.Context) error {
+	if err := s.portsFree(80, 90); err != nil {
+		return err
+	}
 	home, err := s.keycloakHome()
 	if err != nil {
 		return err
@@ -202,6 +206,21 @@ func copyFile(from, to string, mode os.FileMode) error {
 	return nil
 }
 
+// portsFree checks that nothing listens on the stack's ports at the given
+// offsets, so a process left from an earlier run cannot answer in place of
+// the one about to start.
+func (s *Stack) portsFree(offsets ...int) error {
+	for _, off := range offsets {
+		addr := "127.0.0.1:" + strconv.Itoa(s.cfg.PortBase+off)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("port %s is taken (a stack from an earlier run still up?): %w", addr, err)
+		}
+		ln.Close()
+	}
+	return nil
+}
+
 // StopKeycloak stops Keycloak; its data stays for a later StartKeycloak.
 func (s *Stack) StopKeycloak() {
 	s.mu.Lock()
@@ -213,6 +232,9 @@ func (s *Stack) StopKeycloak() {
 
 // StartHub starts JupyterHub and waits for its API and for tokenkeeper.
 func (s *Stack) StartHub(ctx context.Context) error {
+	if err := s.portsFree(0, 1, 23, 81); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(s.StateDir(), 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
