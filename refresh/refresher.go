@@ -234,6 +234,11 @@ func (r *Refresher) Fresh(ctx context.Context, name string, minValid time.Durati
 		t, err = r.do(ctx, name, need)
 	}
 	r.logFailure(name, err)
+	if err == nil {
+		r.mu.Lock()
+		r.cache[name] = t // from now on kept current by every refresh of name
+		r.mu.Unlock()
+	}
 	return t, err
 }
 
@@ -364,7 +369,9 @@ func (r *Refresher) replay(ctx context.Context, name string, current json.RawMes
 	return p.State, r.store.DeletePending(ctx, name)
 }
 
-// remember caches the user's current token and schedules the next refresh.
+// remember schedules the user's next refresh and updates their cached token.
+// Only users someone has asked a token for are cached, so memory for users
+// nobody asks about is the schedule alone.
 func (r *Refresher) remember(ctx context.Context, name string, st AuthState, reason string) Tokens {
 	t := Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer"}
 	u := UserState{
@@ -374,7 +381,9 @@ func (r *Refresher) remember(ctx context.Context, name string, st AuthState, rea
 		RefreshExpiry: st.RefreshExpiry,
 	}
 	r.mu.Lock()
-	r.cache[name] = t
+	if _, ok := r.cache[name]; ok {
+		r.cache[name] = t
+	}
 	r.mu.Unlock()
 	r.put(ctx, u)
 	c := st.AccessClaims
