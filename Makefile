@@ -45,6 +45,10 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg | tail -1; \
 	  done; done
 
+## bench: fresh-token, sweep and schedule figures measured on this machine; writes BENCHMARKS.md (about 15 minutes).
+bench: install-stack build
+	TOKENKEEPER_CACHE=$(CACHE) $(GO) run ./integration/bench -out BENCHMARKS.md
+
 clean:
 	rm -rf bin .cache/demo
 
