@@ -17,185 +17,688 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestUsersFollowsPagination(t *testing.T) {
-	var queries []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if got := r.Header.Get("Accept"); got != paginationType {
-			t.Errorf("Accept = %q, want %q", got, paginationType)
+// serviceToken is the client's own hub token in these tests.
+const serviceToken = "svc-token"
+
+// hubRequest is what the fake hub saw of one request.
+type hubRequest struct {
+	Method        string
+	Path          string // escaped, as it went over the wire
+	Query         string
+	Authorization string
+	Accept        string
+	ContentType   string
+	Body          string
+}
+
+// fakeHub is an httptest hub that records every request and answers with
+// the handler it was given.
+type fakeHub struct {
+	srv *httptest.Server
+
+	mu   sync.Mutex // guards reqs
+	reqs []hubRequest
+}
+
+func newFakeHub(t *testing.T, answer http.HandlerFunc) *fakeHub {
+	t.Helper()
+	h := &fakeHub{}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Errorf("fake hub: reading the body: %v", err)
 		}
-		if got := r.Header.Get("Authorization"); got != "token svc" {
-			t.Errorf("Authorization = %q", got)
-		}
-		queries = append(queries, r.URL.RawQuery)
+		h.mu.Lock()
+		h.reqs = append(h.reqs, hubRequest{
+			Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery,
+			Authorization: r.Header.Get("Authorization"), Accept: r.Header.Get("Accept"),
+			ContentType: r.Header.Get("Content-Type"), Body: string(body),
+		})
+		h.mu.Unlock()
+		answer(w, r)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// apiURL is the hub's API URL, as JUPYTERHUB_API_URL names it.
+func (h *fakeHub) apiURL() string { return h.srv.URL + "/hub/api" }
+
+func (h *fakeHub) requests() []hubRequest {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]hubRequest(nil), h.reqs...)
+}
+
+// answerJSON answers every request with status and body.
+func answerJSON(status int, body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprint(w, body)
+	}
+}
+
+// get is a plain GET as the client sends it with the service token.
+func get(path string) hubRequest {
+	return hubRequest{Method: http.MethodGet, Path: path, Authorization: "token " + serviceToken, Accept: "application/json"}
+}
+
+// listPage is a GET /users page request with the pagination media type.
+func listPage(query string) hubRequest {
+	return hubRequest{
+		Method: http.MethodGet, Path: "/hub/api/users", Query: query,
+		Authorization: "token " + serviceToken, Accept: "application/jupyterhub-pagination+json",
+	}
+}
+
+// threePages answers GET /users with five users over three pages. The first
+// next link names another host, as a hub behind a proxy does.
+func threePages(elsewhere string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Query().Get("offset") {
 		case "0":
-			fmt.Fprint(w, `{"items":[{"name":"a"},{"name":"b"}],"_pagination":{"next":{"offset":2,"limit":2,"url":"http://elsewhere/x"}}}`)
+			fmt.Fprintf(w, `{"items":[{"name":"a","auth_state":null},{"name":"b"}],
+				"_pagination":{"offset":0,"limit":2,"total":5,"next":{"offset":2,"limit":2,"url":%q}}}`,
+				elsewhere+"/hub/api/users?limit=2&offset=2")
 		case "2":
-			fmt.Fprint(w, `{"items":[{"name":"c"},{"name":"d"}],"_pagination":{"next":{"offset":4,"limit":2}}}`)
+			fmt.Fprintf(w, `{"items":[{"name":"c"},{"name":"d"}],
+				"_pagination":{"offset":2,"limit":2,"total":5,"next":{"offset":4,"limit":2,"url":%q}}}`,
+				elsewhere+"/hub/api/users?limit=2&offset=4")
+		case "4":
+			fmt.Fprint(w, `{"items":[{"name":"e"}],"_pagination":{"offset":4,"limit":2,"total":5,"next":null}}`)
 		default:
-			fmt.Fprint(w, `{"items":[{"name":"e"}],"_pagination":{"next":null}}`)
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"status":400,"message":"unexpected offset %q"}`, r.URL.Query().Get("offset"))
 		}
-	}))
-	defer srv.Close()
-	c := New(srv.URL+"/hub/api", "svc")
+	}
+}
+
+// collect ranges over Users and returns the names and the error, if any.
+func collect(c *Client, q UserQuery) ([]string, error) {
 	var names []string
-	for u, err := range c.Users(context.Background(), UserQuery{State: "active", PageSize: 2}) {
+	for u, err := range c.Users(context.Background(), q) {
 		if err != nil {
-			t.Fatal(err)
+			return names, err
 		}
 		names = append(names, u.Name)
 	}
-	if diff := cmp.Diff([]string{"a", "b", "c", "d", "e"}, names); diff != "" {
-		t.Errorf("Users() names (-want +got):\n%s", diff)
+	return names, nil
+}
+
+func TestUsersFollowsPagination(t *testing.T) {
+	tests := []struct {
+		name  string
+		state string
+		want  []string // queries
+	}{
+		{name: "all users", want: []string{"limit=2&offset=0", "limit=2&offset=2", "limit=2&offset=4"}},
+		{name: "active", state: "active", want: []string{
+			"limit=2&offset=0&state=active", "limit=2&offset=2&state=active", "limit=2&offset=4&state=active",
+		}},
+		{name: "ready", state: "ready", want: []string{
+			"limit=2&offset=0&state=ready", "limit=2&offset=2&state=ready", "limit=2&offset=4&state=ready",
+		}},
 	}
-	want := []string{"limit=2&offset=0&state=active", "limit=2&offset=2&state=active", "limit=2&offset=4&state=active"}
-	if diff := cmp.Diff(want, queries); diff != "" {
-		t.Errorf("queries (-want +got):\n%s", diff)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var strayed atomic.Int32
+			elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				strayed.Add(1)
+			}))
+			defer elsewhere.Close()
+			hub := newFakeHub(t, threePages(elsewhere.URL))
+			names, err := collect(New(hub.apiURL(), serviceToken), UserQuery{State: tt.state, PageSize: 2})
+			if err != nil {
+				t.Fatalf("Users(%q) error: %v", tt.state, err)
+			}
+			if diff := cmp.Diff([]string{"a", "b", "c", "d", "e"}, names); diff != "" {
+				t.Errorf("Users(%q) names mismatch (-want +got):\n%s", tt.state, diff)
+			}
+			var want []hubRequest
+			for _, q := range tt.want {
+				want = append(want, listPage(q))
+			}
+			if diff := cmp.Diff(want, hub.requests()); diff != "" {
+				t.Errorf("Users(%q) requests mismatch (-want +got):\n%s", tt.state, diff)
+			}
+			if n := strayed.Load(); n != 0 {
+				t.Errorf("Users(%q) sent %d requests to the host named in next.url, want 0", tt.state, n)
+			}
+		})
+	}
+}
+
+func TestUsersDefaultPageSize(t *testing.T) {
+	hub := newFakeHub(t, answerJSON(http.StatusOK, `{"items":[{"name":"a"}],"_pagination":{"next":null}}`))
+	if _, err := collect(New(hub.apiURL(), serviceToken), UserQuery{}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]hubRequest{listPage("limit=200&offset=0")}, hub.requests()); diff != "" {
+		t.Errorf("Users({}) requests mismatch (-want +got):\n%s", diff)
 	}
 }
 
 func TestUsersAcceptsBareList(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, `[{"name":"a"},{"name":"b"}]`)
-	}))
-	defer srv.Close()
-	n := 0
-	for _, err := range New(srv.URL, "t").Users(context.Background(), UserQuery{}) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		n++
+	hub := newFakeHub(t, answerJSON(http.StatusOK, `[{"name":"a"},{"name":"b","admin":true}]`))
+	names, err := collect(New(hub.apiURL(), serviceToken), UserQuery{PageSize: 2})
+	if err != nil {
+		t.Fatalf("Users() on a bare list: %v", err)
 	}
-	if n != 2 {
-		t.Errorf("users from a bare list = %d, want 2", n)
+	if diff := cmp.Diff([]string{"a", "b"}, names); diff != "" {
+		t.Errorf("Users() on a bare list (-want +got):\n%s", diff)
+	}
+	// A bare list has no next link: one request, even though the page was full.
+	if diff := cmp.Diff([]hubRequest{listPage("limit=2&offset=0")}, hub.requests()); diff != "" {
+		t.Errorf("Users() on a bare list: requests mismatch (-want +got):\n%s", diff)
 	}
 }
 
-func TestSetAuthStateRequest(t *testing.T) {
+func TestUsersStopsWhenCallerBreaks(t *testing.T) {
+	tests := []struct {
+		name     string
+		take     int
+		requests int
+	}{
+		{name: "first user", take: 1, requests: 1},
+		{name: "end of first page", take: 2, requests: 1},
+		{name: "inside second page", take: 3, requests: 2},
+		{name: "last user", take: 5, requests: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub := newFakeHub(t, threePages("http://elsewhere.invalid"))
+			var names []string
+			for u, err := range New(hub.apiURL(), serviceToken).Users(context.Background(), UserQuery{PageSize: 2}) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				names = append(names, u.Name)
+				if len(names) == tt.take {
+					break
+				}
+			}
+			if diff := cmp.Diff([]string{"a", "b", "c", "d", "e"}[:tt.take], names); diff != "" {
+				t.Errorf("names mismatch (-want +got):\n%s", diff)
+			}
+			if n := len(hub.requests()); n != tt.requests {
+				t.Errorf("breaking after %d users sent %d requests, want %d", tt.take, n, tt.requests)
+			}
+		})
+	}
+}
+
+func TestUsersPageFails(t *testing.T) {
+	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("offset") == "0" {
+			fmt.Fprint(w, `{"items":[{"name":"a"},{"name":"b"}],"_pagination":{"next":{"offset":2,"limit":2}}}`)
+			return
+		}
+		answerJSON(http.StatusInternalServerError, `{"status":500,"message":"database is locked"}`)(w, r)
+	})
+	var names []string
+	var errs []error
+	for u, err := range New(hub.apiURL(), serviceToken).Users(context.Background(), UserQuery{PageSize: 2}) {
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		names = append(names, u.Name)
+	}
+	if diff := cmp.Diff([]string{"a", "b"}, names); diff != "" {
+		t.Errorf("users before the failure (-want +got):\n%s", diff)
+	}
+	if len(errs) != 1 {
+		t.Fatalf("Users() yielded %d errors, want 1: %v", len(errs), errs)
+	}
+	want := &APIError{Method: http.MethodGet, Path: "/users", Status: 500, Message: "database is locked"}
+	var got *APIError
+	if !errors.As(errs[0], &got) || *got != *want {
+		t.Errorf("Users() error = %v, want %v", errs[0], want)
+	}
+	if n := len(hub.requests()); n != 2 {
+		t.Errorf("requests = %d, want 2 (none after the failure)", n)
+	}
+}
+
+func TestUsersUndecodablePage(t *testing.T) {
+	isSyntax := func(err error) bool { return errors.As(err, new(*json.SyntaxError)) }
+	isType := func(err error) bool { return errors.As(err, new(*json.UnmarshalTypeError)) }
+	tests := []struct {
+		name string
+		body string
+		is   func(error) bool
+	}{
+		{name: "not JSON", body: `not json`, is: isSyntax},
+		{name: "items not a list", body: `{"items":"x"}`, is: isType},
+		{name: "bare list of wrong users", body: `[{"name":1}]`, is: isType},
+		{name: "next not an object", body: `{"items":[],"_pagination":{"next":"x"}}`, is: isType},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub := newFakeHub(t, answerJSON(http.StatusOK, tt.body))
+			names, err := collect(New(hub.apiURL(), serviceToken), UserQuery{})
+			if !tt.is(err) {
+				t.Errorf("Users() on %s: error = %v (%T), want a JSON decode error", tt.body, err, err)
+			}
+			if len(names) != 0 {
+				t.Errorf("Users() on %s yielded users %q, want none", tt.body, names)
+			}
+			if n := len(hub.requests()); n != 1 {
+				t.Errorf("Users() on %s sent %d requests, want 1", tt.body, n)
+			}
+		})
+	}
+}
+
+func TestUserKeepsAuthStateRaw(t *testing.T) {
+	const authState = `{"access_token":"at","refresh_token":"rt","token_response":{"expires_in":300,"x":[1,2]},"extra":{"k":"v"}}`
+	tests := []struct {
+		name string
+		body string
+		want User
+	}{
+		{
+			name: "with auth_state",
+			body: `{"kind":"user","name":"alice","admin":false,"roles":["user"],"auth_state":` + authState + `,
+				"servers":{"":{"name":"","ready":true,"pending":null,"stopped":false,"url":"/user/alice/","started":"2026-11-22T10:00:00Z"}}}`,
+			want: User{
+				Name: "alice", AuthState: json.RawMessage(authState),
+				Servers: map[string]Server{"": {Ready: true, URL: "/user/alice/", Started: "2026-11-22T10:00:00Z"}},
+			},
+		},
+		{
+			name: "null auth_state",
+			body: `{"name":"bob","admin":true,"auth_state":null,"servers":{}}`,
+			want: User{Name: "bob", Admin: true, AuthState: json.RawMessage(`null`), Servers: map[string]Server{}},
+		},
+		{
+			name: "no auth_state key",
+			body: `{"name":"carol"}`,
+			want: User{Name: "carol"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub := newFakeHub(t, answerJSON(http.StatusOK, tt.body))
+			got, err := New(hub.apiURL(), serviceToken).User(context.Background(), tt.want.Name)
+			if err != nil {
+				t.Fatalf("User(%q) error: %v", tt.want.Name, err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("User(%q) mismatch (-want +got):\n%s", tt.want.Name, diff)
+			}
+			if diff := cmp.Diff([]hubRequest{get("/hub/api/users/" + tt.want.Name)}, hub.requests()); diff != "" {
+				t.Errorf("User(%q) requests mismatch (-want +got):\n%s", tt.want.Name, diff)
+			}
+		})
+	}
+}
+
+func TestUserActive(t *testing.T) {
+	tests := []struct {
+		name    string
+		servers map[string]Server
+		want    bool
+	}{
+		{name: "no servers", want: false},
+		{name: "ready", servers: map[string]Server{"": {Ready: true}}, want: true},
+		{name: "starting", servers: map[string]Server{"": {Pending: "spawn"}}, want: true},
+		{name: "stopped", servers: map[string]Server{"": {Stopped: true, Ready: true}}, want: false},
+		{name: "not ready, not pending", servers: map[string]Server{"": {}}, want: false},
+		{name: "named one ready", servers: map[string]Server{"": {Stopped: true}, "gpu": {Ready: true}}, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := (User{Servers: tt.servers}).Active(); got != tt.want {
+				t.Errorf("User{Servers: %v}.Active() = %v, want %v", tt.servers, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPathEscaping(t *testing.T) {
+	tests := []struct {
+		name     string
+		user     string
+		wantUser string // escaped
+	}{
+		{name: "plain", user: "alice", wantUser: "alice"},
+		{name: "space", user: "a b", wantUser: "a%20b"},
+		{name: "umlaut", user: "ü", wantUser: "%C3%BC"},
+		{name: "slash", user: "x/y", wantUser: "x%2Fy"},
+		{name: "question mark", user: "q?x=1", wantUser: "q%3Fx=1"},
+		{name: "percent", user: "100%", wantUser: "100%25"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub := newFakeHub(t, answerJSON(http.StatusOK, `{}`))
+			c := New(hub.apiURL(), serviceToken)
+			ctx := context.Background()
+			if _, err := c.User(ctx, tt.user); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetAuthState(ctx, tt.user, nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Tokens(ctx, tt.user); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.DeleteToken(ctx, tt.user, "a/1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.StopServer(ctx, tt.user, "gpu one"); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range hub.requests() {
+				got = append(got, r.Method+" "+r.Path)
+			}
+			base := "/hub/api/users/" + tt.wantUser
+			want := []string{
+				"GET " + base,
+				"PATCH " + base,
+				"GET " + base + "/tokens",
+				"DELETE " + base + "/tokens/a%2F1",
+				"DELETE " + base + "/servers/gpu%20one",
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("paths for user %q mismatch (-want +got):\n%s", tt.user, diff)
+			}
+		})
+	}
+}
+
+func TestSetAuthState(t *testing.T) {
 	tests := []struct {
 		name  string
 		state json.RawMessage
 		want  string
 	}{
-		{"state", json.RawMessage(`{"access_token":"x"}`), `{"auth_state":{"access_token":"x"}}`},
-		{"clear", nil, `{"auth_state":{}}`},
+		{name: "object", state: json.RawMessage(`{"access_token":"x","n":1}`), want: `{"auth_state":{"access_token":"x","n":1}}`},
+		{name: "nested", state: json.RawMessage(`{"token_response":{"scope":["a","b"]}}`), want: `{"auth_state":{"token_response":{"scope":["a","b"]}}}`},
+		{name: "nil clears", state: nil, want: `{"auth_state":{}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				b, _ := io.ReadAll(r.Body)
-				if r.Method != http.MethodPatch || r.URL.EscapedPath() != "/users/a%20b" || string(b) != tt.want {
-					t.Errorf("got %s %s %s, want PATCH /users/a%%20b %s", r.Method, r.URL.EscapedPath(), b, tt.want)
-				}
-				if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-					t.Errorf("Content-Type = %q", ct)
-				}
-			}))
-			defer srv.Close()
-			if err := New(srv.URL, "t").SetAuthState(context.Background(), "a b", tt.state); err != nil {
-				t.Fatal(err)
+			hub := newFakeHub(t, answerJSON(http.StatusOK, `{"name":"a b","auth_state":{}}`))
+			if err := New(hub.apiURL(), serviceToken).SetAuthState(context.Background(), "a b", tt.state); err != nil {
+				t.Fatalf("SetAuthState(%s) error: %v", tt.state, err)
+			}
+			want := []hubRequest{{
+				Method: http.MethodPatch, Path: "/hub/api/users/a%20b",
+				Authorization: "token " + serviceToken, Accept: "application/json",
+				ContentType: "application/json", Body: tt.want,
+			}}
+			if diff := cmp.Diff(want, hub.requests()); diff != "" {
+				t.Errorf("SetAuthState(%s) requests mismatch (-want +got):\n%s", tt.state, diff)
 			}
 		})
+	}
+}
+
+func TestSetAuthStateRejectsInvalidJSON(t *testing.T) {
+	hub := newFakeHub(t, answerJSON(http.StatusOK, `{}`))
+	if err := New(hub.apiURL(), serviceToken).SetAuthState(context.Background(), "a", json.RawMessage(`{"x":`)); err == nil {
+		t.Errorf("SetAuthState with invalid JSON = nil, want an error")
+	}
+	if n := len(hub.requests()); n != 0 {
+		t.Errorf("SetAuthState with invalid JSON sent %d requests, want 0", n)
 	}
 }
 
 func TestAPIError(t *testing.T) {
+	long := strings.Repeat("x", 300)
 	tests := []struct {
-		name, body string
-		status     int
-		wantMsg    string
+		name   string
+		status int
+		body   string
+		want   string // Message
 	}{
-		{"hub JSON", `{"status":404,"message":"No such user"}`, 404, "No such user"},
-		{"not JSON", strings.Repeat("x", 300), 502, strings.Repeat("x", 200)},
+		{name: "403", status: 403, body: `{"status":403,"message":"Action is not authorized with current scopes; requires any of [admin:auth_state]"}`,
+			want: "Action is not authorized with current scopes; requires any of [admin:auth_state]"},
+		{name: "404", status: 404, body: `{"status":404,"message":"No such user: nobody"}`, want: "No such user: nobody"},
+		{name: "500", status: 500, body: `{"status":500,"message":"Internal Server Error"}`, want: "Internal Server Error"},
+		{name: "non-JSON, truncated", status: 502, body: long, want: long[:200]},
+		{name: "HTML", status: 503, body: "  <html><body>Service Unavailable</body></html>\n", want: "<html><body>Service Unavailable</body></html>"},
+		{name: "JSON without message", status: 500, body: `{"status":500}`, want: `{"status":500}`},
+		{name: "empty", status: 404, body: "", want: ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.WriteHeader(tt.status)
-				fmt.Fprint(w, tt.body)
-			}))
-			defer srv.Close()
-			_, err := New(srv.URL, "t").User(context.Background(), "x")
-			var aerr *APIError
-			if !errors.As(err, &aerr) || aerr.Status != tt.status || aerr.Message != tt.wantMsg {
-				t.Errorf("User() error = %v, want *APIError %d %q", err, tt.status, tt.wantMsg)
+			hub := newFakeHub(t, answerJSON(tt.status, tt.body))
+			_, err := New(hub.apiURL(), serviceToken).User(context.Background(), "nobody")
+			want := &APIError{Method: http.MethodGet, Path: "/users/nobody", Status: tt.status, Message: tt.want}
+			var got *APIError
+			if !errors.As(err, &got) {
+				t.Fatalf("User() error = %v (%T), want *APIError", err, err)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("User() error mismatch (-want +got):\n%s", diff)
+			}
+			if !IsStatus(err, tt.status) || IsStatus(err, tt.status+1) {
+				t.Errorf("IsStatus(%v, %d) is wrong", err, tt.status)
+			}
+			wantMsg := fmt.Sprintf("hub GET /users/nobody: %d %s", tt.status, tt.want)
+			if got := err.Error(); got != wantMsg {
+				t.Errorf("Error() = %q, want %q", got, wantMsg)
 			}
 		})
 	}
 }
 
-func TestIdentifyCachesAndCollapses(t *testing.T) {
-	var calls atomic.Int32
-	release, arrived := make(chan struct{}), make(chan struct{}, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		calls.Add(1)
-		select {
-		case arrived <- struct{}{}:
-		default:
-		}
-		if got := r.Header.Get("Authorization"); got != "token caller" {
-			t.Errorf("Authorization = %q, want the caller's token", got)
-		}
-		<-release
-		fmt.Fprint(w, `{"kind":"user","name":"alice","scopes":["access:services"]}`)
-	}))
-	defer srv.Close()
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
-	c := New(srv.URL, "svc", WithIdentityCacheTTL(time.Minute), WithClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return now }))
-	var wg sync.WaitGroup
-	for range 20 {
-		wg.Go(func() {
-			if id, err := c.Identify(context.Background(), "caller"); err != nil || id.Name != "alice" {
-				t.Errorf("Identify = %v, %v", id, err)
-			}
-		})
-	}
-	<-arrived // the first request reached the hub; the others wait on it or the cache
-	close(release)
-	wg.Wait()
-	if _, err := c.Identify(context.Background(), "caller"); err != nil {
-		t.Fatal(err)
-	}
-	if got := calls.Load(); got != 1 {
-		t.Errorf("requests for 21 Identify calls within the TTL = %d, want 1", got)
-	}
-	mu.Lock()
-	now = now.Add(2 * time.Minute)
-	mu.Unlock()
-	if _, err := c.Identify(context.Background(), "caller"); err != nil {
-		t.Fatal(err)
-	}
-	if got := calls.Load(); got != 2 {
-		t.Errorf("requests after the TTL = %d, want 2", got)
-	}
-}
-
-func TestAllows(t *testing.T) {
-	id := Identity{Scopes: []string{"custom:a", "custom:b!user=bob"}}
+func TestIsStatusOnOtherErrors(t *testing.T) {
 	tests := []struct {
-		scope, user string
-		want        bool
+		name string
+		err  error
+		want bool
 	}{
-		{"custom:a", "", true},
-		{"custom:a", "anyone", true},
-		{"custom:b", "bob", true},
-		{"custom:b", "carol", false},
-		{"custom:b", "", false},
-		{"custom:c", "bob", false},
+		{name: "nil", err: nil, want: false},
+		{name: "plain", err: errors.New("403"), want: false},
+		{name: "wrapped", err: fmt.Errorf("x: %w", &APIError{Status: 403}), want: true},
 	}
 	for _, tt := range tests {
-		if got := id.Allows(tt.scope, tt.user); got != tt.want {
-			t.Errorf("Allows(%q, %q) = %v, want %v", tt.scope, tt.user, got, tt.want)
+		t.Run(tt.name, func(t *testing.T) {
+			if got := IsStatus(tt.err, 403); got != tt.want {
+				t.Errorf("IsStatus(%v, 403) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// clock is a settable clock for WithClock.
+type clock struct {
+	mu  sync.Mutex // guards now
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+const aliceIdentity = `{"kind":"user","name":"alice","admin":false,"session_id":null,"token_id":"a42",
+	"scopes":["access:services!service=tokenkeeper","read:users:name!user=alice"]}`
+
+func TestIdentify(t *testing.T) {
+	hub := newFakeHub(t, answerJSON(http.StatusOK, aliceIdentity))
+	clk := newClock()
+	c := New(hub.apiURL(), serviceToken, WithIdentityCacheTTL(time.Minute), WithClock(clk.Now))
+	want := Identity{
+		Kind: "user", Name: "alice", TokenID: "a42",
+		Scopes: []string{"access:services!service=tokenkeeper", "read:users:name!user=alice"},
+	}
+	callerGet := hubRequest{Method: http.MethodGet, Path: "/hub/api/user", Authorization: "token caller-token", Accept: "application/json"}
+	steps := []struct {
+		name    string
+		advance time.Duration
+		want    []hubRequest
+	}{
+		{name: "first call asks the hub", want: []hubRequest{callerGet}},
+		{name: "within the TTL", advance: 59 * time.Second, want: []hubRequest{callerGet}},
+		{name: "at the TTL", advance: time.Second, want: []hubRequest{callerGet, callerGet}},
+		{name: "cached again", advance: 30 * time.Second, want: []hubRequest{callerGet, callerGet}},
+	}
+	for _, s := range steps {
+		clk.Advance(s.advance)
+		got, err := c.Identify(context.Background(), "caller-token")
+		if err != nil {
+			t.Fatalf("%s: Identify error: %v", s.name, err)
 		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s: Identify mismatch (-want +got):\n%s", s.name, diff)
+		}
+		if diff := cmp.Diff(s.want, hub.requests()); diff != "" {
+			t.Errorf("%s: requests mismatch (-want +got):\n%s", s.name, diff)
+		}
+	}
+}
+
+func TestIdentifyCachesPerToken(t *testing.T) {
+	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.Header.Get("Authorization"), "token tok-")
+		fmt.Fprintf(w, `{"kind":"user","name":%q}`, name)
+	})
+	c := New(hub.apiURL(), serviceToken)
+	for _, tok := range []string{"tok-alice", "tok-bob", "tok-alice", "tok-bob"} {
+		id, err := c.Identify(context.Background(), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := strings.TrimPrefix(tok, "tok-"); id.Name != want {
+			t.Errorf("Identify(%q).Name = %q, want %q", tok, id.Name, want)
+		}
+	}
+	if n := len(hub.requests()); n != 2 {
+		t.Errorf("requests for two tokens asked twice = %d, want 2", n)
+	}
+}
+
+func TestIdentifyCollapsesConcurrentCalls(t *testing.T) {
+	const callers = 20
+	var started atomic.Int32
+	allStarted := make(chan struct{})
+	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+		<-allStarted // hold the answer until every caller is on its way
+		fmt.Fprint(w, aliceIdentity)
+	})
+	c := New(hub.apiURL(), serviceToken)
+	var wg sync.WaitGroup
+	names := make([]string, callers)
+	for i := range callers {
+		wg.Go(func() {
+			if started.Add(1) == callers {
+				close(allStarted)
+			}
+			id, err := c.Identify(context.Background(), "caller-token")
+			if err != nil {
+				t.Errorf("Identify error: %v", err)
+			}
+			names[i] = id.Name
+		})
+	}
+	wg.Wait()
+	for i, n := range names {
+		if n != "alice" {
+			t.Errorf("caller %d got name %q, want alice", i, n)
+		}
+	}
+	want := []hubRequest{{Method: http.MethodGet, Path: "/hub/api/user", Authorization: "token caller-token", Accept: "application/json"}}
+	if diff := cmp.Diff(want, hub.requests()); diff != "" {
+		t.Errorf("%d concurrent Identify calls: requests mismatch (-want +got):\n%s", callers, diff)
+	}
+}
+
+func TestIdentifyInvalidTokenIsNotCached(t *testing.T) {
+	var valid atomic.Bool
+	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+		if !valid.Load() {
+			answerJSON(http.StatusForbidden, `{"status":403,"message":"Forbidden"}`)(w, r)
+			return
+		}
+		fmt.Fprint(w, aliceIdentity)
+	})
+	c := New(hub.apiURL(), serviceToken)
+	for i := range 2 {
+		_, err := c.Identify(context.Background(), "bad-token")
+		want := &APIError{Method: http.MethodGet, Path: "/user", Status: 403, Message: "Forbidden"}
+		var got *APIError
+		if !errors.As(err, &got) || *got != *want {
+			t.Errorf("Identify(bad) call %d error = %v, want %v", i+1, err, want)
+		}
+	}
+	if n := len(hub.requests()); n != 2 {
+		t.Errorf("requests for two Identify calls with a refused token = %d, want 2 (no caching)", n)
+	}
+	valid.Store(true)
+	if id, err := c.Identify(context.Background(), "bad-token"); err != nil || id.Name != "alice" {
+		t.Errorf("Identify after the hub accepts the token = %+v, %v; want alice", id, err)
+	}
+}
+
+func TestSelfUsesServiceToken(t *testing.T) {
+	hub := newFakeHub(t, answerJSON(http.StatusOK, `{"kind":"service","name":"tokenkeeper","scopes":["list:users"]}`))
+	c := New(hub.apiURL(), serviceToken)
+	for range 2 {
+		id, err := c.Self(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(Identity{Kind: "service", Name: "tokenkeeper", Scopes: []string{"list:users"}}, id); diff != "" {
+			t.Errorf("Self() mismatch (-want +got):\n%s", diff)
+		}
+	}
+	// Self is not cached: a service checks its scopes rarely and wants the truth.
+	want := []hubRequest{get("/hub/api/user"), get("/hub/api/user")}
+	if diff := cmp.Diff(want, hub.requests()); diff != "" {
+		t.Errorf("Self() requests mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestIdentityAllows(t *testing.T) {
+	tests := []struct {
+		name   string
+		scopes []string
+		scope  string
+		user   string
+		want   bool
+	}{
+		{name: "unfiltered, any user", scopes: []string{"custom:t"}, scope: "custom:t", user: "bob", want: true},
+		{name: "unfiltered, no user", scopes: []string{"custom:t"}, scope: "custom:t", user: "", want: true},
+		{name: "filtered for that user", scopes: []string{"custom:t!user=bob"}, scope: "custom:t", user: "bob", want: true},
+		{name: "filtered for another user", scopes: []string{"custom:t!user=bob"}, scope: "custom:t", user: "carol", want: false},
+		{name: "filtered, empty user", scopes: []string{"custom:t!user=bob"}, scope: "custom:t", user: "", want: false},
+		{name: "filter with empty name", scopes: []string{"custom:t!user="}, scope: "custom:t", user: "", want: false},
+		{name: "user name is a prefix", scopes: []string{"custom:t!user=bobby"}, scope: "custom:t", user: "bob", want: false},
+		{name: "scope is a prefix", scopes: []string{"custom:tokens"}, scope: "custom:t", user: "bob", want: false},
+		{name: "group filter does not count", scopes: []string{"custom:t!group=bob"}, scope: "custom:t", user: "bob", want: false},
+		{name: "no scopes", scope: "custom:t", user: "bob", want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := Identity{Scopes: tt.scopes}
+			if got := id.Allows(tt.scope, tt.user); got != tt.want {
+				t.Errorf("Identity{Scopes: %q}.Allows(%q, %q) = %v, want %v", tt.scopes, tt.scope, tt.user, got, tt.want)
+			}
+		})
 	}
 }
 
 func TestConcurrencyIsBounded(t *testing.T) {
+	const limit, calls = 2, 7
 	var inFlight, peak atomic.Int32
-	arrived := make(chan struct{}, 10)
+	arrived := make(chan struct{})
 	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
 		n := inFlight.Add(1)
 		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
@@ -203,47 +706,212 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		<-release
 		inFlight.Add(-1)
 		fmt.Fprint(w, `{"name":"x"}`)
-	}))
-	defer srv.Close()
-	c := New(srv.URL, "t", WithConcurrency(2))
+	})
+	c := New(hub.apiURL(), serviceToken, WithConcurrency(limit))
 	var wg sync.WaitGroup
-	for range 6 {
-		wg.Go(func() { _, _ = c.User(context.Background(), "x") })
+	for range calls {
+		wg.Go(func() {
+			if _, err := c.User(context.Background(), "x"); err != nil {
+				t.Errorf("User error: %v", err)
+			}
+		})
 	}
-	<-arrived
-	<-arrived
-	close(release)
+	// Fill the limit, then let one request finish per new arrival.
+	for range limit {
+		<-arrived
+	}
+	for range calls - limit {
+		release <- struct{}{}
+		<-arrived
+	}
+	for range limit {
+		release <- struct{}{}
+	}
 	wg.Wait()
-	if got := peak.Load(); got != 2 {
-		t.Errorf("peak requests in flight = %d, want 2", got)
+	if got := peak.Load(); got != limit {
+		t.Errorf("peak requests in flight with WithConcurrency(%d) = %d, want %d", limit, got, limit)
+	}
+	if n := len(hub.requests()); n != calls {
+		t.Errorf("requests = %d, want %d", n, calls)
+	}
+}
+
+func TestWaitingForASlotHonoursContext(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		fmt.Fprint(w, `{"name":"x"}`)
+	})
+	c := New(hub.apiURL(), serviceToken, WithConcurrency(1))
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.User(context.Background(), "x")
+		done <- err
+	}()
+	<-arrived // the only slot is taken
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.User(ctx, "y"); !errors.Is(err, context.Canceled) {
+		t.Errorf("User with a cancelled context while the slot is taken = %v, want context.Canceled", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("first User error: %v", err)
+	}
+	if n := len(hub.requests()); n != 1 {
+		t.Errorf("requests = %d, want 1", n)
 	}
 }
 
 func TestObserverSeesRoutesWithoutNames(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, `{"api_tokens":[]}`)
+	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/tokens"):
+			fmt.Fprint(w, `{"api_tokens":[]}`)
+		case r.URL.Path == "/hub/api/users":
+			fmt.Fprint(w, `{"items":[],"_pagination":{"next":null}}`)
+		case strings.Contains(r.URL.Path, "nobody"):
+			answerJSON(http.StatusNotFound, `{"status":404,"message":"No such user"}`)(w, r)
+		default:
+			fmt.Fprint(w, `{}`)
+		}
+	})
+	type observation struct {
+		Route string
+		Err   bool
+	}
+	var got []observation
+	c := New(hub.apiURL(), serviceToken, WithObserver(func(route string, d time.Duration, err error) {
+		if d < 0 {
+			t.Errorf("observer duration %v < 0", d)
+		}
+		got = append(got, observation{route, err != nil})
 	}))
-	defer srv.Close()
-	var routes []string
-	c := New(srv.URL, "t", WithObserver(func(route string, _ time.Duration, _ error) { routes = append(routes, route) }))
-	_, _ = c.User(context.Background(), "alice")
-	_, _ = c.Tokens(context.Background(), "alice")
-	_ = c.DeleteToken(context.Background(), "alice", "a1")
-	_ = c.StopServer(context.Background(), "alice", "gpu")
-	want := []string{"GET /users/{name}", "GET /users/{name}/tokens", "DELETE /users/{name}/tokens/{id}", "DELETE /users/{name}/servers/{id}"}
-	if diff := cmp.Diff(want, routes); diff != "" {
-		t.Errorf("routes (-want +got):\n%s", diff)
+	ctx := context.Background()
+	for range c.Users(ctx, UserQuery{}) {
+	}
+	_, _ = c.User(ctx, "alice")
+	_, _ = c.User(ctx, "x/y")
+	_, _ = c.User(ctx, "nobody")
+	_ = c.SetAuthState(ctx, "alice", nil)
+	_, _ = c.Identify(ctx, "caller")
+	_, _ = c.Tokens(ctx, "alice")
+	_ = c.DeleteToken(ctx, "alice", "a17")
+	_ = c.StopServer(ctx, "alice", "")
+	_ = c.StopServer(ctx, "alice", "gpu")
+	want := []observation{
+		{"GET /users", false},
+		{"GET /users/{name}", false},
+		{"GET /users/{name}", false},
+		{"GET /users/{name}", true},
+		{"PATCH /users/{name}", false},
+		{"GET /user", false},
+		{"GET /users/{name}/tokens", false},
+		{"DELETE /users/{name}/tokens/{id}", false},
+		{"DELETE /users/{name}/server", false},
+		{"DELETE /users/{name}/servers/{id}", false},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("observed routes mismatch (-want +got):\n%s", diff)
+	}
+	for _, o := range got {
+		for _, secret := range []string{"alice", "nobody", "x%2F", "a17", "gpu", "caller"} {
+			if strings.Contains(o.Route, secret) {
+				t.Errorf("route %q contains %q", o.Route, secret)
+			}
+		}
 	}
 }
 
-func FuzzDecodeUsersPage(f *testing.F) {
-	f.Add([]byte(`{"items":[{"name":"a"}],"_pagination":{"next":{"offset":1,"limit":1}}}`))
-	f.Add([]byte(`[{"name":"a","auth_state":{"x":1}}]`))
-	f.Add([]byte(`{"items":null}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := decodeUsersPage(b)
-		if err != nil && len(p.Items) > 0 && p.Pagination.Next != nil {
-			t.Errorf("error %v with a usable page", err)
-		}
-	})
+func TestTokens(t *testing.T) {
+	hub := newFakeHub(t, answerJSON(http.StatusOK, `{"api_tokens":[
+		{"id":"a1","kind":"api_token","note":"","session_id":"s1","oauth_client":"JupyterHub","scopes":["inherit"],
+		 "created":"2026-11-22T10:00:00Z","last_activity":null,"expires_at":"2026-11-29T10:00:00Z"},
+		{"id":"a2","kind":"api_token","note":"Server at /user/alice/","session_id":null,"scopes":[]}]}`))
+	got, err := New(hub.apiURL(), serviceToken).Tokens(context.Background(), "alice")
+	if err != nil {
+		t.Fatalf("Tokens error: %v", err)
+	}
+	s1 := "s1"
+	want := []Token{
+		{ID: "a1", Kind: "api_token", SessionID: &s1, OAuthClient: "JupyterHub", Scopes: []string{"inherit"},
+			Created: "2026-11-22T10:00:00Z", ExpiresAt: "2026-11-29T10:00:00Z"},
+		{ID: "a2", Kind: "api_token", Note: "Server at /user/alice/", Scopes: []string{}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Tokens mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]hubRequest{get("/hub/api/users/alice/tokens")}, hub.requests()); diff != "" {
+		t.Errorf("Tokens requests mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestDeleteAndStop(t *testing.T) {
+	del := func(path string) hubRequest {
+		return hubRequest{Method: http.MethodDelete, Path: path, Authorization: "token " + serviceToken, Accept: "application/json"}
+	}
+	tests := []struct {
+		name    string
+		call    func(*Client) error
+		status  int
+		want    hubRequest
+		wantErr int // APIError status, 0 for success
+	}{
+		{name: "delete token", call: func(c *Client) error { return c.DeleteToken(context.Background(), "alice", "a1") },
+			status: http.StatusNoContent, want: del("/hub/api/users/alice/tokens/a1")},
+		{name: "delete missing token", call: func(c *Client) error { return c.DeleteToken(context.Background(), "alice", "a9") },
+			status: http.StatusNotFound, want: del("/hub/api/users/alice/tokens/a9"), wantErr: 404},
+		{name: "stop default server", call: func(c *Client) error { return c.StopServer(context.Background(), "alice", "") },
+			status: http.StatusNoContent, want: del("/hub/api/users/alice/server")},
+		{name: "stop default server, pending", call: func(c *Client) error { return c.StopServer(context.Background(), "alice", "") },
+			status: http.StatusAccepted, want: del("/hub/api/users/alice/server")},
+		{name: "stop named server", call: func(c *Client) error { return c.StopServer(context.Background(), "alice", "gpu") },
+			status: http.StatusNoContent, want: del("/hub/api/users/alice/servers/gpu")},
+		{name: "stop named server, pending", call: func(c *Client) error { return c.StopServer(context.Background(), "alice", "gpu") },
+			status: http.StatusAccepted, want: del("/hub/api/users/alice/servers/gpu")},
+		{name: "stop, hub refuses", call: func(c *Client) error { return c.StopServer(context.Background(), "alice", "gpu") },
+			status: http.StatusBadRequest, want: del("/hub/api/users/alice/servers/gpu"), wantErr: 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tt.status)
+				if tt.status >= 400 {
+					fmt.Fprintf(w, `{"status":%d,"message":"no"}`, tt.status)
+				}
+			})
+			err := tt.call(New(hub.apiURL(), serviceToken))
+			switch {
+			case tt.wantErr == 0 && err != nil:
+				t.Errorf("error = %v, want nil for status %d", err, tt.status)
+			case tt.wantErr != 0 && !IsStatus(err, tt.wantErr):
+				t.Errorf("error = %v, want *APIError %d", err, tt.wantErr)
+			}
+			if diff := cmp.Diff([]hubRequest{tt.want}, hub.requests()); diff != "" {
+				t.Errorf("requests mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestBaseURLTrailingSlash(t *testing.T) {
+	hub := newFakeHub(t, answerJSON(http.StatusOK, `{"name":"a"}`))
+	if _, err := New(hub.apiURL()+"/", serviceToken).User(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]hubRequest{get("/hub/api/users/a")}, hub.requests()); diff != "" {
+		t.Errorf("requests with a trailing slash in the API URL (-want +got):\n%s", diff)
+	}
+}
+
+func TestUnreachableHub(t *testing.T) {
+	hub := newFakeHub(t, answerJSON(http.StatusOK, `{}`))
+	url := hub.apiURL()
+	hub.srv.Close()
+	_, err := New(url, serviceToken).User(context.Background(), "a")
+	var aerr *APIError
+	if err == nil || errors.As(err, &aerr) {
+		t.Errorf("User on a closed hub = %v, want a transport error that is not an *APIError", err)
+	}
 }
