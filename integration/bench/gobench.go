@@ -59,6 +59,7 @@ func measureGo(ctx context.Context, repo string, rep *report) error {
 	rep.Handler = goBench{Env: env, Args: []string{"test", "-run", "^$", "-bench",
 		"^Benchmark(FreshTokenHandler|BareHandler)$", "-benchmem", "-count", "1", "./spawnerhook/"}}
 	for _, g := range []*goBench{&rep.Schedule, &rep.Handler} {
+		rep.Machine.notePhase(g.Args[len(g.Args)-1])
 		if err := g.run(ctx, repo); err != nil {
 			return err
 		}

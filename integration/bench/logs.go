@@ -14,6 +14,8 @@ import (
 type refreshLine struct {
 	Time time.Time
 	User string
+	// ExpiresAt is the new access token's expiry.
+	ExpiresAt time.Time
 }
 
 // refreshLog follows tokenkeeper's JSON lines in the hub's log and keeps
@@ -50,11 +52,29 @@ func (l *refreshLog) parse(line []byte) {
 		return
 	}
 	var v struct {
-		Time time.Time `json:"time"`
-		Msg  string    `json:"msg"`
-		User string    `json:"user"`
+		Time      time.Time `json:"time"`
+		Msg       string    `json:"msg"`
+		User      string    `json:"user"`
+		ExpiresAt time.Time `json:"expires_at"`
 	}
 	if json.Unmarshal(line, &v) == nil && v.Msg == "refreshed" {
-		l.lines = append(l.lines, refreshLine{Time: v.Time, User: v.User})
+		l.lines = append(l.lines, refreshLine{Time: v.Time, User: v.User, ExpiresAt: v.ExpiresAt})
 	}
+}
+
+// late counts the refreshes among lines[from:to] that came after the
+// user's previous access token (from an earlier line) had expired, and how
+// many of them had an earlier line to compare with.
+func (l *refreshLog) late(from, to int) (late, known int) {
+	prev := map[string]time.Time{}
+	for i, line := range l.lines[:to] {
+		if exp, ok := prev[line.User]; ok && i >= from {
+			known++
+			if line.Time.After(exp) {
+				late++
+			}
+		}
+		prev[line.User] = line.ExpiresAt
+	}
+	return late, known
 }

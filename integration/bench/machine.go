@@ -16,19 +16,30 @@ import (
 type machine struct {
 	Nproc, CPU, Memory, GoVersion, Kernel string
 	LoadStart, LoadEnd                    string
-	// OtherStacks lists stacks of the demo or the tests found running at the start.
-	OtherStacks []string
+	// Others lists, by phase, the stacks of the demo or the tests found
+	// running when the phase began.
+	Others []phaseOthers
+}
+
+// phaseOthers is what else ran when a phase began.
+type phaseOthers struct {
+	Phase  string
+	Stacks []string
+}
+
+// notePhase records the other stacks running as a phase begins.
+func (m *machine) notePhase(phase string) {
+	m.Others = append(m.Others, phaseOthers{Phase: phase, Stacks: otherStacks()})
 }
 
 func describeMachine(ctx context.Context) machine {
 	return machine{
-		Nproc:       command(ctx, "nproc"),
-		CPU:         procField("/proc/cpuinfo", "model name"),
-		Memory:      memTotal(),
-		GoVersion:   command(ctx, "go", "version"),
-		Kernel:      firstLine("/proc/sys/kernel/osrelease"),
-		LoadStart:   loadAverage(),
-		OtherStacks: otherStacks(),
+		Nproc:     command(ctx, "nproc"),
+		CPU:       procField("/proc/cpuinfo", "model name"),
+		Memory:    memTotal(),
+		GoVersion: command(ctx, "go", "version"),
+		Kernel:    firstLine("/proc/sys/kernel/osrelease"),
+		LoadStart: loadAverage(),
 	}
 }
 

@@ -106,6 +106,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	rep.Machine.LoadEnd = loadAverage()
+	rep.Machine.notePhase("end")
 	rep.Wall = time.Since(rep.Started)
 	if err := os.WriteFile(o.out, []byte(rep.markdown()), 0o644); err != nil {
 		return fmt.Errorf("write report: %w", err)

@@ -27,13 +27,16 @@ type sweepResult struct {
 	Setup time.Duration
 	// Burst is everyone due at once: Wall runs from the sweep's first list
 	// to the last user's "refreshed" line.
-	Burst      counts
-	BurstWall  time.Duration
-	Steady     counts
-	Window     time.Duration
-	Naive      []naiveTick
-	Idle       counts
-	IdleWindow time.Duration
+	Burst     counts
+	BurstWall time.Duration
+	Steady    counts
+	Window    time.Duration
+	// Late is how many of the window's refreshes came after the user's
+	// previous access token had expired, of Known with a previous token.
+	Late, Known int
+	Naive       []naiveTick
+	Idle        counts
+	IdleWindow  time.Duration
 }
 
 // measureStack runs the stack measurements and stops the stack.
@@ -45,6 +48,7 @@ func measureStack(ctx context.Context, repo string, o options, rep *report) erro
 	defer b.stop()
 	rep.RunDir, rep.StackUp = b.runDir, b.up
 	fmt.Printf("bench: stack up in %s (logs in %s)\n", b.up.Round(time.Second), b.runDir)
+	rep.Machine.notePhase("fresh-token")
 	if rep.Fresh, err = measureFreshToken(ctx, b, o); err != nil {
 		return fmt.Errorf("fresh-token: %w", err)
 	}
@@ -52,6 +56,7 @@ func measureStack(ctx context.Context, repo string, o options, rep *report) erro
 		return err
 	}
 	for _, n := range o.users {
+		rep.Machine.notePhase(fmt.Sprintf("sweep, %d users", n))
 		res, err := measureSweep(ctx, b, o, n)
 		if err != nil {
 			return fmt.Errorf("sweep with %d users: %w", n, err)
@@ -87,6 +92,8 @@ func measureSweep(ctx context.Context, b *benchStack, o options, n int) (res swe
 	if res.Steady, err = measureWindow(ctx, b, o.window); err != nil {
 		return res, err
 	}
+	end := len(b.log.lines)
+	res.Late, res.Known = b.log.late(end-res.Steady.Refreshed, end)
 	res.Window = o.window
 	if res.Naive, err = measureNaive(ctx, b, o); err != nil {
 		return res, err
