@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -693,47 +694,58 @@ func TestIdentityAllows(t *testing.T) {
 	}
 }
 
+// inProcess is a RoundTripper that serves requests with a handler in the
+// same process, so a synctest bubble sees every wait as durable.
+type inProcess struct{ h http.Handler }
+
+func (p inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	p.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}
+
 func TestConcurrencyIsBounded(t *testing.T) {
-	const limit, calls = 2, 7
-	var inFlight, peak atomic.Int32
-	arrived := make(chan struct{})
-	release := make(chan struct{})
-	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
-		n := inFlight.Add(1)
-		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
-		}
-		arrived <- struct{}{}
-		<-release
-		inFlight.Add(-1)
-		fmt.Fprint(w, `{"name":"x"}`)
-	})
-	c := New(hub.apiURL(), serviceToken, WithConcurrency(limit))
-	var wg sync.WaitGroup
-	for range calls {
-		wg.Go(func() {
-			if _, err := c.User(context.Background(), "x"); err != nil {
-				t.Errorf("User error: %v", err)
+	synctest.Test(t, func(t *testing.T) {
+		const limit, calls = 2, 7
+		var inFlight, peak, served atomic.Int32
+		release := make(chan struct{})
+		hub := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n := inFlight.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 			}
+			<-release
+			inFlight.Add(-1)
+			served.Add(1)
+			fmt.Fprint(w, `{"name":"x"}`)
 		})
-	}
-	// Fill the limit, then let one request finish per new arrival.
-	for range limit {
-		<-arrived
-	}
-	for range calls - limit {
-		release <- struct{}{}
-		<-arrived
-	}
-	for range limit {
-		release <- struct{}{}
-	}
-	wg.Wait()
-	if got := peak.Load(); got != limit {
-		t.Errorf("peak requests in flight with WithConcurrency(%d) = %d, want %d", limit, got, limit)
-	}
-	if n := len(hub.requests()); n != calls {
-		t.Errorf("requests = %d, want %d", n, calls)
-	}
+		c := New("http://hub.invalid/hub/api", serviceToken, WithConcurrency(limit),
+			WithHTTPClient(&http.Client{Transport: inProcess{hub}}))
+		var wg sync.WaitGroup
+		for range calls {
+			wg.Go(func() {
+				if _, err := c.User(context.Background(), "x"); err != nil {
+					t.Errorf("User error: %v", err)
+				}
+			})
+		}
+		// Each round: wait until every caller is blocked, in the fake or on
+		// a slot, then count the requests in flight and let one finish.
+		for round := range calls {
+			synctest.Wait()
+			want := int32(min(limit, calls-round))
+			if got := inFlight.Load(); got != want {
+				t.Errorf("round %d: requests in flight = %d, want %d", round, got, want)
+			}
+			release <- struct{}{}
+		}
+		wg.Wait()
+		if got := peak.Load(); got != limit {
+			t.Errorf("peak requests in flight with WithConcurrency(%d) = %d, want %d", limit, got, limit)
+		}
+		if got := served.Load(); got != calls {
+			t.Errorf("requests served = %d, want %d", got, calls)
+		}
+	})
 }
 
 func TestWaitingForASlotHonoursContext(t *testing.T) {
