@@ -14,6 +14,7 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -925,5 +926,19 @@ func TestUnreachableHub(t *testing.T) {
 	var aerr *APIError
 	if err == nil || errors.As(err, &aerr) {
 		t.Errorf("User on a closed hub = %v, want a transport error that is not an *APIError", err)
+	}
+}
+
+func TestAPIErrorTruncatesOnRuneBoundary(t *testing.T) {
+	t.Skip("known bug: apiError cuts a long non-JSON body at byte 200, which can split a multi-byte character and leave invalid UTF-8 in Message")
+	body := "x" + strings.Repeat("ü", 150) // 301 bytes; byte 200 falls inside a "ü"
+	hub := newFakeHub(t, answerJSON(http.StatusBadGateway, body))
+	_, err := New(hub.apiURL(), serviceToken).User(context.Background(), "a")
+	var aerr *APIError
+	if !errors.As(err, &aerr) {
+		t.Fatalf("User() error = %v, want *APIError", err)
+	}
+	if !utf8.ValidString(aerr.Message) || len(aerr.Message) > 200 || !strings.HasPrefix(body, aerr.Message) {
+		t.Errorf("Message = %q (%d bytes), want a valid UTF-8 prefix of the body of at most 200 bytes", aerr.Message, len(aerr.Message))
 	}
 }
