@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sync/singleflight"
 )
@@ -173,8 +174,11 @@ func apiError(r request, status int, body []byte) error {
 	if json.Unmarshal(body, &e) == nil && e.Message != "" {
 		msg = e.Message
 	}
-	if len(msg) > 200 {
-		msg = msg[:200]
+	if n := 200; len(msg) > n {
+		for n > 0 && !utf8.RuneStart(msg[n]) {
+			n--
+		}
+		msg = msg[:n]
 	}
 	return &APIError{Method: r.method, Path: r.path, Status: status, Message: msg}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // JobStatus is a job's state in a form a spawner's poll can use directly.
@@ -135,16 +136,20 @@ func ParseJob(body []byte) (JobStatus, error) {
 	if err := json.Unmarshal(body, &v); err != nil {
 		return JobStatus{}, fmt.Errorf("job API: decode: %w", err)
 	}
-	if len(v.Jobs) == 0 || v.Jobs[0].Status.State == "" {
+	if len(v.Jobs) == 0 || len(strings.Fields(v.Jobs[0].Status.State)) == 0 {
 		return JobStatus{}, errors.New("job API: answer has no job state")
 	}
 	state := strings.ToLower(strings.Fields(v.Jobs[0].Status.State)[0])
 	return JobStatus{State: state, Running: !finalStates[state], Raw: body}, nil
 }
 
+// truncate cuts s to at most n bytes without splitting a character.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }
