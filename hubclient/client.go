@@ -1,12 +1,8 @@
-// Package hubclient is a typed client for the JupyterHub REST API, as much of
-// it as tokenkeeper uses: the paginated user list, one user with auth_state,
-// writing auth_state, caller identity, tokens and servers. Non-2xx answers
-// are *APIError values carrying the status; requests toward the hub are
-// bounded by a semaphore; nothing here retries (the caller owns retrying).
 package hubclient
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,10 +18,15 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// maxBody bounds how much of a hub answer is read.
-const maxBody = 4 << 20
+const (
+	// maxBody bounds how much of a hub answer is read and decoded.
+	maxBody = 4 << 20
+	// maxMessage bounds the length in bytes of APIError.Message.
+	maxMessage = 200
+)
 
-// Client talks to one hub's REST API with the service's token.
+// Client talks to one hub's REST API with the service's token. It is safe
+// for concurrent use.
 type Client struct {
 	base  string // API URL without a trailing slash
 	token string
@@ -37,31 +38,35 @@ type Client struct {
 	observe func(route string, d time.Duration, err error)
 
 	flight singleflight.Group
-	mu     sync.Mutex // guards ids
+	mu     sync.Mutex // guards ids and purged
 	ids    map[[32]byte]cachedIdentity
+	purged time.Time
 }
 
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient sets the HTTP client (default: 10 s timeout).
+// WithHTTPClient sets the HTTP client. The default has a 10 s timeout.
 func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
 
-// WithConcurrency bounds the requests in flight toward the hub (default 10).
+// WithConcurrency bounds the requests in flight toward the hub to n (default
+// 10). Values below 1 mean 1.
 func WithConcurrency(n int) Option {
 	return func(c *Client) { c.sem = make(chan struct{}, max(n, 1)) }
 }
 
-// WithIdentityCacheTTL sets how long Identify answers are kept (default 60 s).
+// WithIdentityCacheTTL sets how long an Identify answer is reused (default
+// 60 s). Zero or less turns the cache off.
 func WithIdentityCacheTTL(d time.Duration) Option { return func(c *Client) { c.ttl = d } }
 
 // WithObserver calls observe after every request with its route (the method
-// and path with user names replaced by {name}), its duration and its error.
+// and path with user names, token ids and server names replaced), its
+// duration and its error.
 func WithObserver(observe func(route string, d time.Duration, err error)) Option {
 	return func(c *Client) { c.observe = observe }
 }
 
-// WithClock sets the clock used for the identity cache.
+// WithClock sets the clock the identity cache reads (default time.Now).
 func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = now } }
 
 // New returns a client for the hub API at apiURL (JUPYTERHUB_API_URL, e.g.
@@ -79,35 +84,51 @@ func New(apiURL, token string, opts ...Option) *Client {
 	return c
 }
 
-// APIError is a non-2xx answer from the hub, whose error body is
-// {"status": N, "message": "..."}.
+// APIError is a non-2xx answer from the hub. Message is the "message" of the
+// hub's JSON error body {"status": N, "message": "..."}, or the start of the
+// body when it is not such JSON.
 type APIError struct {
-	Method, Path string
+	Method, Path string // Path is relative to the API URL, e.g. /users/alice
 	Status       int
 	Message      string
 }
 
+// Error returns the method, path, status and message.
 func (e *APIError) Error() string {
-	return fmt.Sprintf("hub %s %s: %d %s", e.Method, e.Path, e.Status, e.Message)
+	msg := cmp.Or(e.Message, http.StatusText(e.Status))
+	return strings.TrimSpace(fmt.Sprintf("hubclient: %s %s: %d %s", e.Method, e.Path, e.Status, msg))
+}
+
+// IsStatus reports whether err is or wraps an *APIError with the given status.
+func IsStatus(err error, status int) bool {
+	var e *APIError
+	return errors.As(err, &e) && e.Status == status
 }
 
 // request is one call to the hub.
 type request struct {
-	method, path string
+	method, path string // path is escaped and relative to the API URL
 	query        url.Values
 	body         any
 	token        string // overrides the client's token
-	accept       string
+	accept       string // overrides application/json
 }
 
-// do sends r and decodes a 2xx JSON answer into out (when out is not nil).
-func (c *Client) do(ctx context.Context, r request, out any) (err error) {
-	select {
-	case c.sem <- struct{}{}:
-		defer func() { <-c.sem }()
-	case <-ctx.Done():
-		return fmt.Errorf("hubclient: %s %s: %w", r.method, r.path, ctx.Err())
+// fail wraps err with the request's method and path and, unless it is
+// empty, the step that failed.
+func (r request) fail(step string, err error) error {
+	if step == "" {
+		return fmt.Errorf("hubclient: %s %s: %w", r.method, r.path, err)
 	}
+	return fmt.Errorf("hubclient: %s %s: %s: %w", r.method, r.path, step, err)
+}
+
+// do sends r and decodes a 2xx JSON answer into out, unless out is nil.
+func (c *Client) do(ctx context.Context, r request, out any) (err error) {
+	if err := c.acquire(ctx); err != nil {
+		return r.fail("", err)
+	}
+	defer func() { <-c.sem }()
 	req, err := c.newRequest(ctx, r)
 	if err != nil {
 		return err
@@ -118,23 +139,23 @@ func (c *Client) do(ctx context.Context, r request, out any) (err error) {
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("hubclient: %s %s: %w", r.method, r.path, err)
+		return r.fail("", err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return fmt.Errorf("hubclient: %s %s: read: %w", r.method, r.path, err)
+	defer drainAndClose(resp.Body)
+	return readAnswer(r, resp, out)
+}
+
+// acquire waits for a request slot or for ctx to end.
+func (c *Client) acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	if resp.StatusCode/100 != 2 {
-		return apiError(r, resp.StatusCode, body)
-	}
-	if out == nil || len(body) == 0 {
+	select {
+	case c.sem <- struct{}{}:
 		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("hubclient: %s %s: decode: %w", r.method, r.path, err)
-	}
-	return nil
 }
 
 func (c *Client) newRequest(ctx context.Context, r request) (*http.Request, error) {
@@ -146,27 +167,53 @@ func (c *Client) newRequest(ctx context.Context, r request) (*http.Request, erro
 	if r.body != nil {
 		b, err := json.Marshal(r.body)
 		if err != nil {
-			return nil, fmt.Errorf("hubclient: %s %s: encode: %w", r.method, r.path, err)
+			return nil, r.fail("encode", err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, r.method, u, body)
 	if err != nil {
-		return nil, fmt.Errorf("hubclient: %s %s: %w", r.method, r.path, err)
+		return nil, r.fail("", err)
 	}
-	token := c.token
-	if r.token != "" {
-		token = r.token
-	}
-	req.Header.Set("Authorization", "token "+token)
-	req.Header.Set("Accept", firstNonEmpty(r.accept, "application/json"))
+	req.Header.Set("Authorization", "token "+cmp.Or(r.token, c.token))
+	req.Header.Set("Accept", cmp.Or(r.accept, "application/json"))
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return req, nil
 }
 
-func apiError(r request, status int, body []byte) error {
+// readAnswer turns a non-2xx answer into an *APIError and decodes a 2xx
+// answer into out.
+func readAnswer(r request, resp *http.Response, out any) error {
+	if resp.StatusCode/100 != 2 {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody)) // best effort: the status is the error
+		return apiError(r, resp.StatusCode, body)
+	}
+	if out == nil {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return r.fail("read", err)
+	}
+	if len(body) > maxBody {
+		return r.fail("read", fmt.Errorf("answer is larger than %d bytes", maxBody))
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return r.fail("decode", err)
+	}
+	return nil
+}
+
+// drainAndClose reads what is left of a body (up to maxBody) so that the
+// connection can be reused, then closes it.
+func drainAndClose(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, maxBody))
+	_ = body.Close()
+}
+
+func apiError(r request, status int, body []byte) *APIError {
 	var e struct {
 		Message string `json:"message"`
 	}
@@ -174,40 +221,32 @@ func apiError(r request, status int, body []byte) error {
 	if json.Unmarshal(body, &e) == nil && e.Message != "" {
 		msg = e.Message
 	}
-	if n := 200; len(msg) > n {
-		for n > 0 && !utf8.RuneStart(msg[n]) {
-			n--
-		}
-		msg = msg[:n]
-	}
-	return &APIError{Method: r.method, Path: r.path, Status: status, Message: msg}
+	return &APIError{Method: r.method, Path: r.path, Status: status, Message: truncate(msg, maxMessage)}
 }
 
-// userPath returns /users/{name}, path-escaped.
-func userPath(name string, rest ...string) string {
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// userPath returns /users/{name}, followed by the given segments, each one
+// path-escaped.
+func userPath(name string, segments ...string) string {
 	p := "/users/" + url.PathEscape(name)
-	for _, r := range rest {
-		p += "/" + url.PathEscape(r)
+	for _, s := range segments {
+		p += "/" + url.PathEscape(s)
 	}
 	return p
 }
 
-func firstNonEmpty(vs ...string) string {
-	for _, v := range vs {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}
-
-// IsStatus reports whether err is an *APIError with the given status.
-func IsStatus(err error, status int) bool {
-	var e *APIError
-	return errors.As(err, &e) && e.Status == status
-}
-
-// route is r's method and path with the user name replaced, for metrics.
+// route is r's method and path with the user name and any token id or
+// server name replaced, for metrics.
 func route(r request) string {
 	parts := strings.Split(r.path, "/")
 	if len(parts) > 2 && parts[1] == "users" {

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -420,6 +422,8 @@ func TestSetAuthState(t *testing.T) {
 		{name: "object", state: json.RawMessage(`{"access_token":"x","n":1}`), want: `{"auth_state":{"access_token":"x","n":1}}`},
 		{name: "nested", state: json.RawMessage(`{"token_response":{"scope":["a","b"]}}`), want: `{"auth_state":{"token_response":{"scope":["a","b"]}}}`},
 		{name: "nil clears", state: nil, want: `{"auth_state":{}}`},
+		{name: "empty object clears", state: json.RawMessage(`{}`), want: `{"auth_state":{}}`},
+		{name: "indented", state: json.RawMessage("\n  {\"a\": [1, 2],\n\t\"b\": null}\n"), want: `{"auth_state":{"a":[1,2],"b":null}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -439,13 +443,30 @@ func TestSetAuthState(t *testing.T) {
 	}
 }
 
-func TestSetAuthStateRejectsInvalidJSON(t *testing.T) {
-	hub := newFakeHub(t, answerJSON(http.StatusOK, `{}`))
-	if err := New(hub.apiURL(), serviceToken).SetAuthState(context.Background(), "a", json.RawMessage(`{"x":`)); err == nil {
-		t.Errorf("SetAuthState with invalid JSON = nil, want an error")
+func TestSetAuthStateRejectsNonObjects(t *testing.T) {
+	tests := []struct {
+		name  string
+		state string
+	}{
+		{name: "invalid JSON", state: `{"x":`},
+		{name: "null", state: `null`},
+		{name: "list", state: `[{"access_token":"x"}]`},
+		{name: "string", state: `"{}"`},
+		{name: "number", state: `1`},
+		{name: "empty, not nil", state: ``},
+		{name: "object then garbage", state: `{} x`},
 	}
-	if n := len(hub.requests()); n != 0 {
-		t.Errorf("SetAuthState with invalid JSON sent %d requests, want 0", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub := newFakeHub(t, answerJSON(http.StatusOK, `{}`))
+			err := New(hub.apiURL(), serviceToken).SetAuthState(context.Background(), "a", json.RawMessage(tt.state))
+			if !errors.Is(err, errNotObject) {
+				t.Errorf("SetAuthState(%q) error = %v, want %v", tt.state, err, errNotObject)
+			}
+			if n := len(hub.requests()); n != 0 {
+				t.Errorf("SetAuthState(%q) sent %d requests, want 0", tt.state, n)
+			}
+		})
 	}
 }
 
@@ -481,9 +502,27 @@ func TestAPIError(t *testing.T) {
 			if !IsStatus(err, tt.status) || IsStatus(err, tt.status+1) {
 				t.Errorf("IsStatus(%v, %d) is wrong", err, tt.status)
 			}
-			wantMsg := fmt.Sprintf("hub GET /users/nobody: %d %s", tt.status, tt.want)
-			if got := err.Error(); got != wantMsg {
-				t.Errorf("Error() = %q, want %q", got, wantMsg)
+		})
+	}
+}
+
+func TestAPIErrorText(t *testing.T) {
+	tests := []struct {
+		name string
+		err  *APIError
+		want string
+	}{
+		{name: "with message", err: &APIError{Method: "GET", Path: "/users/nobody", Status: 404, Message: "No such user: nobody"},
+			want: "hubclient: GET /users/nobody: 404 No such user: nobody"},
+		{name: "no message", err: &APIError{Method: "PATCH", Path: "/users/a", Status: 500},
+			want: "hubclient: PATCH /users/a: 500 Internal Server Error"},
+		{name: "unknown status, no message", err: &APIError{Method: "GET", Path: "/user", Status: 599},
+			want: "hubclient: GET /user: 599"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.err.Error(); got != tt.want {
+				t.Errorf("%#v.Error() = %q, want %q", tt.err, got, tt.want)
 			}
 		})
 	}
@@ -920,12 +959,20 @@ func TestBaseURLTrailingSlash(t *testing.T) {
 
 func TestUnreachableHub(t *testing.T) {
 	hub := newFakeHub(t, answerJSON(http.StatusOK, `{}`))
-	url := hub.apiURL()
+	apiURL := hub.apiURL()
 	hub.srv.Close()
-	_, err := New(url, serviceToken).User(context.Background(), "a")
+	_, err := New(apiURL, serviceToken).User(context.Background(), "a")
 	var aerr *APIError
 	if err == nil || errors.As(err, &aerr) {
 		t.Errorf("User on a closed hub = %v, want a transport error that is not an *APIError", err)
+	}
+	var uerr *url.Error
+	var nerr net.Error
+	if !errors.As(err, &uerr) || !errors.As(err, &nerr) {
+		t.Errorf("User on a closed hub = %v (%T), want it to wrap a *url.Error and a net.Error", err, err)
+	}
+	if want := "hubclient: GET /users/a: "; !strings.HasPrefix(fmt.Sprint(err), want) {
+		t.Errorf("User on a closed hub = %q, want the prefix %q", err, want)
 	}
 }
 
@@ -939,5 +986,143 @@ func TestAPIErrorTruncatesOnRuneBoundary(t *testing.T) {
 	}
 	if !utf8.ValidString(aerr.Message) || len(aerr.Message) > 200 || !strings.HasPrefix(body, aerr.Message) {
 		t.Errorf("Message = %q (%d bytes), want a valid UTF-8 prefix of the body of at most 200 bytes", aerr.Message, len(aerr.Message))
+	}
+}
+
+func TestDecodeErrorsCarryTheRequest(t *testing.T) {
+	isSyntax := func(err error) bool { return errors.As(err, new(*json.SyntaxError)) }
+	isType := func(err error) bool { return errors.As(err, new(*json.UnmarshalTypeError)) }
+	tests := []struct {
+		name   string
+		body   string
+		call   func(*Client) error
+		prefix string
+		is     func(error) bool
+	}{
+		{name: "user, not JSON", body: `<html>`, prefix: "hubclient: GET /users/al%20ice: decode: ", is: isSyntax,
+			call: func(c *Client) error { _, err := c.User(context.Background(), "al ice"); return err }},
+		{name: "user, empty answer", body: ``, prefix: "hubclient: GET /users/alice: decode: ", is: isSyntax,
+			call: func(c *Client) error { _, err := c.User(context.Background(), "alice"); return err }},
+		{name: "user, wrong type", body: `{"name":["alice"]}`, prefix: "hubclient: GET /users/alice: decode: ", is: isType,
+			call: func(c *Client) error { _, err := c.User(context.Background(), "alice"); return err }},
+		{name: "tokens", body: `{"api_tokens":{}}`, prefix: "hubclient: GET /users/alice/tokens: decode: ", is: isType,
+			call: func(c *Client) error { _, err := c.Tokens(context.Background(), "alice"); return err }},
+		{name: "self", body: `{"scopes":"all"}`, prefix: "hubclient: GET /user: decode: ", is: isType,
+			call: func(c *Client) error { _, err := c.Self(context.Background()); return err }},
+		{name: "user list", body: `{"items":{}}`, prefix: "hubclient: GET /users: decode: ", is: isType,
+			call: func(c *Client) error { _, err := collect(c, UserQuery{}); return err }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub := newFakeHub(t, answerJSON(http.StatusOK, tt.body))
+			err := tt.call(New(hub.apiURL(), serviceToken))
+			if !tt.is(err) {
+				t.Errorf("error on %q = %v (%T), want a wrapped JSON decode error", tt.body, err, err)
+			}
+			if err != nil && !strings.HasPrefix(err.Error(), tt.prefix) {
+				t.Errorf("error on %q = %q, want the prefix %q", tt.body, err, tt.prefix)
+			}
+		})
+	}
+}
+
+func TestOversizedAnswers(t *testing.T) {
+	huge := `{"name":"` + strings.Repeat("x", maxBody) + `"}`
+	t.Run("2xx is refused, not cut", func(t *testing.T) {
+		hub := newFakeHub(t, answerJSON(http.StatusOK, huge))
+		_, err := New(hub.apiURL(), serviceToken).User(context.Background(), "a")
+		if err == nil || errors.As(err, new(*APIError)) || errors.As(err, new(*json.SyntaxError)) {
+			t.Errorf("User on a %d-byte answer = %v, want a size error", len(huge), err)
+		}
+	})
+	t.Run("error answer keeps its status", func(t *testing.T) {
+		hub := newFakeHub(t, answerJSON(http.StatusBadGateway, huge))
+		_, err := New(hub.apiURL(), serviceToken).User(context.Background(), "a")
+		want := &APIError{Method: http.MethodGet, Path: "/users/a", Status: 502, Message: huge[:maxMessage]}
+		var got *APIError
+		if !errors.As(err, &got) || *got != *want {
+			t.Errorf("User on a %d-byte 502 = %v, want %v", len(huge), err, want)
+		}
+	})
+}
+
+func TestBodiesAreDrainedForReuse(t *testing.T) {
+	// Every answer has a body the client does not need in full: a 202 with
+	// JSON for StopServer, an error page, and trailing bytes after a user.
+	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodDelete:
+			answerJSON(http.StatusAccepted, `{"status":"stopping"}`+strings.Repeat(" ", 64<<10))(w, r)
+		case http.MethodPatch:
+			answerJSON(http.StatusForbidden, `{"status":403,"message":"no"}`+strings.Repeat(" ", 64<<10))(w, r)
+		default:
+			answerJSON(http.StatusOK, `{"name":"a"}`+strings.Repeat(" ", 64<<10))(w, r)
+		}
+	})
+	var conns atomic.Int32
+	transport := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conns.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	defer transport.CloseIdleConnections()
+	c := New(hub.apiURL(), serviceToken, WithHTTPClient(&http.Client{Transport: transport}))
+	ctx := context.Background()
+	for range 3 {
+		if err := c.StopServer(ctx, "a", ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetAuthState(ctx, "a", nil); !IsStatus(err, http.StatusForbidden) {
+			t.Fatalf("SetAuthState error = %v, want 403", err)
+		}
+		if _, err := c.User(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("9 sequential requests opened %d connections, want 1 (bodies drained and closed)", n)
+	}
+}
+
+func TestUsersRefusesANextThatDoesNotAdvance(t *testing.T) {
+	tests := []struct {
+		name string
+		next string
+	}{
+		{name: "same offset", next: `{"offset":0,"limit":2}`},
+		{name: "backwards", next: `{"offset":-2,"limit":2}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hub := newFakeHub(t, answerJSON(http.StatusOK, `{"items":[{"name":"a"},{"name":"b"}],"_pagination":{"next":`+tt.next+`}}`))
+			names, err := collect(New(hub.apiURL(), serviceToken), UserQuery{PageSize: 2})
+			if err == nil {
+				t.Errorf("Users() with next %s = nil error, want one", tt.next)
+			}
+			if diff := cmp.Diff([]string{"a", "b"}, names); diff != "" {
+				t.Errorf("Users() with next %s (-want +got):\n%s", tt.next, diff)
+			}
+			if n := len(hub.requests()); n != 1 {
+				t.Errorf("Users() with next %s sent %d requests, want 1", tt.next, n)
+			}
+		})
+	}
+}
+
+func TestUsersWithEndedContext(t *testing.T) {
+	hub := newFakeHub(t, answerJSON(http.StatusOK, `{"items":[{"name":"a"}],"_pagination":{"next":null}}`))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var errs []error
+	for u, err := range New(hub.apiURL(), serviceToken).Users(ctx, UserQuery{}) {
+		if err == nil {
+			t.Errorf("Users() with a cancelled context yielded user %q", u.Name)
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], context.Canceled) {
+		t.Errorf("Users() with a cancelled context yielded errors %v, want one context.Canceled", errs)
+	}
+	if n := len(hub.requests()); n != 0 {
+		t.Errorf("Users() with a cancelled context sent %d requests, want 0", n)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"net/http"
 )
 
-// Token is one of a user's hub API tokens. Tokens of browser sessions have a
-// SessionID; a server's own token and API tokens do not.
+// Token is one of a user's hub API tokens. Tokens issued to browser sessions
+// have a SessionID; a server's own token ("Server at /user/NAME/") and
+// tokens made through the API do not. Timestamps are the hub's RFC 3339
+// strings, "" when the hub sent null.
 type Token struct {
 	ID           string   `json:"id"`
 	Kind         string   `json:"kind"`
@@ -19,7 +21,7 @@ type Token struct {
 	ExpiresAt    string   `json:"expires_at"`
 }
 
-// Tokens lists a user's API tokens.
+// Tokens lists a user's API tokens (read:tokens).
 func (c *Client) Tokens(ctx context.Context, user string) ([]Token, error) {
 	var out struct {
 		APITokens []Token `json:"api_tokens"`
@@ -28,13 +30,16 @@ func (c *Client) Tokens(ctx context.Context, user string) ([]Token, error) {
 	return out.APITokens, err
 }
 
-// DeleteToken revokes one of a user's tokens.
+// DeleteToken revokes one of a user's tokens (tokens scope). The hub deletes
+// an OAuth token together with all of the user's tokens for the same OAuth
+// client.
 func (c *Client) DeleteToken(ctx context.Context, user, id string) error {
 	return c.do(ctx, request{method: http.MethodDelete, path: userPath(user, "tokens", id)}, nil)
 }
 
-// StopServer stops the user's default server (server "") or a named one. A
-// 202 (stop still in progress) counts as success.
+// StopServer stops the user's default server (server "") or a named one
+// (delete:servers). A 202, meaning the stop is still in progress, counts as
+// success.
 func (c *Client) StopServer(ctx context.Context, user, server string) error {
 	path := userPath(user, "server")
 	if server != "" {
