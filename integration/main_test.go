@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration:", err)
 		return 1
 	}
-	const base = 28000
+	base := portBase()
 	proxy, err := StartHubProxy(fmt.Sprintf("127.0.0.1:%d", base+40), fmt.Sprintf("http://127.0.0.1:%d", base+81))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
@@ -109,4 +110,13 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "integration: remove the run directory:", err)
 	}
 	return code
+}
+
+// portBase is where the test stack's ports start: 28000, or
+// TK_TEST_PORT_BASE so that two checkouts can run the suite side by side.
+func portBase() int {
+	if v, err := strconv.Atoi(os.Getenv("TK_TEST_PORT_BASE")); err == nil && v > 0 {
+		return v
+	}
+	return 28000
 }
