@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Keep modes choose whose tokens are refreshed in the background.
@@ -76,6 +77,10 @@ type Config struct {
 
 	// RevokeTokens makes a logout revoke the user's browser-session hub tokens.
 	RevokeTokens bool `json:"revoke_tokens"`
+	// RefreshAdmins makes tokenkeeper refresh hub admins too. The hub lets
+	// only admins write an admin's auth_state, so this needs tokenkeeper's
+	// service to hold the admin role; without it the hub refreshes admins.
+	RefreshAdmins bool `json:"refresh_admins"`
 	// StopServers makes a logout stop the user's servers.
 	StopServers bool `json:"stop_servers"`
 	// GuardMin and GuardFraction pause logouts when at least GuardMin users
@@ -170,7 +175,7 @@ func (c Config) Validate() error {
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		bad("log_level: %w", err)
 	}
-	if _, err := c.StateKeyBytes(); err != nil {
+	if _, err := c.StateKeys(); err != nil {
 		bad("state key: %w", err)
 	}
 	if c.ServiceAccountClientID != "" && c.ServiceAccountSecret == "" {
@@ -229,13 +234,29 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Set implements flag.Value.
 func (d *Duration) Set(s string) error { return d.UnmarshalText([]byte(s)) }
 
-// StateKeyBytes decodes StateKey: 32 bytes as base64 (standard or URL, padded
-// or not) or as 64 hex digits.
-func (c Config) StateKeyBytes() ([]byte, error) {
-	s := strings.TrimSpace(c.StateKey.Reveal())
-	if s == "" {
+// StateKeys decodes StateKey: one or more keys, newest first, separated by
+// commas or white space, each 32 bytes as base64 (standard or URL, padded or
+// not) or hex. New journal entries are sealed with the first key; older keys
+// only open entries written before a rotation.
+func (c Config) StateKeys() ([][]byte, error) {
+	fields := strings.FieldsFunc(c.StateKey.Reveal(), func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+	if len(fields) == 0 {
 		return nil, errors.New("required: set TOKENKEEPER_STATE_KEY (e.g. from `openssl rand -base64 32`) or state_key_file")
 	}
+	keys := make([][]byte, 0, len(fields))
+	var errs []error
+	for i, f := range fields {
+		k, err := decodeKey(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("key %d of %d: %w", i+1, len(fields), err))
+		}
+		keys = append(keys, k)
+	}
+	return keys, errors.Join(errs...)
+}
+
+// decodeKey decodes one 32-byte key in hex or base64.
+func decodeKey(s string) ([]byte, error) {
 	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
 		return b, nil
 	}

@@ -665,9 +665,9 @@ func TestLoadStateKey(t *testing.T) {
 				args = []string{"--config", writeFile(t, "c.json", tt.file)}
 			}
 			c := mustLoad(t, args, env)
-			key, err := c.StateKeyBytes()
-			if err != nil || string(key) != stateKeyRaw {
-				t.Errorf("Load: StateKeyBytes() = %q, %v; want %q, nil", key, err, stateKeyRaw)
+			keys, err := c.StateKeys()
+			if err != nil || len(keys) != 1 || string(keys[0]) != stateKeyRaw {
+				t.Errorf("Load: StateKeys() = %q, %v; want [%q], nil", keys, err, stateKeyRaw)
 			}
 		})
 	}
@@ -687,7 +687,7 @@ func TestLoadStateKeyNeverFromFlagOrJSON(t *testing.T) {
 	}
 }
 
-func TestStateKeyBytes(t *testing.T) {
+func TestStateKeys(t *testing.T) {
 	tests := []struct {
 		name    string
 		key     Secret
@@ -701,23 +701,32 @@ func TestStateKeyBytes(t *testing.T) {
 		{name: "16 bytes", key: "MDEyMzQ1Njc4OWFiY2RlZg==", wantErr: "32 bytes"},
 		{name: "short hex", key: Secret(stateKeyHex[:62]), wantErr: "32 bytes"},
 		{name: "not encoded", key: stateKeyRaw, wantErr: "32 bytes"},
+		{name: "second of two bad", key: stateKeyHex + "," + stateKeyRaw, wantErr: "key 2 of 2: must be 32 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Config{StateKey: tt.key}.StateKeyBytes()
+			keys, err := Config{StateKey: tt.key}.StateKeys()
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Errorf("StateKeyBytes(%q) error = %v, want one containing %q", tt.key.Reveal(), err, tt.wantErr)
+					t.Errorf("StateKeys(%q) error = %v, want one containing %q", tt.key.Reveal(), err, tt.wantErr)
 				}
 				if strings.Contains(fmt.Sprint(err), tt.key.Reveal()) && tt.key != "" {
-					t.Errorf("StateKeyBytes(%q) error %q repeats the key", tt.key.Reveal(), err)
+					t.Errorf("StateKeys(%q) error %q repeats the key", tt.key.Reveal(), err)
 				}
 				return
 			}
-			if err != nil || string(got) != stateKeyRaw {
-				t.Errorf("StateKeyBytes(%q) = %q, %v; want %q, nil", tt.key.Reveal(), got, err, stateKeyRaw)
+			if err != nil || len(keys) != 1 || string(keys[0]) != stateKeyRaw {
+				t.Errorf("StateKeys(%q) = %q, %v; want [%q], nil", tt.key.Reveal(), keys, err, stateKeyRaw)
 			}
 		})
+	}
+}
+
+func TestStateKeysNewestFirst(t *testing.T) {
+	older := strings.Repeat("ab", 32)
+	keys, err := Config{StateKey: Secret(stateKeyBase64 + ",\n " + older)}.StateKeys()
+	if err != nil || len(keys) != 2 || string(keys[0]) != stateKeyRaw || fmt.Sprintf("%x", keys[1]) != older {
+		t.Errorf("StateKeys(new, old) = %x, %v; want [new old]", keys, err)
 	}
 }
 

@@ -132,6 +132,7 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	setString(&c.JobAPIURL, getenv("TOKENKEEPER_JOB_API_URL"))
 	for name, b := range map[string]*bool{
 		"TOKENKEEPER_REVOKE_TOKENS":         &c.RevokeTokens,
+		"TOKENKEEPER_REFRESH_ADMINS":        &c.RefreshAdmins,
 		"TOKENKEEPER_STOP_SERVERS":          &c.StopServers,
 		"TOKENKEEPER_END_KEYCLOAK_SESSIONS": &c.EndKeycloakSessions,
 	} {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 // benchUserCount is the number of synthetic users.
@@ -203,13 +204,13 @@ func newBenchEnv(b *testing.B, n int) *benchEnv {
 		e.hub.names = append(e.hub.names, name)
 		e.hub.states[name] = benchAuthState(benchTokenSet(e.sizes, name, issued, e.serial.Add(1)), name)
 	}
-	store, err := OpenStore(context.Background(), filepath.Join(b.TempDir(), "tk.db"))
+	db, err := store.Open(context.Background(), filepath.Join(b.TempDir(), "tk.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { store.Close() })
+	b.Cleanup(func() { db.Close() })
 	before := benchHeap()
-	e.r = e.newRefresher(b, store)
+	e.r = e.newRefresher(b, db)
 	if err := e.r.Sweep(context.Background()); err != nil {
 		b.Fatal(err)
 	}
@@ -249,19 +250,19 @@ func benchHeap() uint64 {
 	return m.HeapAlloc
 }
 
-func (e *benchEnv) newRefresher(b *testing.B, store *Store) *Refresher {
+func (e *benchEnv) newRefresher(b *testing.B, db *store.Store) *Refresher {
 	b.Helper()
-	seal, err := NewSealer(make([]byte, 32))
+	keys, err := NewKeyring(make([]byte, 32))
 	if err != nil {
 		b.Fatal(err)
 	}
 	opts := Options{
 		Keep: config.KeepAll, Window: time.Minute, Recheck: time.Minute, Concurrency: 8,
-		GrantTimeout: 30 * time.Second, Guard: Guard{Min: 5, Fraction: 0.5}, Seal: seal,
+		GrantTimeout: 30 * time.Second, Guard: Guard{Min: 5, Fraction: 0.5}, Keys: keys,
 		Now: e.clock, Rand: rand.New(rand.NewPCG(1, 2)),
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 	}
-	r, err := New(context.Background(), e.hub, e.hub, e.grant, store, opts)
+	r, err := New(context.Background(), e.hub, e.hub, e.grant, db, opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 // Metrics are tokenkeeper's Prometheus metrics. None carries a per-user label.
@@ -66,7 +68,7 @@ func (r *Refresher) Describe(ch chan<- *prometheus.Desc) {
 // and seconds to expiry, computed from the schedule at scrape time.
 func (r *Refresher) Collect(ch chan<- prometheus.Metric) {
 	now := r.opts.Now()
-	byStatus := map[Status]float64{}
+	byStatus := map[store.Status]float64{}
 	buckets := make(map[float64]uint64, len(expiryBuckets))
 	var due, count uint64
 	var sum float64

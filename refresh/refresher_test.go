@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 // fakeHub is an in-memory JupyterHub that counts calls.
@@ -174,7 +175,7 @@ func grantError(status int, code, desc string) error {
 type fixture struct {
 	hub   *fakeHub
 	grant *fakeGrant
-	store *Store
+	store *store.Store
 	r     *Refresher
 	logs  *bytes.Buffer
 	now   time.Time
@@ -199,26 +200,26 @@ func newFixture(t testing.TB, mutate ...func(*Options)) *fixture {
 	t.Helper()
 	f := &fixture{hub: newFakeHub(), logs: &bytes.Buffer{}, now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
 	f.grant = &fakeGrant{now: f.clock, life: 5 * time.Minute, spent: map[string]bool{}}
-	store, err := OpenStore(context.Background(), filepath.Join(t.TempDir(), "tk.db"))
+	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "tk.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { store.Close() })
-	f.store = store
+	t.Cleanup(func() { db.Close() })
+	f.store = db
 	f.r = f.newRefresher(t, mutate...)
 	return f
 }
 
 func (f *fixture) newRefresher(t testing.TB, mutate ...func(*Options)) *Refresher {
 	t.Helper()
-	seal, err := NewSealer(testKey)
+	keys, err := NewKeyring(testKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts := Options{
 		Keep: config.KeepRunning, Window: 30 * time.Second, Recheck: time.Minute, Concurrency: 4,
 		GrantTimeout: 10 * time.Second, Actions: LogoutActions{RevokeTokens: true},
-		Guard: Guard{Min: 5, Fraction: 0.5}, Seal: seal, Now: f.clock, Rand: rand.New(rand.NewPCG(1, 2)),
+		Guard: Guard{Min: 5, Fraction: 0.5}, Keys: keys, Now: f.clock, Rand: rand.New(rand.NewPCG(1, 2)),
 		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	for _, m := range mutate {
@@ -377,8 +378,8 @@ func TestGuardPausesMassLogout(t *testing.T) {
 	if got := f.hub.writes.Load(); got != 0 {
 		t.Errorf("hub writes = %d, want 0: nobody may be logged out", got)
 	}
-	if err := f.r.Health(); err == nil || !strings.Contains(err.Error(), "logouts paused") {
-		t.Errorf("Health() = %v, want logouts paused", err)
+	if h := f.r.Health(); !hasProblem(h, ProblemLogoutsPaused) || h.State() != HealthUnhealthy {
+		t.Errorf("Health() = %+v, want logouts paused", h)
 	}
 }
 
@@ -393,8 +394,8 @@ func TestTransientFailureKeepsServingValidToken(t *testing.T) {
 	if want := f.hub.state(t, "alice").Access; tok.Access != want {
 		t.Errorf("Fresh did not return the current token")
 	}
-	if err := f.r.Health(); err != nil {
-		t.Errorf("Health() = %v after a transient failure, want nil", err)
+	if h := f.r.Health(); h.State() != HealthOK {
+		t.Errorf("Health() = %+v after a transient failure, want ok", h)
 	}
 }
 
@@ -412,8 +413,8 @@ func TestOperatorErrorStopsAndRecovers(t *testing.T) {
 	if err := f.r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.r.Health(); err == nil {
-		t.Fatal("Health() = nil after invalid_client, want the reason")
+	if h := f.r.Health(); !hasProblem(h, ProblemKeycloakClient) {
+		t.Fatalf("Health() = %+v after invalid_client, want keycloak_client", h)
 	}
 	if got := f.hub.writes.Load(); got != 0 {
 		t.Errorf("hub writes = %d, want 0: nobody logged out", got)
@@ -423,8 +424,8 @@ func TestOperatorErrorStopsAndRecovers(t *testing.T) {
 	if err := f.r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.r.Health(); err != nil {
-		t.Errorf("Health() = %v after the grant works again, want nil", err)
+	if h := f.r.Health(); h.State() != HealthOK {
+		t.Errorf("Health() = %+v after the grant works again, want ok", h)
 	}
 }
 
@@ -484,4 +485,14 @@ func TestLogsHoldNoTokens(t *testing.T) {
 			t.Errorf("logs contain a token")
 		}
 	}
+}
+
+// hasProblem reports whether h lists a problem of class c.
+func hasProblem(h Health, c ProblemClass) bool {
+	for _, p := range h.Problems {
+		if p.Class == c {
+			return true
+		}
+	}
+	return false
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
+	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 const (
@@ -89,12 +90,12 @@ func benchFreshTokenHandler(b *testing.B) http.Handler {
 	b.Helper()
 	ctx := context.Background()
 	hub := hubclient.New(benchHubServer(b, benchAccessToken(benchAccessBytes(b))).URL+"/hub/api", "service-token")
-	store, err := refresh.OpenStore(ctx, filepath.Join(b.TempDir(), "tk.db"))
+	db, err := store.Open(ctx, filepath.Join(b.TempDir(), "tk.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { store.Close() })
-	seal, err := refresh.NewSealer(make([]byte, 32))
+	b.Cleanup(func() { db.Close() })
+	keys, err := refresh.NewKeyring(make([]byte, 32))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -102,9 +103,9 @@ func benchFreshTokenHandler(b *testing.B) http.Handler {
 		return nil, fmt.Errorf("no grant expected")
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	r, err := refresh.New(ctx, hub, hub, noGrant, store, refresh.Options{
+	r, err := refresh.New(ctx, hub, hub, noGrant, db, refresh.Options{
 		Keep: config.KeepAll, Window: time.Minute, Recheck: time.Minute, Concurrency: 8,
-		GrantTimeout: 30 * time.Second, Seal: seal, Now: time.Now, Logger: log,
+		GrantTimeout: 30 * time.Second, Keys: keys, Now: time.Now, Logger: log,
 	})
 	if err != nil {
 		b.Fatal(err)

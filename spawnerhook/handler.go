@@ -29,8 +29,8 @@ type Deps struct {
 	Identify func(ctx context.Context, token string) (hubclient.Identity, error)
 	// Fresh returns a user's access token with at least minValid left.
 	Fresh func(ctx context.Context, user string, minValid time.Duration) (refresh.Tokens, error)
-	// Health returns nil when tokenkeeper can do its job.
-	Health func() error
+	// Health reports what stops tokenkeeper from doing its job.
+	Health func() refresh.Health
 	// ServiceToken returns the service account's token; nil when none is configured.
 	ServiceToken func(ctx context.Context) (*oauth2.Token, error)
 	// JobStatus checks a job with the service account; nil when no job API is configured.
@@ -91,12 +91,36 @@ func (h *handler) info(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"name": h.Name, "version": h.Version})
 }
 
+// problemTexts are health's fixed texts per problem class; the details are
+// in tokenkeeper's log, not in this unauthenticated answer.
+var problemTexts = map[refresh.ProblemClass]string{
+	refresh.ProblemKeycloakClient: "Keycloak refuses tokenkeeper's client; refreshing is stopped and nobody is logged out.",
+	refresh.ProblemHubUnreachable: "The hub's API cannot be reached.",
+	refresh.ProblemLogoutsPaused: "Logouts are paused: many sessions ended at once. " +
+		"Nobody is logged out until an admin releases the guard.",
+	refresh.ProblemStuckUsers: "The hub refuses to store some users' new tokens; they are kept in the journal.",
+}
+
+type problemBody struct {
+	Class   string `json:"class"`
+	Message string `json:"message"`
+	Users   int    `json:"users,omitempty"`
+}
+
+// health answers 200 while every user is served (ok or degraded: some users
+// stuck) and 503 while refreshing or logging out is stopped.
 func (h *handler) health(c *gin.Context) {
-	if err := h.Health(); err != nil {
-		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unhealthy", "reason": err.Error()})
-		return
+	hl := h.Health()
+	state := hl.State()
+	problems := make([]problemBody, 0, len(hl.Problems))
+	for _, p := range hl.Problems {
+		problems = append(problems, problemBody{Class: string(p.Class), Message: problemTexts[p.Class], Users: p.Users})
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+	status := http.StatusOK
+	if state == refresh.HealthUnhealthy {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, gin.H{"status": state, "problems": problems})
 }
 
 // tokenResponse is the body of a successful fresh-token call.

@@ -56,7 +56,7 @@ type fakes struct {
 	identifyErr error
 	// freshErr, when set, is returned by Fresh.
 	freshErr   error
-	healthErr  error
+	health     refresh.Health
 	identified []string
 	fresh      []freshCall
 }
@@ -89,10 +89,10 @@ func (f *fakes) deps() Deps {
 				Type:   "Bearer",
 			}, nil
 		},
-		Health: func() error {
+		Health: func() refresh.Health {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			return f.healthErr
+			return f.health
 		},
 		AccessScopes: accessScopes,
 		Name:         "tokenkeeper",
@@ -172,23 +172,35 @@ func TestUnknownPath(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
+	stuck := refresh.Problem{Class: refresh.ProblemStuckUsers, Users: 2}
+	operator := refresh.Problem{Class: refresh.ProblemKeycloakClient}
 	tests := []struct {
 		name   string
-		err    error
+		health refresh.Health
 		status int
 		want   map[string]any
 	}{
-		{name: "healthy", status: http.StatusOK, want: map[string]any{"status": "ok"}},
+		{name: "healthy", status: http.StatusOK, want: map[string]any{"status": "ok", "problems": []any{}}},
+		{
+			name:   "stuck users",
+			health: refresh.Health{Problems: []refresh.Problem{stuck}},
+			status: http.StatusOK,
+			want: map[string]any{"status": "degraded", "problems": []any{map[string]any{
+				"class": "stuck_users", "users": 2.0, "message": problemTexts[refresh.ProblemStuckUsers]}}},
+		},
 		{
 			name:   "operator problem",
-			err:    errors.New("refresh grant: invalid_client"),
+			health: refresh.Health{Problems: []refresh.Problem{operator, stuck}},
 			status: http.StatusServiceUnavailable,
-			want:   map[string]any{"status": "unhealthy", "reason": "refresh grant: invalid_client"},
+			want: map[string]any{"status": "unhealthy", "problems": []any{
+				map[string]any{"class": "keycloak_client", "message": problemTexts[refresh.ProblemKeycloakClient]},
+				map[string]any{"class": "stuck_users", "users": 2.0, "message": problemTexts[refresh.ProblemStuckUsers]},
+			}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := NewHandler(prefix, (&fakes{healthErr: tt.err}).deps())
+			h := NewHandler(prefix, (&fakes{health: tt.health}).deps())
 			res := get(t, h, prefix+"health", "")
 			if res.status != tt.status {
 				t.Errorf("GET health status = %d, want %d", res.status, tt.status)

@@ -75,7 +75,7 @@ func (u *userDeps) deps(log *slog.Logger) Deps {
 			u.mu.Unlock()
 			return refresh.Tokens{Access: config.Secret("access-" + user), Expiry: time.Now().Add(5 * time.Minute), Type: "Bearer"}, nil
 		},
-		Health:       func() error { return nil },
+		Health:       func() refresh.Health { return refresh.Health{} },
 		AccessScopes: []string{"access:services", "access:services!service=tokenkeeper"},
 		Name:         "tokenkeeper",
 		Logger:       log,
@@ -247,7 +247,7 @@ func TestLogsCarryNoTokens(t *testing.T) {
 			}
 			return refresh.Tokens{Access: config.Secret("access-alice-93b0e1"), Expiry: time.Now().Add(time.Hour), Type: "Bearer"}, freshErr
 		},
-		Health: func() error { return nil },
+		Health: func() refresh.Health { return refresh.Health{} },
 		ServiceToken: func(ctx context.Context) (*oauth2.Token, error) {
 			mu.Lock()
 			defer mu.Unlock()

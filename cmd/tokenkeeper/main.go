@@ -27,6 +27,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/refresh"
 	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
 	"github.com/tokenkeeper/tokenkeeper/spawnerhook"
+	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -70,11 +71,11 @@ func configError(err error) error {
 
 // serve runs the HTTP API and the refresh schedule until ctx ends.
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	store, err := refresh.OpenStore(ctx, cfg.Database)
+	db, err := store.Open(ctx, cfg.Database)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer db.Close()
 	client := &http.Client{Timeout: time.Duration(cfg.HTTPTimeout)}
 	reg := prometheus.NewRegistry()
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
@@ -97,7 +98,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		opts.Actions.EndSessions = admin.LogoutUser
 	}
 	opts.Metrics = refresh.NewMetrics(reg)
-	r, err := refresh.New(ctx, hub, hub, kc.Refresh, store, opts)
+	r, err := refresh.New(ctx, hub, hub, kc.Refresh, db, opts)
 	if err != nil {
 		return err
 	}
@@ -131,15 +132,28 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	srv := &http.Server{Handler: spawnerhook.NewHandler(cfg.Hub.Prefix, deps), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("tokenkeeper started", "version", version, "listen", ln.Addr().String(),
 		"prefix", cfg.Hub.Prefix, "issuer", cfg.IssuerURL, "keep", cfg.Keep)
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(ctx, srv, ln) })
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(gctx, srv, ln) })
 	g.Go(func() error {
-		if err := r.Replay(ctx); err != nil {
+		if err := r.Replay(gctx); err != nil {
 			log.Error("replaying pending write-backs", "err", err)
 		}
-		return schedule(ctx, time.Duration(cfg.SweepInterval), r, log)
+		return schedule(gctx, time.Duration(cfg.SweepInterval), r, log)
 	})
-	return g.Wait()
+	err = g.Wait()
+	return errors.Join(err, stopRefresher(ctx, r, time.Duration(cfg.HTTPTimeout), log))
+}
+
+// stopRefresher lets the grants in flight finish and be journaled, within
+// a bound, before the store closes.
+func stopRefresher(ctx context.Context, r *refresh.Refresher, httpTimeout time.Duration, log *slog.Logger) error {
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*httpTimeout+5*time.Second)
+	defer cancel()
+	if err := r.Stop(stopCtx); err != nil {
+		return err
+	}
+	log.Info("stopped: no grant in flight")
+	return nil
 }
 
 // serviceAccount returns the configured service account, or nil.
@@ -151,26 +165,27 @@ func serviceAccount(ctx context.Context, cfg config.Config, client *http.Client,
 }
 
 func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error) {
-	key, err := cfg.StateKeyBytes()
+	keys, err := cfg.StateKeys()
 	if err != nil {
 		return refresh.Options{}, err
 	}
-	seal, err := refresh.NewSealer(key)
+	keyring, err := refresh.NewKeyring(keys...)
 	if err != nil {
 		return refresh.Options{}, err
 	}
 	return refresh.Options{
-		Keep:         cfg.Keep,
-		Window:       time.Duration(cfg.RefreshWindow),
-		Recheck:      max(time.Minute, 4*time.Duration(cfg.SweepInterval)),
-		Concurrency:  cfg.Concurrency,
-		GrantTimeout: 3 * time.Duration(cfg.HTTPTimeout),
-		Actions:      refresh.LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers},
-		Guard:        refresh.Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
-		Seal:         seal,
-		Now:          time.Now,
-		Rand:         newRand(),
-		Logger:       log,
+		Keep:          cfg.Keep,
+		Window:        time.Duration(cfg.RefreshWindow),
+		Recheck:       max(time.Minute, 4*time.Duration(cfg.SweepInterval)),
+		Concurrency:   cfg.Concurrency,
+		GrantTimeout:  3 * time.Duration(cfg.HTTPTimeout),
+		RefreshAdmins: cfg.RefreshAdmins,
+		Actions:       refresh.LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers},
+		Guard:         refresh.Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
+		Keys:          keyring,
+		Now:           time.Now,
+		Rand:          newRand(),
+		Logger:        log,
 	}, nil
 }
 

@@ -1,7 +1,6 @@
-package refresh
+package store
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"os"
@@ -24,9 +23,9 @@ func openTestStore(tb testing.TB) (*Store, string) {
 
 func reopenTestStore(tb testing.TB, path string) *Store {
 	tb.Helper()
-	s, err := OpenStore(context.Background(), path)
+	s, err := Open(context.Background(), path)
 	if err != nil {
-		tb.Fatalf("OpenStore(%q): %v", path, err)
+		tb.Fatalf("Open(%q): %v", path, err)
 	}
 	tb.Cleanup(func() { s.Close() })
 	return s
@@ -169,7 +168,7 @@ func TestStoreUsersColumns(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"name", "due", "access_expiry", "refresh_expiry", "failures", "status", "reason"}
+	want := []string{"name", "due", "access_expiry", "refresh_expiry", "failures", "status", "reason", "ended_on"}
 	if diff := gocmp.Diff(want, cols); diff != "" {
 		t.Errorf("users columns mismatch (-want +got):\n%s", diff)
 	}
@@ -215,54 +214,6 @@ func dbBytes(t *testing.T, path string) []byte {
 	return all
 }
 
-// TestStoreFileHoldsNoTokens writes schedule state and an encrypted
-// write-back entry whose auth_state is full of tokens, and searches the raw
-// database files for them.
-func TestStoreFileHoldsNoTokens(t *testing.T) {
-	s, path := openTestStore(t)
-	st, err := ParseAuthState([]byte(oauthenticatorState()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(t.Context(), UserState{
-		Name: "alice", Due: stateIAT.Add(200 * time.Second), AccessExpiry: st.AccessClaims.Expiry,
-		RefreshExpiry: st.RefreshExpiry, Status: StatusFresh,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	seal, err := NewSealer(bytes.Repeat([]byte{0x42}, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pending := Pending{User: "alice", State: []byte(oauthenticatorState()), Spent: digest(stateRefresh), Created: stateIAT}
-	if err := s.PutPending(t.Context(), seal, pending); err != nil {
-		t.Fatal(err)
-	}
-	// The entry reads back (so it really is in the file), then close to
-	// flush the WAL.
-	got, ok, err := s.Pending(t.Context(), seal, "alice")
-	if err != nil || !ok || !bytes.Equal(got.State, pending.State) {
-		t.Fatalf("Pending(alice) = %q, %t, %v; want the stored state", got.State, ok, err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	raw := dbBytes(t, path)
-	if !bytes.Contains(raw, []byte("alice")) {
-		t.Fatalf("database files do not contain the user name; the search below would prove nothing")
-	}
-	for _, needle := range []string{
-		stateAccess, stateRefresh, stateID,
-		stateAccess[:40], stateRefresh[len(stateRefresh)-40:],
-		"eyJ", // the start of every JWT header and payload
-		"access_token", "refresh_token", "oauth_user", "sess-1",
-	} {
-		if bytes.Contains(raw, []byte(needle)) {
-			t.Errorf("database files contain %q", truncate(needle, 40))
-		}
-	}
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -272,12 +223,12 @@ func truncate(s string, n int) string {
 
 func TestOpenStoreFailsOnDirectory(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenStore(t.Context(), dir)
+	s, err := Open(t.Context(), dir)
 	if err == nil {
 		s.Close()
-		t.Fatalf("OpenStore(%q) on a directory: error = nil, want one", dir)
+		t.Fatalf("Open(%q) on a directory: error = nil, want one", dir)
 	}
 	if !strings.Contains(err.Error(), dir) {
-		t.Errorf("OpenStore(%q) error = %v, want it to name the path", dir, err)
+		t.Errorf("Open(%q) error = %v, want it to name the path", dir, err)
 	}
 }

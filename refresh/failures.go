@@ -1,0 +1,144 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tokenkeeper/tokenkeeper/store"
+)
+
+// grantFailed handles a failed grant according to its class.
+func (r *Refresher) grantFailed(ctx context.Context, name string, st AuthState, err error) (Tokens, error) {
+	switch Classify(err) {
+	case Terminal:
+		return r.terminal(ctx, name, st, err)
+	case Operator:
+		r.setOperator(err)
+		r.backoff(ctx, name, st, err)
+	default:
+		r.backoff(ctx, name, st, err)
+	}
+	return r.current(st, err)
+}
+
+// terminal handles invalid_grant: if someone else refreshed meanwhile the
+// new tokens are adopted; otherwise the SSO session has ended, and the user
+// is marked for logout together with the refresh token the grant spent, so
+// that the logout goes ahead only while the hub still holds that token.
+func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, grantErr error) (Tokens, error) {
+	u, err := r.hub.User(ctx, name)
+	if err != nil {
+		r.backoff(ctx, name, st, grantErr)
+		return Tokens{}, fmt.Errorf("re-read auth_state after %w: %w", grantErr, err)
+	}
+	now, nerr := ParseAuthState(u.AuthState)
+	if nerr == nil && now.Refresh != st.Refresh {
+		r.log.Info("adopted tokens refreshed elsewhere", "user", name)
+		return r.settle(ctx, name, now, "", ""), nil
+	}
+	r.mu.Lock()
+	delete(r.cache, name)
+	r.mu.Unlock()
+	// Due at once: the sweep logs the user out, subject to the guard.
+	r.put(ctx, store.UserState{Name: name, Status: store.StatusEnded, Reason: grantErr.Error(), Due: r.opts.Now(),
+		EndedOn: digest(st.Refresh.Reveal()), AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})
+	r.log.Warn("keycloak session ended", "user", name, "reason", grantErr.Error())
+	return Tokens{}, fmt.Errorf("%w (%w)", ErrSessionEnded, grantErr)
+}
+
+// backoff schedules a retry after a failed grant, exponential in the number
+// of consecutive failures and never past the token's expiry.
+func (r *Refresher) backoff(ctx context.Context, name string, st AuthState, err error) {
+	now := r.opts.Now()
+	r.mu.Lock()
+	failures := 1
+	if prev := r.users[name]; prev != nil && prev.Status == store.StatusBackoff {
+		failures = prev.Failures + 1
+	}
+	next := Retry(now, failures, st.AccessClaims.Expiry, r.rand)
+	r.mu.Unlock()
+	r.put(ctx, store.UserState{
+		Name: name, Status: store.StatusBackoff, Failures: failures, Reason: err.Error(), Due: next,
+		AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry,
+	})
+}
+
+// ErrOperatorHold means refreshing is stopped for a configuration problem
+// and this user's grant was not attempted.
+var ErrOperatorHold = errors.New("refreshing is stopped until the configuration problem is fixed")
+
+// holdForOperator returns ErrOperatorHold while an operator problem stops
+// refreshing, except for one probing grant at a time, spaced by the backoff.
+// So a wrong client secret costs Keycloak one grant per backoff step, not
+// one per due user.
+func (r *Refresher) holdForOperator() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.operator == nil {
+		return nil
+	}
+	now := r.opts.Now()
+	if now.Before(r.probeAt) {
+		return fmt.Errorf("%w: %w", ErrOperatorHold, r.operator)
+	}
+	r.probes++
+	r.probeAt = Retry(now, r.probes, now.Add(backoffCap*2), r.rand)
+	return nil
+}
+
+func (r *Refresher) setOperator(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case err != nil && r.operator == nil:
+		r.log.Error("refreshing stopped: fix the configuration; nobody is logged out", "err", err)
+	case err == nil && r.operator != nil:
+		r.log.Info("refreshing resumed")
+		r.probes, r.probeAt = 0, r.opts.Now()
+	}
+	r.operator = err
+	if err != nil && r.probes == 0 {
+		r.probes = 1
+		r.probeAt = Retry(r.opts.Now(), 1, r.opts.Now().Add(backoffCap*2), r.rand)
+	}
+}
+
+// logFailure writes one line for a failed update.
+func (r *Refresher) logFailure(name string, err error) {
+	var merr *MalformedError
+	switch {
+	case err == nil, errors.Is(err, ErrNoTokens), errors.Is(err, ErrSessionEnded), errors.Is(err, ErrStopping),
+		errors.Is(err, ErrOperatorHold), errors.Is(err, ErrHubAdmin),
+		errors.Is(err, context.Canceled), errors.As(err, &merr):
+	default:
+		r.log.Warn("refresh failed", "user", name, "err", err)
+	}
+}
+
+// UserStatus is what tokenkeeper knows about one user, without tokens.
+type UserStatus struct {
+	store.UserState
+	// Subject is the user's Keycloak id, when their tokens are known.
+	Subject string
+}
+
+// Status returns the user's schedule state and Keycloak id.
+func (r *Refresher) Status(ctx context.Context, name string) (UserStatus, error) {
+	r.mu.Lock()
+	u, ok := r.users[name]
+	r.mu.Unlock()
+	var s UserStatus
+	if ok {
+		s.UserState = *u
+	}
+	user, err := r.hub.User(ctx, name)
+	if err != nil {
+		return s, fmt.Errorf("read user: %w", err)
+	}
+	s.Name = name
+	if st, err := ParseAuthState(user.AuthState); err == nil {
+		s.Subject = st.AccessClaims.Subject
+	}
+	return s, nil
+}

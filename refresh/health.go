@@ -1,0 +1,80 @@
+package refresh
+
+import (
+	"github.com/tokenkeeper/tokenkeeper/store"
+)
+
+// ProblemClass names a kind of problem health reports. Health shows the class
+// and a fixed text, never internal error text; the logs have the details.
+type ProblemClass string
+
+// Problem classes.
+const (
+	// ProblemKeycloakClient: Keycloak refuses tokenkeeper's client (wrong
+	// secret, disabled client or realm, wrong issuer); refreshing is stopped.
+	ProblemKeycloakClient ProblemClass = "keycloak_client"
+	// ProblemHubUnreachable: the hub's user list cannot be read.
+	ProblemHubUnreachable ProblemClass = "hub_unreachable"
+	// ProblemLogoutsPaused: the mass-failure guard paused logouts.
+	ProblemLogoutsPaused ProblemClass = "logouts_paused"
+	// ProblemStuckUsers: the hub refuses to store some users' new tokens,
+	// which are kept in the journal.
+	ProblemStuckUsers ProblemClass = "stuck_users"
+)
+
+// Problem is one reason tokenkeeper cannot fully do its job.
+type Problem struct {
+	Class ProblemClass
+	// Users counts the users affected, where that applies.
+	Users int
+}
+
+// Health is tokenkeeper's state as a whole.
+type Health struct {
+	Problems []Problem
+}
+
+// Health states.
+const (
+	HealthOK        = "ok"
+	HealthDegraded  = "degraded"  // some users are stuck; everyone else is served
+	HealthUnhealthy = "unhealthy" // refreshing or logging out is stopped
+)
+
+// State is HealthOK with no problems, HealthDegraded when the only problem
+// is stuck users, and HealthUnhealthy otherwise.
+func (h Health) State() string {
+	state := HealthOK
+	for _, p := range h.Problems {
+		if p.Class != ProblemStuckUsers {
+			return HealthUnhealthy
+		}
+		state = HealthDegraded
+	}
+	return state
+}
+
+// Health reports what stops tokenkeeper from doing its job, if anything.
+func (r *Refresher) Health() Health {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var h Health
+	for _, p := range []struct {
+		err   error
+		class ProblemClass
+	}{{r.operator, ProblemKeycloakClient}, {r.hubErr, ProblemHubUnreachable}, {r.guard, ProblemLogoutsPaused}} {
+		if p.err != nil {
+			h.Problems = append(h.Problems, Problem{Class: p.class})
+		}
+	}
+	stuck := 0
+	for _, u := range r.users {
+		if u.Status == store.StatusStuck {
+			stuck++
+		}
+	}
+	if stuck > 0 {
+		h.Problems = append(h.Problems, Problem{Class: ProblemStuckUsers, Users: stuck})
+	}
+	return h
+}

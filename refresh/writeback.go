@@ -1,0 +1,248 @@
+package refresh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/store"
+)
+
+// writeBack journals the new token set, writes it to the hub, and then
+// drops the journal entry. If the hub write fails the entry stays, the new
+// token is served from memory, and the write is retried at the user's next
+// update. The caller holds the user's lock.
+func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, tok *oauth2.Token) (Tokens, error) {
+	state, err := st.Apply(tok)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("encode auth_state: %w", err)
+	}
+	next, err := ParseAuthState(state)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("keycloak returned unusable tokens: %w", err)
+	}
+	p := store.Pending{User: name, Spent: digest(st.Refresh.Reveal()), Sealed: r.opts.Keys.Seal(name, state), Created: r.opts.Now()}
+	if err := r.store.Apply(ctx, store.Change{Pending: &p}); err != nil {
+		r.log.Error("journal write failed; keeping the new tokens in memory until the hub has them", "user", name, "err", err)
+		r.mu.Lock()
+		r.unsaved[name] = p
+		r.mu.Unlock()
+	}
+	if err := r.hub.SetAuthState(ctx, name, state); err != nil {
+		return r.writeFailed(ctx, name, next, err)
+	}
+	t := r.settle(ctx, name, next, "", name)
+	r.log.Info("refreshed", "user", name, "expires_at", t.Expiry.UTC().Format(time.RFC3339))
+	return t, nil
+}
+
+// writeFailed handles a refused or failed write-back of next, whose tokens
+// are journaled: a refusal (4xx) makes the user stuck until an admin acts or
+// the user logs in again; anything else is retried soon.
+func (r *Refresher) writeFailed(ctx context.Context, name string, next AuthState, err error) (Tokens, error) {
+	t := Tokens{Access: next.Access, Expiry: next.AccessClaims.Expiry, Type: "Bearer"}
+	r.cacheIfAsked(name, t)
+	u := store.UserState{Name: name, Status: store.StatusBackoff, Failures: 1, Reason: "write-back pending: " + err.Error(),
+		Due: r.opts.Now().Add(backoffBase), AccessExpiry: t.Expiry, RefreshExpiry: next.RefreshExpiry}
+	if refused(err) {
+		r.stuck(ctx, name, err)
+		return t, nil
+	}
+	r.log.Warn("write-back failed; will retry", "user", name, "err", err)
+	r.put(ctx, u)
+	return t, nil
+}
+
+// refused reports whether the hub refused a write for good (a 4xx other
+// than 429), as it does for a hub admin's auth_state.
+func refused(err error) bool {
+	var apiErr *hubclient.APIError
+	return errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && apiErr.Status != http.StatusTooManyRequests
+}
+
+// stuck records a user whose journaled tokens the hub refuses to store.
+// Health reports stuck users so that an admin learns of them while the
+// session lives; the entry is retried after Recheck.
+func (r *Refresher) stuck(ctx context.Context, name string, err error) {
+	r.mu.Lock()
+	prev := r.users[name]
+	r.mu.Unlock()
+	if prev == nil || prev.Status != store.StatusStuck {
+		r.log.Error("the hub refuses to store this user's new tokens; they are kept in the journal", "user", name, "err", err)
+	}
+	u := store.UserState{Name: name, Status: store.StatusStuck, Reason: "the hub refused the write-back: " + err.Error(),
+		Due: r.opts.Now().Add(r.opts.Recheck)}
+	if prev != nil {
+		u.Failures = prev.Failures + 1
+		u.AccessExpiry, u.RefreshExpiry = prev.AccessExpiry, prev.RefreshExpiry
+	}
+	r.put(ctx, u)
+}
+
+// replay finishes a journaled write-back for name, if any, and returns the
+// auth_state to work from. The entry is written only while the hub still
+// holds the refresh token its grant spent (compare-and-set); otherwise the
+// user logged in again or was logged out since, and it is dropped. An entry
+// that no state key opens is dropped and the hub's auth_state used.
+func (r *Refresher) replay(ctx context.Context, name string, current json.RawMessage) (json.RawMessage, error) {
+	p, ok, err := r.pending(ctx, name)
+	if err != nil || !ok {
+		return current, err
+	}
+	state, err := r.opts.Keys.Open(name, p.Sealed)
+	if err != nil {
+		r.log.Error("dropped a journal entry that no state key opens; using the hub's auth_state", "user", name, "err", err)
+		return current, r.dropPending(ctx, name)
+	}
+	cur, _ := ParseAuthState(current)
+	if digest(cur.Refresh.Reveal()) != p.Spent {
+		r.log.Info("dropped a pending write-back: auth_state changed since", "user", name)
+		return current, r.dropPending(ctx, name)
+	}
+	if err := r.hub.SetAuthState(ctx, name, state); err != nil {
+		if refused(err) {
+			r.stuck(ctx, name, err)
+		}
+		return nil, fmt.Errorf("replay write-back: %w", err)
+	}
+	r.log.Info("replayed pending write-back", "user", name)
+	return state, r.dropPending(ctx, name)
+}
+
+// pending returns the user's journal entry, from the store or, when the
+// store failed to take it, from memory.
+func (r *Refresher) pending(ctx context.Context, name string) (store.Pending, bool, error) {
+	r.mu.Lock()
+	p, ok := r.unsaved[name]
+	r.mu.Unlock()
+	if ok {
+		return p, true, nil
+	}
+	return r.store.Pending(ctx, name)
+}
+
+func (r *Refresher) dropPending(ctx context.Context, name string) error {
+	r.mu.Lock()
+	delete(r.unsaved, name)
+	r.mu.Unlock()
+	return r.store.Apply(ctx, store.Change{DropPending: name})
+}
+
+// settle schedules the user's next refresh from st, updates their cached
+// token, records their session and, when drop names them, drops their
+// journal entry, all in one store transaction. Only users someone has asked
+// a token for are cached, so memory for users nobody asks about is the
+// schedule alone.
+func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reason, drop string) Tokens {
+	t := Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer"}
+	u := store.UserState{
+		Name: name, Status: store.StatusFresh, Reason: reason,
+		Due:           Due(name, st.AccessClaims, r.opts.Window),
+		AccessExpiry:  st.AccessClaims.Expiry,
+		RefreshExpiry: st.RefreshExpiry,
+	}
+	r.cacheIfAsked(name, t)
+	if drop != "" {
+		r.mu.Lock()
+		delete(r.unsaved, drop)
+		r.mu.Unlock()
+	}
+	c := st.AccessClaims
+	r.setUser(u)
+	r.save(ctx, store.Change{User: &u, DropPending: drop,
+		Session: &store.Session{SID: c.SessionID, Sub: c.Subject, Name: name, Updated: r.opts.Now()}})
+	return t
+}
+
+func (r *Refresher) cacheIfAsked(name string, t Tokens) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.cache[name]; ok {
+		r.cache[name] = t
+	}
+}
+
+// hubAdmin records a hub admin, whose tokens the hub refreshes, and returns
+// their current token while it is valid. Their refresh token is never spent:
+// the hub would refuse the write-back.
+func (r *Refresher) hubAdmin(ctx context.Context, name string, st AuthState) (Tokens, error) {
+	r.mu.Lock()
+	prev := r.users[name]
+	r.mu.Unlock()
+	if prev == nil || prev.Status != store.StatusAdmin {
+		r.log.Info("hub admin: the hub refreshes this user's tokens", "user", name)
+	}
+	r.put(ctx, store.UserState{Name: name, Status: store.StatusAdmin, Reason: "hub admin",
+		Due: r.opts.Now().Add(r.opts.Recheck), AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})
+	return r.current(st, ErrHubAdmin)
+}
+
+// unreadable records a failed read of the user.
+func (r *Refresher) unreadable(ctx context.Context, name string, err error) error {
+	r.mu.Lock()
+	prev := r.users[name]
+	r.mu.Unlock()
+	if prev != nil && (prev.Status == store.StatusStuck || prev.Status == store.StatusEnded) {
+		return fmt.Errorf("read auth_state: %w", err) // keep what it says; retried at the next sweep
+	}
+	r.reschedule(ctx, name, store.StatusNew, "hub: "+err.Error())
+	return fmt.Errorf("read auth_state: %w", err)
+}
+
+// unusable records a user whose auth_state has no usable tokens.
+func (r *Refresher) unusable(ctx context.Context, name string, err error) error {
+	status := store.StatusEmpty
+	var merr *MalformedError
+	if errors.As(err, &merr) {
+		status = store.StatusMalformed
+	}
+	r.mu.Lock()
+	prev := r.users[name]
+	r.mu.Unlock()
+	if prev == nil || prev.Reason != err.Error() {
+		reason := "no tokens in auth_state; waiting for a new login"
+		if merr != nil {
+			reason = merr.Reason
+		}
+		r.log.Warn("skipping user", "user", name, "reason", reason)
+	}
+	r.reschedule(ctx, name, status, err.Error())
+	return err
+}
+
+// reschedule records a status and looks at the user again after Recheck.
+func (r *Refresher) reschedule(ctx context.Context, name string, status store.Status, reason string) {
+	r.mu.Lock()
+	delete(r.cache, name)
+	prev := r.users[name]
+	r.mu.Unlock()
+	u := store.UserState{Name: name, Status: status, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)}
+	if prev != nil {
+		u.AccessExpiry, u.RefreshExpiry = prev.AccessExpiry, prev.RefreshExpiry
+	}
+	r.put(ctx, u)
+}
+
+// put updates the in-memory schedule and the store.
+func (r *Refresher) put(ctx context.Context, u store.UserState) {
+	r.setUser(u)
+	r.save(ctx, store.Change{User: &u})
+}
+
+func (r *Refresher) setUser(u store.UserState) {
+	r.mu.Lock()
+	r.users[u.Name] = &u
+	r.mu.Unlock()
+}
+
+func (r *Refresher) save(ctx context.Context, c store.Change) {
+	if err := r.store.Apply(ctx, c); err != nil {
+		r.log.Error("save schedule", "err", err)
+	}
+}
