@@ -34,13 +34,18 @@ type fakeHub struct {
 	tokens    map[string][]hubclient.Token
 	deleted   []string
 	failWrite error
+	failRead  error
+	admins    map[string]bool
+	// onRead, when set, runs before each read of a user, outside the lock.
+	onRead func(name string)
 	lists     atomic.Int32
 	reads     atomic.Int32
 	writes    atomic.Int32
 }
 
 func newFakeHub() *fakeHub {
-	return &fakeHub{states: map[string]json.RawMessage{}, active: map[string]bool{}, tokens: map[string][]hubclient.Token{}}
+	return &fakeHub{states: map[string]json.RawMessage{}, active: map[string]bool{}, tokens: map[string][]hubclient.Token{},
+		admins: map[string]bool{}}
 }
 
 func (h *fakeHub) Users(ctx context.Context, q hubclient.UserQuery) iter.Seq2[hubclient.User, error] {
@@ -65,13 +70,19 @@ func (h *fakeHub) Users(ctx context.Context, q hubclient.UserQuery) iter.Seq2[hu
 
 func (h *fakeHub) User(ctx context.Context, name string) (hubclient.User, error) {
 	h.reads.Add(1)
+	if h.onRead != nil {
+		h.onRead(name)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.failRead != nil {
+		return hubclient.User{}, h.failRead
+	}
 	st, ok := h.states[name]
 	if !ok {
 		return hubclient.User{}, &hubclient.APIError{Method: "GET", Path: "/users/" + name, Status: 404, Message: "no such user"}
 	}
-	return hubclient.User{Name: name, AuthState: st}, nil
+	return hubclient.User{Name: name, Admin: h.admins[name], AuthState: st}, nil
 }
 
 func (h *fakeHub) SetAuthState(ctx context.Context, name string, state json.RawMessage) error {
@@ -80,6 +91,9 @@ func (h *fakeHub) SetAuthState(ctx context.Context, name string, state json.RawM
 	defer h.mu.Unlock()
 	if h.failWrite != nil {
 		return h.failWrite
+	}
+	if h.admins[name] {
+		return &hubclient.APIError{Method: "PATCH", Path: "/users/" + name, Status: 403, Message: "Only admins can modify other admins"}
 	}
 	if state == nil {
 		state = json.RawMessage(`{}`)

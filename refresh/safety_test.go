@@ -1,0 +1,287 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/store"
+)
+
+// TestReloginBeforeSweepLogoutKeepsNewLogin: the sweep finds alice's session
+// ended, and alice logs in again before the sweep logs her out. The logout
+// compares the refresh token it decided on and leaves the new login alone.
+func TestReloginBeforeSweepLogoutKeepsNewLogin(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.addUser("alice", true, f.now.Add(-290*time.Second), "rt-alice")
+	f.grant.fail = func(string) error { return grantError(400, "invalid_grant", "Session not active") }
+	var reads atomic.Int32
+	f.hub.onRead = func(name string) {
+		// Read 1: the update; read 2: the terminal re-read; read 3: the
+		// logout's compare-and-set. The new login lands before read 3.
+		if reads.Add(1) == 3 {
+			f.addUser("alice", true, f.clock(), "rt-new-login")
+		}
+	}
+	if err := f.r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.hub.state(t, "alice").Refresh.Reveal(); got != "rt-new-login" {
+		t.Errorf("alice's refresh token after the sweep = %q, want the new login's", got)
+	}
+	if got := f.hub.writes.Load(); got != 0 {
+		t.Errorf("hub writes = %d, want 0: the new login must not be touched", got)
+	}
+	if audit, _ := f.store.Logouts(ctx); len(audit) != 0 {
+		t.Errorf("audit = %+v, want no logout", audit)
+	}
+}
+
+// TestLogoutWinsOverWriteBackInFlight: a back-channel logout arrives while a
+// grant for the same user is in flight. It waits for the user's lock, so
+// the write-back cannot bring the cleared tokens back.
+func TestLogoutWinsOverWriteBackInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t)
+		ctx := context.Background()
+		s := newLogoutSigner(t, f.clock)
+		f.addUser("alice", true, f.now, "rt-alice") // sid "s1"
+		if _, err := f.r.Fresh(ctx, "alice", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		release := make(chan struct{})
+		f.grant.fail = func(string) error { <-release; return nil }
+		var wg sync.WaitGroup
+		wg.Go(func() { f.r.Fresh(ctx, "alice", 10*time.Minute) }) // forces a grant
+		synctest.Wait()
+		var logoutErr error
+		var got []string
+		wg.Go(func() {
+			got, logoutErr = f.r.BackchannelLogout(ctx, s.token(t, logoutClaims(f.clock(), "j1", "s1", "jupyterhub")), s.verify)
+		})
+		synctest.Wait()
+		close(release)
+		wg.Wait()
+		if logoutErr != nil || len(got) != 1 {
+			t.Fatalf("BackchannelLogout = %v, %v; want alice logged out", got, logoutErr)
+		}
+		f.hub.mu.Lock()
+		state := string(f.hub.states["alice"])
+		f.hub.mu.Unlock()
+		if state != "{}" {
+			t.Errorf("auth_state after logout and write-back = %s, want {}", state)
+		}
+		if _, err := f.r.Fresh(ctx, "alice", time.Minute); !errors.Is(err, ErrNoTokens) {
+			t.Errorf("Fresh after logout = %v, want ErrNoTokens", err)
+		}
+	})
+}
+
+// TestCancelledSweepStartsNoGrantAndStopWaits: 40 users are due with
+// concurrency 4. The sweep is cancelled while 4 grants are in flight: no
+// further grant starts, Stop waits for the 4, and each is journaled and
+// written back before Stop returns.
+func TestCancelledSweepStartsNoGrantAndStopWaits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t)
+		for i := range 40 {
+			f.addUser(fmt.Sprintf("u%02d", i), true, f.now.Add(-290*time.Second), fmt.Sprintf("rt-%02d", i))
+		}
+		release := make(chan struct{})
+		f.grant.fail = func(string) error { <-release; return nil }
+		ctx, cancel := context.WithCancel(context.Background())
+		swept := make(chan error, 1)
+		go func() { swept <- f.r.Sweep(ctx) }()
+		synctest.Wait()
+		cancel()
+		if err := <-swept; !errors.Is(err, context.Canceled) {
+			t.Errorf("Sweep after cancel = %v, want context.Canceled", err)
+		}
+		stopped := make(chan error, 1)
+		go func() { stopped <- f.r.Stop(context.Background()) }()
+		synctest.Wait()
+		select {
+		case err := <-stopped:
+			t.Fatalf("Stop returned %v while grants were in flight", err)
+		default:
+		}
+		close(release)
+		if err := <-stopped; err != nil {
+			t.Fatal(err)
+		}
+		if got := f.grant.calls.Load(); got != 4 {
+			t.Errorf("grants started = %d, want 4 (the concurrency)", got)
+		}
+		if got := f.hub.writes.Load(); got != 4 {
+			t.Errorf("write-backs = %d, want 4", got)
+		}
+		if _, err := f.r.Fresh(context.Background(), "u39", time.Hour); !errors.Is(err, ErrStopping) && err == nil {
+			t.Errorf("Fresh after Stop = %v, want no new grant", err)
+		}
+		if got := f.grant.calls.Load(); got != 4 {
+			t.Errorf("grants after Stop = %d, want still 4", got)
+		}
+	})
+}
+
+// TestHubAdminRefreshTokenNeverSpent: the hub refuses to store an admin's
+// auth_state for a non-admin service, so tokenkeeper serves the admin's
+// current token and never spends their refresh token.
+func TestHubAdminRefreshTokenNeverSpent(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.addUser("root", true, f.now.Add(-290*time.Second), "rt-root")
+	f.hub.admins["root"] = true
+	if err := f.r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := f.r.Fresh(ctx, "root", time.Minute)
+	if err != nil || tok.Access != f.hub.state(t, "root").Access {
+		t.Errorf("Fresh(admin) = %v; want the hub's current token", err)
+	}
+	f.advance(time.Minute)
+	if _, err := f.r.Fresh(ctx, "root", time.Minute); !errors.Is(err, ErrHubAdmin) {
+		t.Errorf("Fresh(admin) with an expired token = %v, want ErrHubAdmin", err)
+	}
+	if got := f.grant.calls.Load(); got != 0 {
+		t.Errorf("grants for a hub admin = %d, want 0", got)
+	}
+	if got := f.hub.writes.Load(); got != 0 {
+		t.Errorf("writes for a hub admin = %d, want 0", got)
+	}
+	if h := f.r.Health(); h.State() != HealthOK {
+		t.Errorf("Health() = %+v, want ok: admins are not stuck", h)
+	}
+}
+
+// TestRefusedWriteBackIsStuckAndVisible: with RefreshAdmins on but the hub
+// still refusing (the service lacks the admin role), the new tokens stay in
+// the journal and health reports the stuck user.
+func TestRefusedWriteBackIsStuckAndVisible(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.RefreshAdmins = true })
+	ctx := context.Background()
+	f.addUser("root", true, f.now.Add(-290*time.Second), "rt-root")
+	f.hub.admins["root"] = true
+	tok, err := f.r.Fresh(ctx, "root", time.Minute)
+	if err != nil {
+		t.Fatalf("Fresh = %v, want the new token served from memory", err)
+	}
+	h := f.r.Health()
+	if h.State() != HealthDegraded || !hasProblem(h, ProblemStuckUsers) || h.Problems[0].Users != 1 {
+		t.Errorf("Health() = %+v, want degraded with 1 stuck user", h)
+	}
+	if names, _ := f.store.PendingUsers(ctx); len(names) != 1 {
+		t.Errorf("journal = %v, want root's entry kept", names)
+	}
+	if tok.Access == f.hub.state(t, "root").Access {
+		t.Errorf("the hub holds the new token although it refused it")
+	}
+	// The entry is retried, not re-granted: the journaled refresh token is the live one.
+	f.advance(2 * time.Minute)
+	if err := f.r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.grant.calls.Load(); got != 1 {
+		t.Errorf("grants = %d, want 1: a stuck user's journaled token is not spent again", got)
+	}
+}
+
+// TestStateKeyRotation: an entry sealed with the old key opens with
+// [new, old]; with only [new] it is dropped with one log line and the user
+// is read again instead of failing at every sweep.
+func TestStateKeyRotation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.addUser("alice", true, f.now.Add(-290*time.Second), "rt-alice")
+	f.hub.failWrite = &hubclient.APIError{Method: "PATCH", Path: "/users/alice", Status: 503}
+	if _, err := f.r.Fresh(ctx, "alice", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	f.hub.failWrite = nil
+	newKey := []byte(strings.Repeat("n", 32))
+	rotated := f.newRefresher(t, func(o *Options) { o.Keys, _ = NewKeyring(newKey, testKey) })
+	if err := rotated.Replay(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.hub.state(t, "alice").Refresh.Reveal(); got != "rt-1" {
+		t.Errorf("after replay with [new, old] the hub holds %q, want the journaled rt-1", got)
+	}
+
+	f.addUser("bob", true, f.now.Add(-290*time.Second), "rt-bob")
+	f.hub.failWrite = &hubclient.APIError{Method: "PATCH", Path: "/users/bob", Status: 503}
+	if _, err := f.r.Fresh(ctx, "bob", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	f.hub.failWrite = nil
+	f.logs.Reset()
+	lost := f.newRefresher(t, func(o *Options) { o.Keys, _ = NewKeyring(newKey) })
+	for range 3 {
+		if _, err := lost.Fresh(ctx, "bob", time.Second); err != nil && !errors.Is(err, ErrSessionEnded) {
+			t.Fatalf("Fresh(bob) with an unopenable entry = %v, want it read from the hub", err)
+		}
+	}
+	if names, _ := f.store.PendingUsers(ctx); len(names) != 0 {
+		t.Errorf("journal = %v, want the unopenable entry dropped", names)
+	}
+	if got := strings.Count(f.logs.String(), "dropped a journal entry that no state key opens"); got != 1 {
+		t.Errorf("log lines about the unopenable entry = %d, want 1:\n%s", got, f.logs)
+	}
+}
+
+// TestBackchannelLogoutNotLostWhenHubFails: the hub cannot be read, so the
+// logout fails, the jti stays unspent, and Keycloak's redelivery logs out.
+func TestBackchannelLogoutNotLostWhenHubFails(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s := newLogoutSigner(t, f.clock)
+	f.addUser("alice", true, f.now, "rt-alice")
+	if _, err := f.r.Fresh(ctx, "alice", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	raw := s.token(t, logoutClaims(f.now, "j1", "s1", "jupyterhub"))
+	f.hub.failRead = &hubclient.APIError{Method: "GET", Path: "/users/alice", Status: 502}
+	if got, err := f.r.BackchannelLogout(ctx, raw, s.verify); err == nil {
+		t.Fatalf("BackchannelLogout with the hub down = %v, nil; want an error", got)
+	}
+	f.hub.failRead = nil
+	got, err := f.r.BackchannelLogout(ctx, raw, s.verify)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("redelivered BackchannelLogout = %v, %v; want alice logged out", got, err)
+	}
+	if _, err := f.r.BackchannelLogout(ctx, raw, s.verify); !errors.Is(err, ErrReplayedLogout) {
+		t.Errorf("third delivery = %v, want ErrReplayedLogout once the logout took effect", err)
+	}
+}
+
+// TestOperatorErrorSpendsOneGrantNotOnePerUser: while Keycloak refuses the
+// client, one probing grant runs per backoff step, not one per due user.
+func TestOperatorErrorSpendsOneGrantNotOnePerUser(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for i := range 10 {
+		f.addUser(fmt.Sprintf("u%d", i), true, f.now.Add(-290*time.Second), fmt.Sprintf("rt-%d", i))
+	}
+	f.grant.fail = func(string) error {
+		return grantError(401, "unauthorized_client", "Invalid client or Invalid client credentials")
+	}
+	if err := f.r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.grant.calls.Load(); got != 1 {
+		t.Errorf("grants in a sweep with a refused client = %d, want 1", got)
+	}
+	states, _ := f.store.Users(ctx)
+	for _, u := range states {
+		if u.Status != store.StatusBackoff {
+			t.Errorf("%s: status %q, want backoff", u.Name, u.Status)
+		}
+	}
+}
