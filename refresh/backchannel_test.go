@@ -6,8 +6,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,21 +118,51 @@ func TestBackchannelLogoutLeavesNewerSessionAlone(t *testing.T) {
 	}
 }
 
-// FuzzBackchannelLogout feeds arbitrary logout tokens through verification:
-// nothing panics, and nothing but the one validly signed token logs anyone out.
+// FuzzBackchannelLogout feeds arbitrary logout tokens to a refresher that
+// knows two users and their sessions. Forged, unsigned and tampered tokens
+// must log out nobody; only the validly signed seeds may.
 func FuzzBackchannelLogout(f *testing.F) {
 	fx := newFixture(f)
 	s := newLogoutSigner(f, fx.clock)
-	valid := s.token(f, logoutClaims(fx.now, "seed", "s1", "jupyterhub"))
-	f.Add(valid)
-	f.Add("")
-	f.Add("a.b.c")
-	f.Add(valid[:len(valid)-3] + "AAA")
-	f.Add(s.token(f, logoutClaims(fx.now, "seed2", "s1", "someone-else")))
+	other := newLogoutSigner(f, fx.clock) // a key Keycloak never published
+	for _, u := range []string{"alice", "bob"} {
+		fx.addUser(u, true, fx.now, "rt-"+u) // both in session s1
+		if _, err := fx.r.Fresh(context.Background(), u, time.Minute); err != nil {
+			f.Fatal(err)
+		}
+	}
+	claims := logoutClaims(fx.now, "seed", "s1", "jupyterhub")
+	valid := s.token(f, claims)
+	signed := map[string]bool{valid: true}
+	parts := strings.Split(valid, ".")
+	tampered := map[string]any{}
+	for k, v := range claims {
+		tampered[k] = v
+	}
+	tampered["sid"], tampered["jti"] = "s1", "forged"
+	payload, _ := json.Marshal(tampered)
+	for _, seed := range []string{
+		valid, "", "a.b.c",
+		parts[0] + "." + base64.RawURLEncoding.EncodeToString(payload) + "." + parts[2], // tampered payload
+		base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"logout+jwt"}`)) + "." +
+			base64.RawURLEncoding.EncodeToString(payload) + ".", // unsigned
+		other.token(f, tampered), // signed by another key
+		valid[:len(valid)-3] + "AAA",
+		s.token(f, logoutClaims(fx.now, "seed2", "s1", "someone-else")),
+	} {
+		f.Add(seed)
+	}
 	f.Fuzz(func(t *testing.T, raw string) {
+		for _, u := range []string{"alice", "bob"} {
+			fx.addUser(u, true, fx.now, "rt-"+u)
+		}
+		writes := fx.hub.writes.Load()
 		got, err := fx.r.BackchannelLogout(context.Background(), raw, s.verify)
-		if raw != valid && (err == nil && len(got) > 0) {
-			t.Errorf("token %q logged out %v", raw, got)
+		if signed[raw] {
+			return
+		}
+		if len(got) > 0 || fx.hub.writes.Load() != writes {
+			t.Errorf("token %q logged out %v (err %v)", raw, got, err)
 		}
 	})
 }

@@ -83,4 +83,3 @@ func TestStoreFileHoldsNoTokens(t *testing.T) {
 		}
 	}
 }
-

@@ -38,9 +38,9 @@ type fakeHub struct {
 	admins    map[string]bool
 	// onRead, when set, runs before each read of a user, outside the lock.
 	onRead func(name string)
-	lists     atomic.Int32
-	reads     atomic.Int32
-	writes    atomic.Int32
+	lists  atomic.Int32
+	reads  atomic.Int32
+	writes atomic.Int32
 }
 
 func newFakeHub() *fakeHub {
@@ -173,7 +173,7 @@ func (g *fakeGrant) grant(ctx context.Context, refresh config.Secret) (*oauth2.T
 	g.spent[refresh.Reveal()] = true
 	now := g.now()
 	tok := &oauth2.Token{
-		AccessToken:  jwt(map[string]any{"iat": now.Unix(), "exp": now.Add(g.life).Unix(), "n": n}),
+		AccessToken:  jwt(map[string]any{"iat": now.Unix(), "exp": now.Add(g.life).Unix(), "n": n, "sid": "s1"}),
 		RefreshToken: fmt.Sprintf("rt-%d", n), TokenType: "Bearer", ExpiresIn: int64(g.life.Seconds()),
 	}
 	return tok.WithExtra(map[string]any{"refresh_expires_in": 1800.0, "scope": "openid profile"}), nil

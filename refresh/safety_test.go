@@ -53,14 +53,18 @@ func TestLogoutWinsOverWriteBackInFlight(t *testing.T) {
 		f := newFixture(t)
 		ctx := context.Background()
 		s := newLogoutSigner(t, f.clock)
-		f.addUser("alice", true, f.now, "rt-alice") // sid "s1"
+		f.addUser("alice", true, f.now.Add(-200*time.Second), "rt-alice") // sid "s1", 100 s left
 		if _, err := f.r.Fresh(ctx, "alice", time.Minute); err != nil {
 			t.Fatal(err)
 		}
 		release := make(chan struct{})
 		f.grant.fail = func(string) error { <-release; return nil }
 		var wg sync.WaitGroup
-		wg.Go(func() { f.r.Fresh(ctx, "alice", 10*time.Minute) }) // forces a grant
+		wg.Go(func() { f.r.Fresh(ctx, "alice", 2*time.Minute) }) // forces a grant
+		synctest.Wait()
+		if got := f.grant.calls.Load(); got != 1 {
+			t.Fatalf("grants in flight = %d, want 1", got)
+		}
 		synctest.Wait()
 		var logoutErr error
 		var got []string
