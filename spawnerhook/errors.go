@@ -69,6 +69,11 @@ func (h *handler) classify(err error) (int, errorBody) {
 		return http.StatusConflict, errorBody{"login_required", "The user's stored tokens are unusable (" + merr.Reason + "): log in to JupyterHub again."}
 	case errors.As(err, &herr) && herr.Status == http.StatusNotFound:
 		return http.StatusNotFound, errorBody{"unknown_user", "No such JupyterHub user."}
+	case errors.Is(err, refresh.ErrHubAdmin):
+		return http.StatusServiceUnavailable, errorBody{"hub_admin", "This user is a hub admin, whose tokens the hub refreshes on their own requests; " +
+			"the current token has expired. Open the hub in a browser, then ask again."}
+	case errors.Is(err, refresh.ErrStopping):
+		return http.StatusServiceUnavailable, errorBody{"stopping", "tokenkeeper is restarting; try again shortly."}
 	case errors.Is(err, refresh.ErrUnavailable):
 		return http.StatusServiceUnavailable, errorBody{"unavailable", "Keycloak cannot issue a fresh token right now; try again shortly."}
 	case errors.As(err, &herr):

@@ -412,6 +412,8 @@ func TestFreshTokenErrors(t *testing.T) {
 		{name: "unknown user", err: &hubclient.APIError{Status: http.StatusNotFound}, status: http.StatusNotFound, code: "unknown_user"},
 		{name: "unknown user, wrapped", err: fmt.Errorf("read auth_state: %w", &hubclient.APIError{Status: http.StatusNotFound}), status: http.StatusNotFound, code: "unknown_user"},
 		{name: "keycloak unavailable", err: fmt.Errorf("%w: %w", refresh.ErrUnavailable, errors.New("dial tcp: connection refused")), status: http.StatusServiceUnavailable, code: "unavailable"},
+		{name: "hub admin token expired", err: fmt.Errorf("%w: %w", refresh.ErrUnavailable, refresh.ErrHubAdmin), status: http.StatusServiceUnavailable, code: "hub_admin"},
+		{name: "stopping", err: refresh.ErrStopping, status: http.StatusServiceUnavailable, code: "stopping"},
 		{name: "hub error", err: fmt.Errorf("write auth_state: %w", &hubclient.APIError{Status: http.StatusInternalServerError}), status: http.StatusBadGateway, code: "hub_error"},
 		{name: "hub forbids", err: &hubclient.APIError{Status: http.StatusForbidden}, status: http.StatusBadGateway, code: "hub_error"},
 		{name: "anything else", err: errors.New("database is locked"), status: http.StatusInternalServerError, code: "internal"},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -41,9 +42,17 @@ func checkScopes(ctx context.Context, hub *hubclient.Client, cfg config.Config) 
 			missing = append(missing, s)
 		}
 	}
+	var problems []string
 	if len(missing) > 0 {
-		return fmt.Errorf("the hub gave service %q too few scopes: missing %s "+
-			"(use tokenkeeper_hub.service_roles in jupyterhub_config.py)", cfg.Hub.Name, strings.Join(missing, ", "))
+		problems = append(problems, fmt.Sprintf("the hub gave service %q too few scopes: missing %s "+
+			"(use tokenkeeper_hub.service_roles in jupyterhub_config.py)", cfg.Hub.Name, strings.Join(missing, ", ")))
+	}
+	if cfg.RefreshAdmins && !id.Admin {
+		problems = append(problems, fmt.Sprintf("refresh_admins is on but service %q does not hold the admin role, "+
+			"without which the hub refuses to store admins' tokens (configure(refresh_admins=True) grants it)", cfg.Hub.Name))
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "\n"))
 	}
 	return nil
 }
