@@ -3,7 +3,6 @@ package store
 import (
 	"cmp"
 	"context"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -194,31 +193,6 @@ func TestStoreLogouts(t *testing.T) {
 	if diff := gocmp.Diff(in, got); diff != "" {
 		t.Errorf("Logouts() after reopening mismatch (-want +got):\n%s", diff)
 	}
-}
-
-// dbBytes returns the bytes of the database and its WAL files.
-func dbBytes(t *testing.T, path string) []byte {
-	t.Helper()
-	matches, err := filepath.Glob(path + "*")
-	if err != nil || len(matches) == 0 {
-		t.Fatalf("no database files at %s: %v", path, err)
-	}
-	var all []byte
-	for _, m := range matches {
-		b, err := os.ReadFile(m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, b...)
-	}
-	return all
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 func TestOpenStoreFailsOnDirectory(t *testing.T) {
