@@ -257,7 +257,7 @@ func (e *benchEnv) newRefresher(b *testing.B, db *store.Store) *Refresher {
 		b.Fatal(err)
 	}
 	opts := Options{
-		Keep: config.KeepAll, Window: time.Minute, Recheck: time.Minute, Concurrency: 8,
+		Keep: config.KeepAll, Schedule: Schedule{Window: time.Minute}, Recheck: time.Minute, Concurrency: 8,
 		GrantTimeout: 30 * time.Second, Guard: Guard{Min: 5, Fraction: 0.5}, Keys: keys,
 		Now: e.clock, Rand: rand.New(rand.NewPCG(1, 2)),
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),

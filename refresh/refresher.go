@@ -57,8 +57,8 @@ type GrantFunc func(ctx context.Context, refresh config.Secret) (*oauth2.Token, 
 type Options struct {
 	// Keep is config.KeepRunning or config.KeepAll.
 	Keep string
-	// Window is the least time left at which a token is refreshed.
-	Window time.Duration
+	// Schedule decides when users are due.
+	Schedule Schedule
 	// Recheck is how long users without usable tokens wait before their
 	// auth_state is read again.
 	Recheck time.Duration
@@ -259,8 +259,8 @@ func (r *Refresher) Fresh(ctx context.Context, name string, minValid time.Durati
 	if t, ok := r.cached(name, minValid); ok {
 		return t, nil
 	}
-	need := func(name string, c Claims, now time.Time) bool {
-		return needs(c, now, minValid)
+	need := func(name string, st AuthState, now time.Time) bool {
+		return needs(st.AccessClaims, now, minValid)
 	}
 	t, err := r.do(ctx, name, need)
 	if err == nil && needs(Claims{Expiry: t.Expiry}, r.opts.Now(), minValid) {
@@ -296,12 +296,12 @@ func (r *Refresher) cached(name string, minValid time.Duration) (Tokens, bool) {
 	return t, true
 }
 
-// scheduled is the sweep's test: the token has reached its due time.
-func (r *Refresher) scheduled(name string, c Claims, now time.Time) bool {
-	return !now.Before(Due(name, c, r.opts.Window))
+// scheduled is the sweep's test: the tokens have reached their due time.
+func (r *Refresher) scheduled(name string, st AuthState, now time.Time) bool {
+	return !now.Before(r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry))
 }
 
-type needFunc func(name string, c Claims, now time.Time) bool
+type needFunc func(name string, st AuthState, now time.Time) bool
 
 // do runs update for name under the user's single flight. The work is
 // detached from the caller's cancellation so that one impatient caller does
@@ -354,7 +354,7 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	if u.Admin && !r.opts.RefreshAdmins {
 		return r.hubAdmin(ctx, name, st)
 	}
-	if !need(name, st.AccessClaims, r.opts.Now()) {
+	if !need(name, st, r.opts.Now()) {
 		return r.settle(ctx, name, st, "", ""), nil
 	}
 	if r.work.isStopping() {

@@ -14,24 +14,56 @@ const (
 	dueFractionMax = 0.8
 )
 
-// Due returns when the access token described by c should be refreshed. It is
-// always strictly before c.Expiry: at ⅔–80 % of the lifetime (jittered by
-// user and token), earlier if less than window would then be left, but never
-// before half the lifetime, so a window longer than the token's life does not
-// refresh it continuously.
-func Due(user string, c Claims, window time.Duration) time.Time {
+// Schedule decides when a user's tokens are refreshed.
+type Schedule struct {
+	// Window is the least time left on the access token at which it is
+	// refreshed. It is capped at a fifth of the token's lifetime, so that a
+	// window longer than the token does not put everyone in lockstep.
+	Window time.Duration
+	// Margin is how long before the refresh token expires (the SSO idle or
+	// maximum bound) the user is due at the latest: a sweep interval and the
+	// time a grant takes.
+	Margin time.Duration
+}
+
+// Due returns when the tokens described by c (the access token) and
+// refreshExpiry (the refresh token's expiry, zero when unknown) should be
+// refreshed: at a point between ⅔ and 80 % of the access token's lifetime,
+// fixed per user and token so that users who logged in together do not
+// refresh in lockstep, earlier when less than the window would then be
+// left, and at the same fraction of the refresh token's lifetime, and at
+// least Margin before it expires, when that comes first. It is always
+// strictly before c.Expiry.
+func (s Schedule) Due(user string, c Claims, refreshExpiry time.Time) time.Time {
 	issued := c.IssuedAt
 	if issued.IsZero() || !issued.Before(c.Expiry) {
-		issued = c.Expiry.Add(-2 * window)
+		issued = c.Expiry.Add(-2 * s.Window)
 	}
-	life := c.Expiry.Sub(issued)
 	frac := dueFractionMin + jitter(user, issued)*(dueFractionMax-dueFractionMin)
-	due := issued.Add(time.Duration(float64(life) * frac))
-	if byWindow := c.Expiry.Add(-window); byWindow.Before(due) {
-		due = byWindow
+	due := dueWithin(issued, c.Expiry, frac, s.Window)
+	if refreshExpiry.After(issued) {
+		byRefresh := dueWithin(issued, refreshExpiry, frac, s.Window)
+		if latest := refreshExpiry.Add(-s.Margin); latest.Before(byRefresh) {
+			byRefresh = latest
+		}
+		if byRefresh.Before(issued) {
+			byRefresh = issued
+		}
+		if byRefresh.Before(due) {
+			due = byRefresh
+		}
 	}
-	if half := issued.Add(life / 2); due.Before(half) {
-		due = half
+	return due
+}
+
+// dueWithin returns the point at frac of the lifetime from issued to exp,
+// or window before exp when that is earlier, the window being capped at a
+// fifth of the lifetime.
+func dueWithin(issued, exp time.Time, frac float64, window time.Duration) time.Time {
+	life := exp.Sub(issued)
+	due := issued.Add(time.Duration(float64(life) * frac))
+	if byWindow := exp.Add(-min(window, life/5)); byWindow.Before(due) {
+		due = byWindow
 	}
 	return due
 }

@@ -32,85 +32,87 @@ func TestDueProperties(t *testing.T) {
 	for range scheduleCases {
 		user, c, window := randomToken(r)
 		life := c.Expiry.Sub(c.IssuedAt)
-		due := Due(user, c, window)
+		sched := Schedule{Window: window, Margin: time.Duration(r.Int64N(int64(time.Minute)))}
+		var rexp time.Time
+		if r.IntN(2) == 0 {
+			rexp = c.IssuedAt.Add(time.Duration(1+r.Int64N(int64(2*life/time.Second))) * time.Second)
+		}
+		due := sched.Due(user, c, rexp)
 		if !due.Before(c.Expiry) {
 			t.Fatalf("Due(%q, iat=%v life=%v, window=%v) = %v, want strictly before expiry %v",
 				user, c.IssuedAt, life, window, due, c.Expiry)
 		}
-		if half := c.IssuedAt.Add(life / 2); due.Before(half) {
-			t.Fatalf("Due(%q, iat=%v life=%v, window=%v) = %v, want not before half the lifetime %v",
-				user, c.IssuedAt, life, window, due, half)
+		if due.Before(c.IssuedAt) {
+			t.Fatalf("Due(%q, iat=%v life=%v) = %v, want not before issue", user, c.IssuedAt, life, due)
 		}
-		if again := Due(user, c, window); !again.Equal(due) {
-			t.Fatalf("Due(%q, iat=%v life=%v, window=%v) = %v then %v, want the same time",
-				user, c.IssuedAt, life, window, due, again)
+		if !rexp.IsZero() && !due.Before(rexp) && rexp.Sub(c.IssuedAt) > sched.Margin {
+			t.Fatalf("Due(%q, life=%v, refresh exp=+%v, margin=%v) = +%v, want before the refresh token expires",
+				user, life, rexp.Sub(c.IssuedAt), sched.Margin, due.Sub(c.IssuedAt))
+		}
+		if rexp.IsZero() {
+			if frac := float64(due.Sub(c.IssuedAt)) / float64(life); frac < 2.0/3-1/float64(life) || frac > 0.8 {
+				t.Fatalf("Due(%q, life=%v, window=%v) at %.9f of the lifetime, want within [⅔, 80 %%]: the window never undoes the jitter",
+					user, life, window, frac)
+			}
+		}
+		if again := sched.Due(user, c, rexp); !again.Equal(due) {
+			t.Fatalf("Due(%q) = %v then %v, want the same time", user, due, again)
 		}
 	}
 }
 
-// TestDueSmallWindow: when window leaves room (at most a fifth of the
-// lifetime), Due is the jittered point between ⅔ and 80 % of the lifetime.
-func TestDueSmallWindow(t *testing.T) {
-	r := rand.New(rand.NewPCG(3, 4))
-	for range scheduleCases {
-		user, c, _ := randomToken(r)
-		life := c.Expiry.Sub(c.IssuedAt)
-		window := time.Duration(1 + r.Int64N(int64(life/5)))
-		due := Due(user, c, window)
-		frac := float64(due.Sub(c.IssuedAt)) / float64(life)
-		// One nanosecond of slack for float rounding of life × ⅔.
-		lo := 2.0/3 - 1/float64(life)
-		if frac < lo || frac > 0.8 {
-			t.Fatalf("Due(%q, life=%v, window=%v) is at %.9f of the lifetime, want within [⅔, 80 %%]",
-				user, life, window, frac)
-		}
+// TestDueRealmShapes checks the schedule against realm settings admins use:
+// access tokens shorter and longer than SSO idle, from 30 s to 1 h.
+func TestDueRealmShapes(t *testing.T) {
+	iat := time.Unix(1_763_800_000, 0)
+	sched := Schedule{Window: time.Minute, Margin: 45 * time.Second}
+	tests := []struct {
+		name          string
+		access, idle  time.Duration
+		earliest, max time.Duration // bounds of Due after issue
+	}{
+		{name: "30 s tokens, 60 s window", access: 30 * time.Second, idle: 30 * time.Minute, earliest: 20 * time.Second, max: 24 * time.Second},
+		{name: "5 min tokens", access: 5 * time.Minute, idle: 30 * time.Minute, earliest: 200 * time.Second, max: 240 * time.Second},
+		{name: "300 s tokens, 120 s idle", access: 5 * time.Minute, idle: 2 * time.Minute, earliest: 75 * time.Second, max: 75 * time.Second},
+		{name: "1 h tokens, 10 min idle", access: time.Hour, idle: 10 * time.Minute, earliest: 400 * time.Second, max: 480 * time.Second},
+		{name: "1 h tokens, 8 h idle", access: time.Hour, idle: 8 * time.Hour, earliest: 40 * time.Minute, max: 48 * time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Claims{IssuedAt: iat, Expiry: iat.Add(tt.access)}
+			for i := range 100 {
+				due := sched.Due(fmt.Sprintf("u%d", i), c, iat.Add(tt.idle)).Sub(iat)
+				if due < tt.earliest || due > tt.max {
+					t.Fatalf("Due = issue+%v, want within [%v, %v]", due, tt.earliest, tt.max)
+				}
+			}
+		})
 	}
 }
 
 func TestDueWindowPullsEarlier(t *testing.T) {
 	iat := time.Unix(1_763_800_000, 0)
-	c := Claims{IssuedAt: iat, Expiry: iat.Add(10 * time.Minute)}
-	tests := []struct {
-		name   string
-		window time.Duration
-		want   time.Time
-	}{
-		// ⅓ of the life is 200 s: a 250 s window moves Due before the ⅔ mark.
-		{name: "window beyond the jitter range", window: 250 * time.Second, want: c.Expiry.Add(-250 * time.Second)},
-		{name: "window of half the lifetime", window: 5 * time.Minute, want: iat.Add(5 * time.Minute)},
-		{name: "window longer than the lifetime", window: time.Hour, want: iat.Add(5 * time.Minute)},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for _, user := range []string{"alice", "bob", "carol"} {
-				if got := Due(user, c, tt.window); !got.Equal(tt.want) {
-					t.Errorf("Due(%q, 10m token, %v) = %v, want %v", user, tt.window, got, tt.want)
-				}
-			}
-		})
+	c := Claims{IssuedAt: iat, Expiry: iat.Add(time.Hour)}
+	// A fifth of the life is 12 min: a 15 min window is capped there, which
+	// is the 80 % mark, so the jitter below it stays.
+	for _, user := range []string{"alice", "bob", "carol"} {
+		plain := Schedule{}.Due(user, c, time.Time{})
+		if got := (Schedule{Window: 15 * time.Minute}).Due(user, c, time.Time{}); !got.Equal(plain) {
+			t.Errorf("Due(%q) with a window beyond a fifth of the life = %v, want the jittered %v", user, got, plain)
+		}
 	}
 }
 
 func TestDueUnknownIssueTime(t *testing.T) {
 	exp := time.Unix(1_763_800_300, 0)
-	tests := []struct {
-		name string
-		iat  time.Time
-	}{
-		{name: "no iat", iat: time.Time{}},
-		{name: "iat equal to exp", iat: exp},
-		{name: "iat after exp", iat: exp.Add(time.Hour)},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for _, window := range []time.Duration{time.Second, time.Minute, time.Hour} {
-				got := Due("alice", Claims{IssuedAt: tt.iat, Expiry: exp}, window)
-				// The lifetime is taken to be 2 × window: Due is window before expiry.
-				if want := exp.Add(-window); !got.Equal(want) {
-					t.Errorf("Due(alice, iat=%v exp=%v, %v) = %v, want %v", tt.iat, exp, window, got, want)
-				}
+	for _, iat := range []time.Time{{}, exp, exp.Add(time.Hour)} {
+		for _, window := range []time.Duration{time.Second, time.Minute, time.Hour} {
+			got := Schedule{Window: window}.Due("alice", Claims{IssuedAt: iat, Expiry: exp}, time.Time{})
+			// The lifetime is taken to be 2 × window, whose fifth caps the window.
+			if lo, hi := exp.Add(-2*window*1/3), exp.Add(-2*window/5); got.Before(lo) || got.After(hi) {
+				t.Errorf("Due(iat=%v exp=%v, %v) = %v, want within [%v, %v]", iat, exp, window, got, lo, hi)
 			}
-		})
+		}
 	}
 }
 
@@ -124,7 +126,7 @@ func TestDueJitterSpreadsUsers(t *testing.T) {
 	earliest, latest := c.Expiry, c.IssuedAt
 	for i := range users {
 		user := fmt.Sprintf("user%03d", i)
-		due := Due(user, c, time.Minute)
+		due := Schedule{Window: time.Minute}.Due(user, c, time.Time{})
 		if other, ok := seen[due]; ok {
 			t.Errorf("Due(%q) = Due(%q) = %v, want different times", user, other, due)
 		}
@@ -135,7 +137,7 @@ func TestDueJitterSpreadsUsers(t *testing.T) {
 	if spread := latest.Sub(earliest); spread < 7*time.Minute {
 		t.Errorf("Due over %d users spans %v, want at least 7m of the 8m jitter range", users, spread)
 	}
-	if a, b := Due("alice", c, time.Minute), Due("bob", c, time.Minute); a.Equal(b) {
+	if a, b := (Schedule{}).Due("alice", c, time.Time{}), (Schedule{}).Due("bob", c, time.Time{}); a.Equal(b) {
 		t.Errorf("Due(alice) = Due(bob) = %v, want different times", a)
 	}
 }
@@ -145,7 +147,7 @@ func TestDueJitterChangesWithToken(t *testing.T) {
 	distinct := map[float64]bool{}
 	for i := range 100 {
 		c := Claims{IssuedAt: iat.Add(time.Duration(i) * time.Minute), Expiry: iat.Add(time.Duration(i)*time.Minute + time.Hour)}
-		distinct[Due("alice", c, time.Minute).Sub(c.IssuedAt).Seconds()] = true
+		distinct[Schedule{Window: time.Minute}.Due("alice", c, time.Time{}).Sub(c.IssuedAt).Seconds()] = true
 	}
 	if len(distinct) < 90 {
 		t.Errorf("Due(alice) over 100 successive tokens took %d distinct offsets, want at least 90", len(distinct))

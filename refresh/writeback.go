@@ -143,7 +143,7 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 	t := Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer"}
 	u := store.UserState{
 		Name: name, Status: store.StatusFresh, Reason: reason,
-		Due:           Due(name, st.AccessClaims, r.opts.Window),
+		Due:           r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry),
 		AccessExpiry:  st.AccessClaims.Expiry,
 		RefreshExpiry: st.RefreshExpiry,
 	}

@@ -104,7 +104,7 @@ func benchFreshTokenHandler(b *testing.B) http.Handler {
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	r, err := refresh.New(ctx, hub, hub, noGrant, db, refresh.Options{
-		Keep: config.KeepAll, Window: time.Minute, Recheck: time.Minute, Concurrency: 8,
+		Keep: config.KeepAll, Schedule: refresh.Schedule{Window: time.Minute}, Recheck: time.Minute, Concurrency: 8,
 		GrantTimeout: 30 * time.Second, Keys: keys, Now: time.Now, Logger: log,
 	})
 	if err != nil {

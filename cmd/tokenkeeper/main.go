@@ -175,7 +175,7 @@ func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error
 	}
 	return refresh.Options{
 		Keep:          cfg.Keep,
-		Window:        time.Duration(cfg.RefreshWindow),
+		Schedule:      refresh.Schedule{Window: time.Duration(cfg.RefreshWindow), Margin: time.Duration(cfg.SweepInterval) + 3*time.Duration(cfg.HTTPTimeout)},
 		Recheck:       max(time.Minute, 4*time.Duration(cfg.SweepInterval)),
 		Concurrency:   cfg.Concurrency,
 		GrantTimeout:  3 * time.Duration(cfg.HTTPTimeout),

@@ -184,7 +184,7 @@ func lastDue(sets map[string]tokenSet) (time.Time, error) {
 		if err != nil {
 			return last, fmt.Errorf("access token of %s: %w", name, err)
 		}
-		if due := refresh.Due(name, c, refreshWindow); due.After(last) {
+		if due := (refresh.Schedule{Window: refreshWindow}).Due(name, c, time.Time{}); due.After(last) {
 			last = due
 		}
 	}
