@@ -20,6 +20,9 @@ type User struct {
 	Name    string            `json:"name"`
 	Admin   bool              `json:"admin"`
 	Servers map[string]Server `json:"servers"`
+	// LastActivity is the hub's RFC 3339 time of the user's last activity
+	// (a login counts), "" when the hub sent null.
+	LastActivity string `json:"last_activity"`
 	// AuthState is kept raw so that callers can parse it and write back the
 	// keys they do not know. It is nil when the answer had no auth_state key
 	// and the JSON literal null when the hub sent null.

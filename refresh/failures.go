@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
@@ -23,9 +24,7 @@ func (r *Refresher) grantFailed(ctx context.Context, name string, st AuthState, 
 }
 
 // terminal handles invalid_grant: if someone else refreshed meanwhile the
-// new tokens are adopted; otherwise the SSO session has ended, and the user
-// is marked for logout together with the refresh token the grant spent, so
-// that the logout goes ahead only while the hub still holds that token.
+// new tokens are adopted; otherwise the SSO session has ended.
 func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, grantErr error) (Tokens, error) {
 	u, err := r.hub.User(ctx, name)
 	if err != nil {
@@ -37,14 +36,45 @@ func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, gra
 		r.log.Info("adopted tokens refreshed elsewhere", "user", name)
 		return r.settle(ctx, name, now, "", ""), nil
 	}
+	return Tokens{}, r.markEnded(ctx, name, st, grantErr, expired(st, r.opts.Now()))
+}
+
+// expirySkew allows for clocks that differ between tokenkeeper and Keycloak.
+const expirySkew = 10 * time.Second
+
+// errRefreshExpired is the reason for a session whose refresh token expired
+// before anyone tried it: its SSO idle or maximum time passed.
+var errRefreshExpired = errors.New("the refresh token expired: the SSO session reached its idle or maximum time")
+
+// expired reports whether st's refresh token has expired by its own exp,
+// which is when Keycloak's SSO idle or maximum time ends the session.
+func expired(st AuthState, now time.Time) bool {
+	return !st.RefreshExpiry.IsZero() && !now.Before(st.RefreshExpiry.Add(-expirySkew))
+}
+
+// markEnded records that name's session ended, with the refresh token the
+// decision was made on, so that the logout goes ahead only while the hub
+// still holds that token. An ending the refresh token's expiry predicted is
+// expected; any other counts toward the mass-failure guard.
+func (r *Refresher) markEnded(ctx context.Context, name string, st AuthState, reason error, expected bool) error {
+	now := r.opts.Now()
+	due := now // an expected ending is logged out by the next sweep
 	r.mu.Lock()
 	delete(r.cache, name)
+	if !expected {
+		r.guard.fail(now)
+		// An unexpected one waits until the failed access token has
+		// expired, so that the guard can see a realm-wide loss first.
+		if exp := st.AccessClaims.Expiry; exp.After(due) {
+			due = exp
+		}
+	}
 	r.mu.Unlock()
-	// Due at once: the sweep logs the user out, subject to the guard.
-	r.put(ctx, store.UserState{Name: name, Status: store.StatusEnded, Reason: grantErr.Error(), Due: r.opts.Now(),
-		EndedOn: digest(st.Refresh.Reveal()), AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})
-	r.log.Warn("keycloak session ended", "user", name, "reason", grantErr.Error())
-	return Tokens{}, fmt.Errorf("%w (%w)", ErrSessionEnded, grantErr)
+	r.put(ctx, store.UserState{Name: name, Status: store.StatusEnded, Reason: reason.Error(), Due: due,
+		EndedOn: digest(st.Refresh.Reveal()), EndExpected: expected,
+		AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})
+	r.log.Warn("keycloak session ended", "user", name, "reason", reason.Error(), "expected", expected)
+	return fmt.Errorf("%w (%w)", ErrSessionEnded, reason)
 }
 
 // backoff schedules a retry after a failed grant, exponential in the number

@@ -62,10 +62,13 @@ func (r *Refresher) Health() Health {
 	for _, p := range []struct {
 		err   error
 		class ProblemClass
-	}{{r.operator, ProblemKeycloakClient}, {r.hubErr, ProblemHubUnreachable}, {r.guard, ProblemLogoutsPaused}} {
+	}{{r.operator, ProblemKeycloakClient}, {r.hubErr, ProblemHubUnreachable}} {
 		if p.err != nil {
 			h.Problems = append(h.Problems, Problem{Class: p.class})
 		}
+	}
+	if r.guard.tripped {
+		h.Problems = append(h.Problems, Problem{Class: ProblemLogoutsPaused, Users: r.held})
 	}
 	stuck := 0
 	for _, u := range r.users {

@@ -31,22 +31,6 @@ type LogoutActions struct {
 	EndSessions func(ctx context.Context, sub string) error
 }
 
-// Guard pauses logouts when a large share of a sweep's users fail with a
-// terminal error at once, which usually means Keycloak lost its sessions
-// (restarted without persistence, or a realm-wide revocation) rather than
-// that each of those users logged out.
-type Guard struct {
-	// Min is the least number of terminal failures in one sweep that can trip it.
-	Min int
-	// Fraction is the share of the sweep's attempted users that trips it.
-	Fraction float64
-}
-
-// trips reports whether ended terminal failures among attempted trip g.
-func (g Guard) trips(ended, attempted int) bool {
-	return g.Min > 0 && ended >= g.Min && float64(ended) >= g.Fraction*float64(attempted)
-}
-
 // Logout logs a user out of JupyterHub at an admin's request: under the
 // user's lock it clears their auth_state if it holds tokens, takes the
 // configured actions, and records the logout in the audit table.
@@ -78,7 +62,8 @@ func (r *Refresher) logoutIf(ctx context.Context, name, reason string, still fun
 	st, err := ParseAuthState(u.AuthState)
 	switch {
 	case err != nil:
-		return false, nil // no tokens: nothing to log out
+		r.reschedule(ctx, name, store.StatusEmpty, "logged out") // nothing left to log out
+		return false, nil
 	case !still(st):
 		r.log.Info("not logged out: the user holds a newer session", "user", name)
 		r.settle(ctx, name, st, "", "")
@@ -174,51 +159,73 @@ func (r *Refresher) stopServers(ctx context.Context, name string) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// logoutEnded logs out the users whose sessions ended in one sweep, unless
-// the guard trips, in which case nobody is logged out and health says why.
+// logoutEnded logs out the users whose sessions ended. While the guard is
+// tripped only endings their refresh token's expiry predicted are logged
+// out; the others wait, health says why, and ReleaseGuard lets them go.
 // Each logout is compare-and-set on the refresh token whose grant found the
 // session ended: a user who logged in again since keeps the new login.
-func (r *Refresher) logoutEnded(ctx context.Context, ended map[string]string, attempted int) {
-	if len(ended) == 0 {
-		r.setGuard(nil)
-		return
-	}
-	if r.opts.Guard.trips(len(ended), attempted) {
-		r.setGuard(fmt.Errorf("logouts paused: %d of %d users' Keycloak sessions ended in one sweep, "+
-			"which looks like Keycloak lost its sessions; nobody was logged out", len(ended), attempted))
-		return
-	}
-	r.setGuard(nil)
-	for name, reason := range ended {
-		if ctx.Err() != nil {
-			return // the user stays ended and due; the next start logs them out
+func (r *Refresher) logoutEnded(ctx context.Context, ended []string) {
+	now := r.opts.Now()
+	r.mu.Lock()
+	tripped := r.guard.check(r.opts.Guard, now)
+	r.mu.Unlock()
+	held := 0
+	for _, name := range ended {
+		u, ok := r.user(name)
+		if !ok || !pendingLogout(&u) || u.Due.After(now) {
+			continue // not ended, or an unexpected ending still held for the guard
 		}
-		spent := r.endedOn(name)
-		still := func(st AuthState) bool { return digest(st.Refresh.Reveal()) == spent }
-		if _, err := r.logoutIf(ctx, name, reason, still); err != nil {
+		if tripped && !u.EndExpected {
+			held++
+			continue
+		}
+		if ctx.Err() != nil {
+			return // the user stays ended and due; the next sweep logs them out
+		}
+		still := func(st AuthState) bool { return digest(st.Refresh.Reveal()) == u.EndedOn }
+		if _, err := r.logoutIf(ctx, name, u.Reason, still); err != nil {
 			r.log.Error("logout incomplete", "user", name, "err", err)
 		}
 	}
+	r.setHeld(held)
 }
 
-// endedOn returns the digest of the refresh token whose grant found name's
-// session ended.
-func (r *Refresher) endedOn(name string) store.Digest {
+// setHeld records how many logouts the tripped guard holds back.
+func (r *Refresher) setHeld(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n > 0 && r.held == 0 {
+		r.log.Error("logouts paused: many Keycloak sessions ended unexpectedly at once, which looks like Keycloak "+
+			"lost its sessions; nobody is logged out until an admin releases the guard", "held", n)
+	}
+	r.held = n
+}
+
+// ReleaseGuard lets the logouts the mass-failure guard holds back go ahead
+// at the next sweep, and starts counting afresh. It is the admin's answer
+// once they have checked that the sessions really ended.
+func (r *Refresher) ReleaseGuard() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log.Warn("mass-failure guard released by an admin", "held", r.held)
+	r.guard.release()
+	r.held = 0
+	now := r.opts.Now()
+	for _, u := range r.users {
+		if pendingLogout(u) && u.Due.After(now) {
+			u.Due = now
+		}
+	}
+}
+
+// user returns a copy of name's schedule state.
+func (r *Refresher) user(name string) (store.UserState, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if u := r.users[name]; u != nil {
-		return u.EndedOn
+		return *u, true
 	}
-	return store.Digest{}
-}
-
-func (r *Refresher) setGuard(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err != nil && r.guard == nil {
-		r.log.Error("mass session failure", "err", err)
-	}
-	r.guard = err
+	return store.UserState{}, false
 }
 
 // Logout reasons, as recorded and as metric labels.

@@ -110,8 +110,10 @@ type Refresher struct {
 	operator error                    // set while refreshing is stopped for an operator problem
 	probeAt  time.Time                // while operator is set: when the next grant may probe
 	probes   int
-	hubErr   error // set while the hub cannot be listed
-	guard    error // set while logouts are paused by the mass-failure guard
+	hubErr   error       // set while the hub cannot be listed
+	guard    guardWindow // counts unexpected session endings
+	held     int         // logouts the tripped guard holds back
+	seen     map[string]listed
 	rand     *rand.Rand
 }
 
@@ -127,6 +129,7 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		users:   make(map[string]*store.UserState, len(states)),
 		cache:   make(map[string]Tokens),
 		unsaved: make(map[string]store.Pending),
+		seen:    make(map[string]listed),
 		rand:    opts.Rand,
 	}
 	for _, s := range states {
@@ -144,30 +147,31 @@ func (r *Refresher) Stop(ctx context.Context) error {
 	return nil
 }
 
-// Sweep lists the users to keep fresh, forgets users no longer listed,
-// refreshes every user whose token is due, and logs out those whose session
-// ended. A sweep with nothing due costs the hub only the list pages and
-// Keycloak nothing. Once ctx ends no further user is started.
+// Sweep lists the hub's users, forgets users no longer there, refreshes
+// every user whose token is due, checks idle users whose refresh token has
+// expired, and logs out those whose session ended. A sweep with nothing due
+// costs the hub only the list pages and Keycloak nothing. Once ctx ends no
+// further user is started.
 func (r *Refresher) Sweep(ctx context.Context) error {
-	names, err := r.listUsers(ctx)
+	users, err := r.listUsers(ctx)
 	r.mu.Lock()
 	r.hubErr = err
 	r.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("sweep: %w", err)
 	}
-	due := r.sync(ctx, names)
-	ended := r.refreshAll(ctx, due)
-	r.logoutEnded(ctx, ended, len(due))
+	due, ended := r.sync(ctx, users)
+	ended = append(ended, r.refreshAll(ctx, due)...)
+	r.logoutEnded(ctx, ended)
 	if err := r.store.Prune(ctx, r.opts.Now(), store.DefaultRetention); err != nil {
 		r.log.Error("prune store", "err", err)
 	}
 	return ctx.Err()
 }
 
-// refreshAll refreshes the due users, at most Concurrency at once, and
-// returns those whose session ended with the reason.
-func (r *Refresher) refreshAll(ctx context.Context, due []string) map[string]string {
+// refreshAll updates the due users, at most Concurrency at once, and
+// returns those whose session ended.
+func (r *Refresher) refreshAll(ctx context.Context, due []string) []string {
 	results := make([]error, len(due))
 	var g errgroup.Group
 	g.SetLimit(r.opts.Concurrency)
@@ -179,10 +183,10 @@ func (r *Refresher) refreshAll(ctx context.Context, due []string) map[string]str
 		})
 	}
 	_ = g.Wait() // the goroutines return no errors; failures are in results
-	ended := map[string]string{}
+	var ended []string
 	for i, err := range results {
 		if errors.Is(err, ErrSessionEnded) {
-			ended[due[i]] = err.Error()
+			ended = append(ended, due[i])
 		}
 	}
 	return ended
@@ -202,53 +206,90 @@ func (r *Refresher) Replay(ctx context.Context) error {
 	return nil
 }
 
-func (r *Refresher) listUsers(ctx context.Context) (map[string]bool, error) {
-	q := hubclient.UserQuery{}
-	if r.opts.Keep == config.KeepRunning {
-		q.State = "active"
-	}
-	names := map[string]bool{}
-	for u, err := range r.hub.Users(ctx, q) {
+// listed is what the hub's user list says of a user.
+type listed struct {
+	// kept: the user's tokens are kept fresh (keep=all, or a running server).
+	kept bool
+	// activity is the hub's last_activity, which a login moves.
+	activity string
+}
+
+// listUsers lists every hub user, one request per page.
+func (r *Refresher) listUsers(ctx context.Context) (map[string]listed, error) {
+	users := map[string]listed{}
+	for u, err := range r.hub.Users(ctx, hubclient.UserQuery{}) {
 		if err != nil {
 			return nil, fmt.Errorf("list users: %w", err)
 		}
-		names[u.Name] = true
+		users[u.Name] = listed{kept: r.opts.Keep == config.KeepAll || u.Active(), activity: u.LastActivity}
 	}
-	return names, nil
+	return users, nil
 }
 
-// sync adds newly listed users (due at once), forgets unlisted ones, and
-// returns the names that are due. Users with a journal entry are kept.
-func (r *Refresher) sync(ctx context.Context, names map[string]bool) []string {
+// sync adds newly listed users (due at once), makes users whose activity
+// moved (they may have logged in again) due, forgets users the hub no
+// longer has, and returns the users that are due: those to update, and
+// those whose session ended and who wait for their logout.
+func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, ended []string) {
 	now := r.opts.Now()
-	var due, gone []string
-	var added []store.UserState
+	var gone []string
+	var changed []store.UserState
 	r.mu.Lock()
-	for name := range names {
-		if _, ok := r.users[name]; !ok {
-			u := &store.UserState{Name: name, Due: now, Status: store.StatusNew}
+	for name, l := range users {
+		u, ok := r.users[name]
+		prev, seen := r.seen[name]
+		r.seen[name] = l
+		switch {
+		case !ok:
+			u = &store.UserState{Name: name, Due: now, Status: store.StatusNew}
 			r.users[name] = u
-			added = append(added, *u)
+			changed = append(changed, *u)
+		case seen && (prev.activity != l.activity || prev.kept != l.kept) && !pendingLogout(u):
+			u.Due = now
 		}
 	}
 	for name, u := range r.users {
 		switch {
-		case !names[name] && u.Status != store.StatusStuck && u.Status != store.StatusEnded:
+		case !hasUser(users, name):
 			gone = append(gone, name)
 			delete(r.users, name)
 			delete(r.cache, name)
-		case !u.Due.After(now):
+			delete(r.seen, name)
+		case u.Due.After(now):
+		case pendingLogout(u):
+			ended = append(ended, name)
+		default:
 			due = append(due, name)
 		}
 	}
 	r.mu.Unlock()
-	for _, u := range added {
+	for _, u := range changed {
 		r.save(ctx, store.Change{User: &u})
 	}
 	if err := r.store.Delete(ctx, gone...); err != nil {
 		r.log.Error("forget users", "err", err)
 	}
-	return due
+	return due, ended
+}
+
+// pendingLogout reports whether u's session ended and u waits to be
+// logged out.
+func pendingLogout(u *store.UserState) bool {
+	return u.Status == store.StatusEnded && u.EndedOn != store.Digest{}
+}
+
+func hasUser(users map[string]listed, name string) bool {
+	_, ok := users[name]
+	return ok
+}
+
+// kept reports whether name's tokens are kept fresh by the sweep; users
+// never listed (asked for before the first sweep) are.
+func (r *Refresher) kept(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.seen[name]
+	return !ok || l.kept
 }
 
 // Fresh returns the user's access token with at least minValid left (or as
@@ -262,17 +303,19 @@ func (r *Refresher) Fresh(ctx context.Context, name string, minValid time.Durati
 	need := func(name string, st AuthState, now time.Time) bool {
 		return needs(st.AccessClaims, now, minValid)
 	}
+	r.mu.Lock()
+	if _, ok := r.cache[name]; !ok {
+		// From now on every update of name, under the user's lock, keeps
+		// this entry current, and a logout removes it.
+		r.cache[name] = Tokens{}
+	}
+	r.mu.Unlock()
 	t, err := r.do(ctx, name, need)
 	if err == nil && needs(Claims{Expiry: t.Expiry}, r.opts.Now(), minValid) {
 		// Joined a sweep's flight that did not need a grant; ask once more.
 		t, err = r.do(ctx, name, need)
 	}
 	r.logFailure(name, err)
-	if err == nil {
-		r.mu.Lock()
-		r.cache[name] = t // from now on kept current by every refresh of name
-		r.mu.Unlock()
-	}
 	return t, err
 }
 
@@ -296,9 +339,11 @@ func (r *Refresher) cached(name string, minValid time.Duration) (Tokens, bool) {
 	return t, true
 }
 
-// scheduled is the sweep's test: the tokens have reached their due time.
+// scheduled is the sweep's test: the tokens of a kept user have reached
+// their due time. Idle users are never refreshed by the sweep: refreshing
+// would keep their SSO session alive.
 func (r *Refresher) scheduled(name string, st AuthState, now time.Time) bool {
-	return !now.Before(r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry))
+	return r.kept(name) && !now.Before(r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry))
 }
 
 type needFunc func(name string, st AuthState, now time.Time) bool
@@ -354,6 +399,9 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	if u.Admin && !r.opts.RefreshAdmins {
 		return r.hubAdmin(ctx, name, st)
 	}
+	if expired(st, r.opts.Now()) {
+		return Tokens{}, r.markEnded(ctx, name, st, errRefreshExpired, true)
+	}
 	if !need(name, st, r.opts.Now()) {
 		return r.settle(ctx, name, st, "", ""), nil
 	}
@@ -369,6 +417,9 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 
 // spend makes the refresh grant and handles its answer.
 func (r *Refresher) spend(ctx context.Context, name string, st AuthState) (Tokens, error) {
+	r.mu.Lock()
+	r.guard.attempt(r.opts.Now())
+	r.mu.Unlock()
 	start := time.Now()
 	tok, err := r.grant(ctx, st.Refresh)
 	if err != nil {

@@ -36,6 +36,7 @@ type fakeHub struct {
 	failWrite error
 	failRead  error
 	admins    map[string]bool
+	activity  map[string]string
 	// onRead, when set, runs before each read of a user, outside the lock.
 	onRead func(name string)
 	lists  atomic.Int32
@@ -45,7 +46,7 @@ type fakeHub struct {
 
 func newFakeHub() *fakeHub {
 	return &fakeHub{states: map[string]json.RawMessage{}, active: map[string]bool{}, tokens: map[string][]hubclient.Token{},
-		admins: map[string]bool{}}
+		admins: map[string]bool{}, activity: map[string]string{}}
 }
 
 func (h *fakeHub) Users(ctx context.Context, q hubclient.UserQuery) iter.Seq2[hubclient.User, error] {
@@ -57,7 +58,11 @@ func (h *fakeHub) Users(ctx context.Context, q hubclient.UserQuery) iter.Seq2[hu
 			if q.State == "active" && !h.active[name] {
 				continue
 			}
-			users = append(users, hubclient.User{Name: name})
+			u := hubclient.User{Name: name, Admin: h.admins[name], LastActivity: h.activity[name]}
+			if h.active[name] {
+				u.Servers = map[string]hubclient.Server{"": {Ready: true}}
+			}
+			users = append(users, u)
 		}
 		h.mu.Unlock()
 		for _, u := range users {
@@ -152,6 +157,10 @@ func authState(iat time.Time, life time.Duration, refresh string) json.RawMessag
 type fakeGrant struct {
 	now   func() time.Time
 	life  time.Duration
+	// refreshLife, when set, makes new refresh tokens JWTs that expire after
+	// it (SSO idle), but never after sessionMax when that is set.
+	refreshLife time.Duration
+	sessionMax  time.Time
 	mu    sync.Mutex
 	spent map[string]bool
 	calls atomic.Int32
@@ -172,9 +181,17 @@ func (g *fakeGrant) grant(ctx context.Context, refresh config.Secret) (*oauth2.T
 	}
 	g.spent[refresh.Reveal()] = true
 	now := g.now()
+	rt := fmt.Sprintf("rt-%d", n)
+	if g.refreshLife > 0 || !g.sessionMax.IsZero() {
+		exp := now.Add(cmpOr(g.refreshLife, 30*time.Minute))
+		if !g.sessionMax.IsZero() && g.sessionMax.Before(exp) {
+			exp = g.sessionMax
+		}
+		rt = jwt(map[string]any{"exp": exp.Unix(), "typ": "Refresh", "n": n})
+	}
 	tok := &oauth2.Token{
 		AccessToken:  jwt(map[string]any{"iat": now.Unix(), "exp": now.Add(g.life).Unix(), "n": n, "sid": "s1"}),
-		RefreshToken: fmt.Sprintf("rt-%d", n), TokenType: "Bearer", ExpiresIn: int64(g.life.Seconds()),
+		RefreshToken: rt, TokenType: "Bearer", ExpiresIn: int64(g.life.Seconds()),
 	}
 	return tok.WithExtra(map[string]any{"refresh_expires_in": 1800.0, "scope": "openid profile"}), nil
 }
@@ -358,6 +375,7 @@ func TestEndedSessionIsLoggedOutAtNextSweep(t *testing.T) {
 	if _, err := f.r.Fresh(ctx, "alice", time.Minute); !errors.Is(err, ErrSessionEnded) {
 		t.Fatalf("Fresh = %v, want ErrSessionEnded", err)
 	}
+	f.advance(15 * time.Second) // the failed access token has expired
 	if err := f.r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -509,4 +527,11 @@ func hasProblem(h Health, c ProblemClass) bool {
 		}
 	}
 	return false
+}
+
+func cmpOr(a, b time.Duration) time.Duration {
+	if a != 0 {
+		return a
+	}
+	return b
 }

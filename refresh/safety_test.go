@@ -34,6 +34,10 @@ func TestReloginBeforeSweepLogoutKeepsNewLogin(t *testing.T) {
 	if err := f.r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
+	f.advance(5 * time.Minute) // the logout waits until the failed access token expired
+	if err := f.r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if got := f.hub.state(t, "alice").Refresh.Reveal(); got != "rt-new-login" {
 		t.Errorf("alice's refresh token after the sweep = %q, want the new login's", got)
 	}

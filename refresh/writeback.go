@@ -147,6 +147,14 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 		AccessExpiry:  st.AccessClaims.Expiry,
 		RefreshExpiry: st.RefreshExpiry,
 	}
+	if !r.kept(name) && !st.RefreshExpiry.IsZero() {
+		// Idle: not refreshed, only looked at again once the session's
+		// idle time is over, or when the hub shows activity.
+		u.Due = st.RefreshExpiry.Add(expirySkew)
+	}
+	r.mu.Lock()
+	r.guard.lifetime(st.AccessClaims.Expiry.Sub(st.AccessClaims.IssuedAt))
+	r.mu.Unlock()
 	r.cacheIfAsked(name, t)
 	if drop != "" {
 		r.mu.Lock()

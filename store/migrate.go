@@ -44,9 +44,10 @@ var migrations = []string{
 		jti     TEXT PRIMARY KEY,
 		expires INTEGER NOT NULL
 	);`,
-	// 2: the refresh token an ended-session decision was made on; indexes
-	// for retention.
+	// 2: the refresh token an ended-session decision was made on and
+	// whether the token's expiry predicted the end; indexes for retention.
 	`ALTER TABLE users ADD COLUMN ended_on BLOB;
+	ALTER TABLE users ADD COLUMN end_expected INTEGER NOT NULL DEFAULT 0;
 	CREATE INDEX IF NOT EXISTS logouts_at ON logouts (at);
 	CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
 	CREATE INDEX IF NOT EXISTS seen_jti_expires ON seen_jti (expires);`,

@@ -50,6 +50,9 @@ type UserState struct {
 	// EndedOn is the digest of the refresh token whose grant found the
 	// session ended; a logout goes ahead only while the hub still holds it.
 	EndedOn Digest
+	// EndExpected says the refresh token's own expiry predicted the end
+	// (SSO idle or maximum), so it does not count toward the mass-failure guard.
+	EndExpected bool
 }
 
 // Digest identifies a refresh token without keeping it (SHA-256).
@@ -109,7 +112,7 @@ func (s *Store) Close() error { return s.db.Close() }
 // Users returns every stored user state.
 func (s *Store) Users(ctx context.Context) ([]UserState, error) {
 	rows, err := s.db.QueryContext(ctx,
-		`SELECT name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on FROM users`)
+		`SELECT name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected FROM users`)
 	if err != nil {
 		return nil, fmt.Errorf("load users: %w", err)
 	}
@@ -119,7 +122,7 @@ func (s *Store) Users(ctx context.Context) ([]UserState, error) {
 		var u UserState
 		var due, aexp, rexp int64
 		var ended []byte
-		if err := rows.Scan(&u.Name, &due, &aexp, &rexp, &u.Failures, &u.Status, &u.Reason, &ended); err != nil {
+		if err := rows.Scan(&u.Name, &due, &aexp, &rexp, &u.Failures, &u.Status, &u.Reason, &ended, &u.EndExpected); err != nil {
 			return nil, fmt.Errorf("load users: %w", err)
 		}
 		u.Due, u.AccessExpiry, u.RefreshExpiry = fromMillis(due), fromMillis(aexp), fromMillis(rexp)
@@ -134,12 +137,15 @@ func (s *Store) Put(ctx context.Context, u UserState) error {
 	return s.Apply(ctx, Change{User: &u})
 }
 
-// Delete forgets users' schedule state.
+// Delete forgets users the hub no longer has: their schedule state and
+// journal entries.
 func (s *Store) Delete(ctx context.Context, names ...string) error {
 	var errs []error
 	for _, n := range names {
-		if _, err := s.db.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, n); err != nil {
-			errs = append(errs, fmt.Errorf("delete user %q: %w", n, err))
+		for _, q := range []string{`DELETE FROM users WHERE name = ?`, `DELETE FROM journal WHERE name = ?`} {
+			if _, err := s.db.ExecContext(ctx, q, n); err != nil {
+				errs = append(errs, fmt.Errorf("delete user %q: %w", n, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -190,8 +196,9 @@ func (c Change) putUser(ctx context.Context, tx *sql.Tx) error {
 		ended = u.EndedOn[:]
 	}
 	_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO users
-		(name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		u.Name, millis(u.Due), millis(u.AccessExpiry), millis(u.RefreshExpiry), u.Failures, u.Status, u.Reason, ended)
+		(name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		u.Name, millis(u.Due), millis(u.AccessExpiry), millis(u.RefreshExpiry), u.Failures, u.Status, u.Reason, ended, u.EndExpected)
 	if err != nil {
 		return fmt.Errorf("save user %q: %w", u.Name, err)
 	}

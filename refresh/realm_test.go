@@ -1,0 +1,191 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/store"
+)
+
+// addSession gives name an auth_state whose access token lives access from
+// iat and whose refresh token (a JWT, as Keycloak's are) expires at rexp.
+func (f *fixture) addSession(name string, active bool, iat time.Time, access time.Duration, rexp time.Time, tag string) {
+	f.hub.mu.Lock()
+	defer f.hub.mu.Unlock()
+	rt := jwt(map[string]any{"exp": rexp.Unix(), "typ": "Refresh", "user": name, "tag": tag})
+	f.hub.states[name] = authState(iat, access, rt)
+	f.hub.active[name] = active
+}
+
+func (f *fixture) sweep(t *testing.T) {
+	t.Helper()
+	if err := f.r.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) loggedOut(name string) bool {
+	f.hub.mu.Lock()
+	defer f.hub.mu.Unlock()
+	return string(f.hub.states[name]) == "{}"
+}
+
+// TestIdleUserLoggedOutAtRefreshExpiryWithoutGrant: a user with no server is
+// never refreshed by the sweep (that would keep the session alive); once
+// their refresh token's expiry (SSO idle) has passed they are logged out,
+// without a grant, and the ending does not count toward the guard.
+func TestIdleUserLoggedOutAtRefreshExpiryWithoutGrant(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.Guard = Guard{Min: 1, Fraction: 0.01} })
+	f.addSession("idle", false, f.now, 5*time.Minute, f.now.Add(2*time.Minute), "a")
+	f.sweep(t)
+	reads := f.hub.reads.Load()
+	for range 7 { // 105 s: before the idle time is over
+		f.advance(15 * time.Second)
+		f.sweep(t)
+	}
+	if f.loggedOut("idle") || f.hub.reads.Load() != reads {
+		t.Fatalf("idle user touched before the refresh token expired (reads %d → %d)", reads, f.hub.reads.Load())
+	}
+	for range 3 {
+		f.advance(15 * time.Second)
+		f.sweep(t)
+	}
+	if !f.loggedOut("idle") {
+		t.Errorf("idle user not logged out 30 s after the refresh token expired")
+	}
+	if got := f.grant.calls.Load(); got != 0 {
+		t.Errorf("grants = %d, want 0: an idle session is never extended", got)
+	}
+	if h := f.r.Health(); h.State() != HealthOK {
+		t.Errorf("Health() = %+v, want ok: an expected ending does not trip the guard", h)
+	}
+}
+
+// TestAccessLongerThanIdleRefreshesBeforeIdle: 300 s access tokens with a
+// 120 s SSO idle: a running user is refreshed before the refresh token
+// expires, every time, and never logged out.
+func TestAccessLongerThanIdleRefreshesBeforeIdle(t *testing.T) {
+	f := newFixture(t)
+	f.addSession("alice", true, f.now, 5*time.Minute, f.now.Add(2*time.Minute), "a")
+	f.grant.refreshLife = 2 * time.Minute
+	for range 40 { // 10 minutes in 15 s sweeps
+		f.advance(15 * time.Second)
+		f.sweep(t)
+		st := f.hub.state(t, "alice")
+		if !st.RefreshExpiry.After(f.clock()) {
+			t.Fatalf("at %v alice's refresh token expired at %v: the schedule let the SSO idle time pass", f.clock(), st.RefreshExpiry)
+		}
+	}
+	if f.loggedOut("alice") {
+		t.Error("alice was logged out")
+	}
+}
+
+// TestCohortReachingSSOMaxLoggedOutTogether: ten users who logged in
+// together reach the SSO maximum together. Their refresh tokens' expiry
+// predicted it, so all are logged out in one sweep and the guard stays open.
+func TestCohortReachingSSOMaxLoggedOutTogether(t *testing.T) {
+	f := newFixture(t)
+	max := f.now.Add(10 * time.Minute)
+	for i := range 10 {
+		f.addSession(fmt.Sprintf("u%d", i), true, f.now, 5*time.Minute, max, "a")
+	}
+	f.grant.sessionMax = max
+	f.grant.fail = func(string) error {
+		if !f.clock().Before(max) {
+			return grantError(400, "invalid_grant", "Session not active")
+		}
+		return nil
+	}
+	for f.clock().Before(max.Add(30 * time.Second)) {
+		f.advance(15 * time.Second)
+		f.sweep(t)
+	}
+	for i := range 10 {
+		if name := fmt.Sprintf("u%d", i); !f.loggedOut(name) {
+			t.Errorf("%s not logged out 30 s after the SSO maximum", name)
+		}
+	}
+	if h := f.r.Health(); h.State() != HealthOK {
+		t.Errorf("Health() = %+v, want ok", h)
+	}
+}
+
+// TestGuardSeesLossSpreadOverSweeps: Keycloak loses every session at once,
+// and the schedule's jitter spreads the failures over many sweeps. Counted
+// over a window as long as a token's life, the loss trips the guard;
+// nobody is logged out until an admin releases it.
+func TestGuardSeesLossSpreadOverSweeps(t *testing.T) {
+	f := newFixture(t)
+	for i := range 20 {
+		f.addSession(fmt.Sprintf("u%02d", i), true, f.now.Add(-time.Duration(i)*10*time.Second), 5*time.Minute, f.now.Add(time.Hour), "a")
+	}
+	f.sweep(t)
+	f.grant.fail = func(string) error { return grantError(400, "invalid_grant", "Session not active") }
+	for range 24 { // 6 minutes: everyone has been due once
+		f.advance(15 * time.Second)
+		f.sweep(t)
+	}
+	for i := range 20 {
+		if name := fmt.Sprintf("u%02d", i); f.loggedOut(name) {
+			t.Errorf("%s logged out although Keycloak lost every session", name)
+		}
+	}
+	h := f.r.Health()
+	if !hasProblem(h, ProblemLogoutsPaused) || h.State() != HealthUnhealthy {
+		t.Fatalf("Health() = %+v, want logouts paused", h)
+	}
+	f.r.ReleaseGuard()
+	f.advance(15 * time.Second)
+	f.sweep(t)
+	for i := range 20 {
+		if name := fmt.Sprintf("u%02d", i); !f.loggedOut(name) {
+			t.Errorf("%s not logged out in the sweep after the guard was released", name)
+		}
+	}
+}
+
+// TestFreshTokenSessionEndLeadsToLogout: fresh-token finds an idle user's
+// session ended (409); the next sweep logs them out.
+func TestFreshTokenSessionEndLeadsToLogout(t *testing.T) {
+	f := newFixture(t)
+	f.addSession("idle", false, f.now.Add(-290*time.Second), 5*time.Minute, f.now.Add(time.Hour), "a")
+	f.sweep(t)
+	f.grant.fail = func(string) error { return grantError(400, "invalid_grant", "Session not active") }
+	if _, err := f.r.Fresh(context.Background(), "idle", time.Minute); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("Fresh = %v, want ErrSessionEnded", err)
+	}
+	f.advance(15 * time.Second)
+	f.sweep(t)
+	if !f.loggedOut("idle") {
+		t.Error("user not logged out in the sweep after fresh-token found the session ended")
+	}
+	if u, _ := f.r.user("idle"); u.Status != store.StatusEmpty && u.Status != store.StatusEnded {
+		t.Errorf("status after logout = %q", u.Status)
+	}
+}
+
+// TestIdleUserReadAgainWhenActivityMoves: an idle user who logs in again
+// (the hub's last_activity moves) is read again at the next sweep, so their
+// new session's expiry is the one watched.
+func TestIdleUserReadAgainWhenActivityMoves(t *testing.T) {
+	f := newFixture(t)
+	f.addSession("idle", false, f.now, 5*time.Minute, f.now.Add(2*time.Minute), "a")
+	f.sweep(t)
+	f.advance(time.Minute)
+	f.addSession("idle", false, f.clock(), 5*time.Minute, f.clock().Add(30*time.Minute), "b")
+	f.hub.mu.Lock()
+	f.hub.activity["idle"] = "2026-11-01T12:01:00Z"
+	f.hub.mu.Unlock()
+	f.sweep(t)
+	for range 8 { // past the first session's idle time
+		f.advance(15 * time.Second)
+		f.sweep(t)
+	}
+	if f.loggedOut("idle") {
+		t.Error("a user who logged in again was logged out at the old session's idle time")
+	}
+}
