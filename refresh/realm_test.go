@@ -180,12 +180,34 @@ func TestIdleUserReadAgainWhenActivityMoves(t *testing.T) {
 	f.hub.mu.Lock()
 	f.hub.activity["idle"] = "2026-11-01T12:01:00Z"
 	f.hub.mu.Unlock()
+	reads := f.hub.reads.Load()
 	f.sweep(t)
+	if got := f.hub.reads.Load() - reads; got != 1 {
+		t.Errorf("reads in the sweep after the hub showed activity = %d, want 1", got)
+	}
 	for range 8 { // past the first session's idle time
 		f.advance(15 * time.Second)
 		f.sweep(t)
 	}
 	if f.loggedOut("idle") {
 		t.Error("a user who logged in again was logged out at the old session's idle time")
+	}
+}
+
+// TestInvalidGrantAtRefreshExpiryIsExpected: a grant refused as the refresh
+// token reaches its expiry (Keycloak's clock a little ahead) is an expected
+// ending, logged out at the next sweep, not one for the guard.
+func TestInvalidGrantAtRefreshExpiryIsExpected(t *testing.T) {
+	f := newFixture(t)
+	f.addSession("alice", true, f.now.Add(-290*time.Second), 5*time.Minute, f.now.Add(15*time.Second), "a")
+	f.grant.fail = func(string) error {
+		f.advance(10 * time.Second) // the refresh token reaches its expiry during the grant
+		return grantError(400, "invalid_grant", "Token is not active")
+	}
+	if _, err := f.r.Fresh(context.Background(), "alice", time.Minute); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("Fresh = %v, want ErrSessionEnded", err)
+	}
+	if u, _ := f.r.user("alice"); !u.EndExpected || u.Due.After(f.clock()) {
+		t.Errorf("state = %+v, want an expected ending due now", u)
 	}
 }
