@@ -31,6 +31,9 @@ type Deps struct {
 	Fresh func(ctx context.Context, user string, minValid time.Duration) (refresh.Tokens, error)
 	// Health reports what stops tokenkeeper from doing its job.
 	Health func() refresh.Health
+	// ReleaseGuard lets the logouts the mass-failure guard holds back go
+	// ahead; nil disables the endpoint.
+	ReleaseGuard func()
 	// ServiceToken returns the service account's token; nil when none is configured.
 	ServiceToken func(ctx context.Context) (*oauth2.Token, error)
 	// JobStatus checks a job with the service account; nil when no job API is configured.
@@ -81,6 +84,9 @@ func routes(g *gin.RouterGroup, h *handler) {
 	g.POST("/backchannel-logout", h.backchannelLogout)
 	if h.Status != nil {
 		g.GET("/status", h.status)
+	}
+	if h.ReleaseGuard != nil {
+		g.POST("/guard/release", h.releaseGuard)
 	}
 	if h.Metrics != nil {
 		g.GET("/metrics", gin.WrapH(h.Metrics))

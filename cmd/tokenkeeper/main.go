@@ -117,6 +117,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Logger: log, Now: time.Now,
 	}
 	deps.Status = r.Status
+	deps.ReleaseGuard = r.ReleaseGuard
 	if sa != nil {
 		deps.ServiceToken = sa.Token
 		admin, err := serviceaccount.NewAdmin(cfg.IssuerURL, client, sa.AccessToken)
