@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runToken(ctx, args[1:], getenv, stdout, stderr)
 	}
 	cfg, opts, err := config.Load(args, getenv, stderr)
+	if err != nil && underHub(getenv) && !opts.CheckConfig && !slices.Contains(args, "--check-config") {
+		return holdBadConfig(ctx, err, getenv, stderr)
+	}
 	if err != nil {
 		return configError(err)
 	}
@@ -57,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	level, _ := config.ParseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, log, underHub(getenv))
 }
 
 // configError lists every configuration problem on its own line.
@@ -69,44 +73,91 @@ func configError(err error) error {
 	return fmt.Errorf("bad configuration:\n%s", strings.Join(lines, "\n"))
 }
 
-// serve runs the HTTP API and the refresh schedule until ctx ends.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+// app is tokenkeeper once started: the refresher, its HTTP API and store.
+type app struct {
+	r       *refresh.Refresher
+	handler http.Handler
+	db      *store.Store
+}
+
+// serve runs the HTTP API and the refresh schedule until ctx ends. It
+// listens first and answers 503 while starting. When starting fails under
+// the hub, it keeps answering with the problems instead of exiting, because
+// JupyterHub shuts down when a managed service exits.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, underHub bool) error {
+	ln, err := net.Listen("tcp", listenAddr(cfg.Hub.ServiceURL))
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	sw := &switchHandler{}
+	sw.set(problemHandler(cfg.Hub.Prefix, []problem{{Class: "starting", Message: "tokenkeeper is starting."}}))
+	var started *app
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(gctx, newServer(sw, time.Duration(cfg.HTTPTimeout)), ln) })
+	g.Go(func() error {
+		a, err := start(gctx, cfg, log)
+		if err != nil {
+			return holdOrFail(gctx, err, sw, cfg.Hub.Prefix, log, underHub)
+		}
+		started = a
+		sw.set(a.handler)
+		log.Info("tokenkeeper started", "version", version, "listen", ln.Addr().String(),
+			"prefix", cfg.Hub.Prefix, "issuer", cfg.IssuerURL, "keep", cfg.Keep)
+		if err := a.r.Replay(gctx); err != nil {
+			log.Error("replaying pending write-backs", "err", err)
+		}
+		return schedule(gctx, time.Duration(cfg.SweepInterval), a.r, log)
+	})
+	err = g.Wait()
+	if started != nil {
+		err = errors.Join(err, stopRefresher(ctx, started.r, time.Duration(cfg.HTTPTimeout), log), started.db.Close())
+	}
+	return err
+}
+
+// start opens the store, checks tokenkeeper's hub scopes (retrying while
+// the hub cannot be reached) and builds the refresher and the HTTP API.
+func start(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
 	db, err := store.Open(ctx, cfg.Database)
 	if err != nil {
-		return err
+		return nil, &startError{class: "database", err: err}
 	}
-	defer db.Close()
+	a, err := build(ctx, cfg, log, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.Store) (*app, error) {
 	client := &http.Client{Timeout: time.Duration(cfg.HTTPTimeout)}
 	reg := prometheus.NewRegistry()
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency),
 		hubclient.WithObserver(hubObserver(reg)))
-	if err := checkScopes(ctx, hub, cfg); err != nil {
-		return err
+	if err := retryHub(ctx, log, func(ctx context.Context) error { return checkScopes(ctx, hub, cfg) }); err != nil {
+		return nil, &startError{class: "hub_scopes", err: err}
 	}
 	kc := refresh.NewKeycloak(cfg.IssuerURL, cfg.ClientID, cfg.ClientSecret, client)
 	sa := serviceAccount(ctx, cfg, client, kc)
 	opts, err := refreshOptions(cfg, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cfg.EndKeycloakSessions {
 		admin, err := serviceaccount.NewAdmin(cfg.IssuerURL, client, sa.AccessToken)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		opts.Actions.EndSessions = admin.LogoutUser
 	}
 	opts.Metrics = refresh.NewMetrics(reg)
 	r, err := refresh.New(ctx, hub, hub, kc.Refresh, db, opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	reg.MustRegister(r)
-	ln, err := net.Listen("tcp", listenAddr(cfg.Hub.ServiceURL))
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	deps := spawnerhook.Deps{
 		Identify: hub.Identify, Fresh: r.Fresh, Health: r.Health,
 		BackchannelLogout: func(ctx context.Context, raw string) ([]string, error) {
@@ -122,7 +173,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		deps.ServiceToken = sa.Token
 		admin, err := serviceaccount.NewAdmin(cfg.IssuerURL, client, sa.AccessToken)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		deps.Sessions = admin.Sessions
 	}
@@ -130,19 +181,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		jobs := serviceaccount.NewJobs(cfg.JobAPIURL, sa.AccessToken, client, time.Duration(cfg.JobPollInterval), time.Now)
 		deps.JobStatus = jobs.Status
 	}
-	srv := &http.Server{Handler: spawnerhook.NewHandler(cfg.Hub.Prefix, deps), ReadHeaderTimeout: 10 * time.Second}
-	log.Info("tokenkeeper started", "version", version, "listen", ln.Addr().String(),
-		"prefix", cfg.Hub.Prefix, "issuer", cfg.IssuerURL, "keep", cfg.Keep)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(gctx, srv, ln) })
-	g.Go(func() error {
-		if err := r.Replay(gctx); err != nil {
-			log.Error("replaying pending write-backs", "err", err)
-		}
-		return schedule(gctx, time.Duration(cfg.SweepInterval), r, log)
-	})
-	err = g.Wait()
-	return errors.Join(err, stopRefresher(ctx, r, time.Duration(cfg.HTTPTimeout), log))
+	return &app{r: r, handler: spawnerhook.NewHandler(cfg.Hub.Prefix, deps), db: db}, nil
 }
 
 // stopRefresher lets the grants in flight finish and be journaled, within

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+)
+
+// underHub reports whether JupyterHub started this process as a managed
+// service: it then must not exit on a problem, because the hub shuts down
+// when a managed service exits. From a shell (no JUPYTERHUB_SERVICE_URL),
+// or with --check-config, problems exit non-zero.
+func underHub(getenv func(string) string) bool {
+	return getenv("JUPYTERHUB_SERVICE_URL") != "" && getenv("JUPYTERHUB_SERVICE_NAME") != ""
+}
+
+// problem is one reason tokenkeeper cannot serve, as health shows it.
+type problem struct {
+	Class   string `json:"class"`
+	Message string `json:"message"`
+}
+
+// startError is a startup failure with the class health shows for it.
+type startError struct {
+	class string
+	err   error
+}
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
+
+// problemsOf describes a startup failure for the unauthenticated health
+// answer: the scope check's own text (it names scopes, nothing secret), a
+// fixed text otherwise; the details are in the log.
+func problemsOf(err error) []problem {
+	var se *startError
+	if errors.As(err, &se) && se.class == "hub_scopes" && !retryable(err) {
+		var out []problem
+		for _, line := range strings.Split(se.err.Error(), "\n") {
+			out = append(out, problem{Class: "hub_scopes", Message: line})
+		}
+		return out
+	}
+	if errors.As(err, &se) {
+		return []problem{{Class: se.class, Message: "tokenkeeper could not start; its log says why."}}
+	}
+	return []problem{{Class: "startup", Message: "tokenkeeper could not start; its log says why."}}
+}
+
+// holdOrFail handles a startup failure: under the hub it logs the failure,
+// answers every request with the problems until ctx ends, and returns nil;
+// otherwise it returns the failure.
+func holdOrFail(ctx context.Context, err error, sw *switchHandler, prefix string, log *slog.Logger, underHub bool) error {
+	if !underHub || ctx.Err() != nil {
+		return err
+	}
+	log.Error("tokenkeeper could not start; answering 503 until restarted", "err", err)
+	sw.set(problemHandler(prefix, problemsOf(err)))
+	<-ctx.Done()
+	return nil
+}
+
+// holdBadConfig logs every configuration problem and answers with them at
+// the service's address until ctx ends, so that the hub stays up.
+func holdBadConfig(ctx context.Context, err error, getenv func(string) string, stderr io.Writer) error {
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	var problems []problem
+	for _, line := range strings.Split(err.Error(), "\n") {
+		problems = append(problems, problem{Class: "configuration", Message: line})
+		log.Error("bad configuration", "problem", line)
+	}
+	u, perr := url.Parse(getenv("JUPYTERHUB_SERVICE_URL"))
+	if perr != nil {
+		return errors.Join(configError(err), fmt.Errorf("JUPYTERHUB_SERVICE_URL: %w", perr))
+	}
+	ln, lerr := net.Listen("tcp", listenAddr(u.String()))
+	if lerr != nil {
+		return errors.Join(configError(err), fmt.Errorf("listen: %w", lerr))
+	}
+	prefix := getenv("JUPYTERHUB_SERVICE_PREFIX")
+	log.Error("bad configuration; answering 503 until restarted", "listen", ln.Addr().String())
+	sw := &switchHandler{}
+	sw.set(problemHandler(prefix, problems))
+	return serveHTTP(ctx, newServer(sw, 10*time.Second), ln)
+}
+
+// problemHandler answers health with 503 and the problems, and every other
+// request under prefix with 503 and a clear JSON error.
+func problemHandler(prefix string, problems []problem) http.Handler {
+	health := strings.TrimSuffix(prefix, "/") + "/health"
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		if r.URL.Path == health {
+			json.NewEncoder(w).Encode(map[string]any{"status": "unhealthy", "problems": problems})
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]string{"error": "unavailable",
+			"message": "tokenkeeper is not running: " + problems[0].Message + " An admin must fix it; see tokenkeeper's health and log."})
+	})
+}
+
+// switchHandler serves whichever handler was set last.
+type switchHandler struct{ h atomic.Pointer[http.Handler] }
+
+func (s *switchHandler) set(h http.Handler) { s.h.Store(&h) }
+
+func (s *switchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+
+// retryable reports whether a startup step failed because the hub could not
+// be reached or answered 5xx, which passes by itself.
+func retryable(err error) bool {
+	var apiErr *hubclient.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Status >= 500
+	}
+	var uerr *url.Error
+	return errors.As(err, &uerr)
+}
+
+// retryHub runs f until it succeeds, fails for a reason that waits for an
+// admin, or ctx ends, backing off from 1 s to 30 s while the hub cannot be
+// reached.
+func retryHub(ctx context.Context, log *slog.Logger, f func(context.Context) error) error {
+	wait := time.Second
+	for {
+		err := f(ctx)
+		if err == nil || !retryable(err) {
+			return err
+		}
+		log.Warn("the hub cannot be reached yet; retrying", "err", err, "in", wait.String())
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// newServer returns the HTTP server for h. The write timeout leaves room
+// for a fresh-token call that waits for a grant (three HTTP timeouts).
+func newServer(h http.Handler, httpTimeout time.Duration) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      3*httpTimeout + 15*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+)
+
+// freePort returns a loopback address nobody listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// getJSON polls url until it answers, then returns the status and body.
+func getJSON(t *testing.T, u string) (int, map[string]any) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(u)
+		if err == nil {
+			defer resp.Body.Close()
+			var body map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatalf("GET %s: %v", u, err)
+			}
+			return resp.StatusCode, body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %v", u, err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a listener that is starting, with a deadline
+	}
+}
+
+// TestRunUnderHubWithBadConfigStaysUp: JupyterHub shuts down when a managed
+// service exits, so under the hub a bad configuration is answered at the
+// service's address instead: health 503 listing every problem, fresh-token
+// 503 with a clear message, until the hub stops the service.
+func TestRunUnderHubWithBadConfigStaysUp(t *testing.T) {
+	addr := freePort(t)
+	env := map[string]string{
+		"JUPYTERHUB_API_TOKEN":      "svc-token",
+		"JUPYTERHUB_API_URL":        "http://127.0.0.1:1/hub/api",
+		"JUPYTERHUB_SERVICE_URL":    "http://" + addr,
+		"JUPYTERHUB_SERVICE_PREFIX": "/services/tokenkeeper/",
+		"JUPYTERHUB_SERVICE_NAME":   "tokenkeeper",
+		"TOKENKEEPER_ISSUER_URL":    "http://127.0.0.1:1/realms/jupyter",
+		"TOKENKEEPER_STATE_KEY":     "c2hvcnQ=",
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	var stderr bytes.Buffer
+	go func() { done <- run(ctx, nil, envOf(env), &bytes.Buffer{}, &stderr) }()
+	status, body := getJSON(t, "http://"+addr+"/services/tokenkeeper/health")
+	if status != http.StatusServiceUnavailable || !strings.Contains(fmt.Sprint(body["problems"]), "state key") ||
+		!strings.Contains(fmt.Sprint(body["problems"]), "client secret") {
+		t.Errorf("health = %d %v, want 503 listing the state key and the client secret", status, body)
+	}
+	status, body = getJSON(t, "http://"+addr+"/services/tokenkeeper/fresh-token")
+	if status != http.StatusServiceUnavailable || body["error"] != "unavailable" {
+		t.Errorf("fresh-token = %d %v, want 503 unavailable", status, body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run under the hub with a bad configuration = %v, want nil once stopped", err)
+	}
+	if got := strings.Count(stderr.String(), `"msg":"bad configuration"`); got != 2 {
+		t.Errorf("log lines naming a configuration problem = %d, want 2:\n%s", got, &stderr)
+	}
+}
+
+// TestServeUnderHubStartupFailureStaysUp: a store that cannot be opened
+// (the path is a directory) leaves tokenkeeper answering 503 with the class
+// of the problem and no internal text.
+func TestServeUnderHubStartupFailureStaysUp(t *testing.T) {
+	addr := freePort(t)
+	dir := t.TempDir()
+	env := map[string]string{
+		"JUPYTERHUB_API_TOKEN":      "svc-token",
+		"JUPYTERHUB_API_URL":        "http://127.0.0.1:1/hub/api",
+		"JUPYTERHUB_SERVICE_URL":    "http://" + addr,
+		"JUPYTERHUB_SERVICE_PREFIX": "/services/tokenkeeper/",
+		"JUPYTERHUB_SERVICE_NAME":   "tokenkeeper",
+		"TOKENKEEPER_ISSUER_URL":    "http://127.0.0.1:1/realms/jupyter",
+		"TOKENKEEPER_CLIENT_SECRET": "client-secret",
+		"TOKENKEEPER_STATE_KEY":     stateKey,
+		"TOKENKEEPER_DATABASE":      dir,
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, envOf(env), &bytes.Buffer{}, &bytes.Buffer{}) }()
+	deadline := time.Now().Add(10 * time.Second)
+	var body map[string]any
+	for time.Now().Before(deadline) {
+		_, body = getJSON(t, "http://"+addr+"/services/tokenkeeper/health")
+		if strings.Contains(fmt.Sprint(body["problems"]), "database") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the startup to fail, with a deadline
+	}
+	if got := fmt.Sprint(body["problems"]); !strings.Contains(got, "database") || strings.Contains(got, dir) {
+		t.Errorf("health problems = %s, want the database class without the path", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve = %v, want nil once stopped", err)
+	}
+	env["JUPYTERHUB_SERVICE_URL"] = ""
+	env["TOKENKEEPER_HUB_API_URL"] = "http://127.0.0.1:1/hub/api"
+	if err := run(t.Context(), []string{"--db", filepath.Join(dir)}, envOf(env), &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
+		t.Error("run from a shell with a store that cannot be opened = nil, want an error")
+	}
+}
+
+func TestRetryHub(t *testing.T) {
+	unreachable := &url.Error{Op: "Get", URL: "http://hub", Err: errors.New("connection refused")}
+	refused := &hubclient.APIError{Method: "GET", Path: "/user", Status: http.StatusForbidden}
+	synctest.Test(t, func(t *testing.T) {
+		calls := 0
+		err := retryHub(t.Context(), discardLog(), func(context.Context) error {
+			if calls++; calls < 4 {
+				return unreachable
+			}
+			return nil
+		})
+		if err != nil || calls != 4 {
+			t.Errorf("retryHub over an unreachable hub = %v after %d calls, want nil after 4", err, calls)
+		}
+		calls = 0
+		err = retryHub(t.Context(), discardLog(), func(context.Context) error { calls++; return refused })
+		if !errors.Is(err, refused) || calls != 1 {
+			t.Errorf("retryHub with a refusal = %v after %d calls, want the refusal at once", err, calls)
+		}
+	})
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
