@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
@@ -42,12 +43,9 @@ func (r *Refresher) BackchannelLogout(ctx context.Context, raw string, verify Lo
 	if err := r.store.SeenJTI(ctx, lt.TokenID); err != nil {
 		return nil, err
 	}
-	names, err := r.store.UsersForSession(ctx, lt.SessionID, lt.Subject)
+	names, err := r.usersForSession(ctx, lt.SessionID, lt.Subject)
 	if err != nil {
 		return nil, err
-	}
-	if len(names) == 0 {
-		r.log.Info("back-channel logout for a session tokenkeeper does not know", "sid", lt.SessionID)
 	}
 	holds := func(st AuthState) bool { return lt.SessionID == "" || st.AccessClaims.SessionID == lt.SessionID }
 	var out []string
@@ -70,6 +68,45 @@ func (r *Refresher) BackchannelLogout(ctx context.Context, raw string, verify Lo
 		expires = limit
 	}
 	return out, r.store.SpendJTI(ctx, lt.TokenID, expires)
+}
+
+// usersForSession returns the hub users of a session or subject. When
+// tokenkeeper knows neither (the user logged in since the last sweep), it
+// first reads the users who are new or whose hub activity moved.
+func (r *Refresher) usersForSession(ctx context.Context, sid, sub string) ([]string, error) {
+	names, err := r.store.UsersForSession(ctx, sid, sub)
+	if err != nil || len(names) > 0 {
+		return names, err
+	}
+	if err := r.catchUp(ctx); err != nil {
+		return nil, fmt.Errorf("back-channel logout: read new logins: %w", err)
+	}
+	names, err = r.store.UsersForSession(ctx, sid, sub)
+	if err == nil && len(names) == 0 {
+		r.log.Info("back-channel logout for a session no hub user holds", "sid", sid)
+	}
+	return names, err
+}
+
+// catchUp reads the users who are new or whose hub activity moved, which
+// records their sessions, without refreshing anyone.
+func (r *Refresher) catchUp(ctx context.Context) error {
+	users, err := r.listUsers(ctx)
+	if err != nil {
+		return err
+	}
+	due, _ := r.sync(ctx, users)
+	never := func(string, AuthState, time.Time) bool { return false }
+	var g errgroup.Group
+	g.SetLimit(r.opts.Concurrency)
+	for _, name := range due {
+		g.Go(func() error {
+			_, err := r.do(ctx, name, never)
+			r.logFailure(name, err)
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // dueNow makes a known user due at the next sweep.

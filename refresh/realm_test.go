@@ -2,6 +2,7 @@ package refresh
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -209,5 +210,34 @@ func TestInvalidGrantAtRefreshExpiryIsExpected(t *testing.T) {
 	}
 	if u, _ := f.r.user("alice"); !u.EndExpected || u.Due.After(f.clock()) {
 		t.Errorf("state = %+v, want an expected ending due now", u)
+	}
+}
+
+// TestBackchannelLogoutForUnseenSession: a user logs in and Keycloak ends
+// the session before any sweep read them. The logout reads new logins
+// first, so it finds and logs out the user.
+func TestBackchannelLogoutForUnseenSession(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s := newLogoutSigner(t, f.clock)
+	f.addUser("alice", false, f.now, "rt-alice") // session s1
+	f.sweep(t)
+	// bob logs in after the sweep, in session s-bob.
+	at := jwt(map[string]any{"iat": f.now.Unix(), "exp": f.now.Add(5 * time.Minute).Unix(), "sid": "s-bob", "sub": "sub-bob"})
+	f.hub.mu.Lock()
+	f.hub.states["bob"] = json.RawMessage(`{"access_token":"` + at + `","refresh_token":"rt-bob"}`)
+	f.hub.mu.Unlock()
+	got, err := f.r.BackchannelLogout(ctx, s.token(t, logoutClaims(f.now, "j1", "s-bob", "jupyterhub")), s.verify)
+	if err != nil || len(got) != 1 || got[0] != "bob" {
+		t.Fatalf("BackchannelLogout for bob's unseen session = %v, %v; want [bob]", got, err)
+	}
+	if !f.loggedOut("bob") {
+		t.Error("bob's auth_state was not cleared")
+	}
+	if n := f.grant.calls.Load(); n != 0 {
+		t.Errorf("grants = %d, want 0", n)
+	}
+	if f.loggedOut("alice") {
+		t.Error("alice, in another session, was logged out")
 	}
 }
