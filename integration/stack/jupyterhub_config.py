@@ -90,14 +90,14 @@ tokenkeeper_hub.configure(
 )
 
 if env.get("TK_TEST_ADMIN_TOKEN"):
-    # The tests' own service: administers users, reads roles and services,
-    # and holds tokenkeeper's custom scopes.
+    # The tests' own service: administers users, lists services and holds
+    # tokenkeeper's custom scopes.
     c.JupyterHub.services.append({"name": "tk-test-admin", "api_token": env["TK_TEST_ADMIN_TOKEN"]})
     c.JupyterHub.load_roles.append({
         "name": "tk-test-admin",
         "scopes": [
             "admin:users", "admin:servers", "tokens", "read:tokens", "list:users", "read:servers",
-            "read:roles", "list:services", "read:services",
+            "list:services",
             "access:services", tokenkeeper_hub.SCOPE_TOKENS, tokenkeeper_hub.SCOPE_SERVICE_ACCOUNT,
         ],
         "services": ["tk-test-admin"],
