@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -75,7 +76,7 @@ func TestCrossUserNoTokenOrStatusOfAnother(t *testing.T) {
 		for _, path := range crossPaths(a.user) {
 			status, body := callTokenkeeper(t, a.token, path)
 			if status != http.StatusForbidden {
-				t.Errorf("%s's %s token, GET %s: %d %s; want 403", a.user, a.kind, path, status, body)
+				t.Errorf("%s's %s token, GET %s: %d (%s); want 403", a.user, a.kind, path, status, describe(body))
 			}
 			refused = append(refused, refusal{a, path, body})
 		}
@@ -232,6 +233,22 @@ func assertNoAccessToken(t *testing.T, a caller, path string, body []byte, known
 	}
 }
 
+// describe summarises an answer for a failure message without any token in
+// it: its error code and message, or whose answer it is.
+func describe(body []byte) string {
+	var b struct {
+		Error, Message, User string
+		AccessToken          string `json:"access_token"`
+	}
+	if json.Unmarshal(body, &b) != nil {
+		return fmt.Sprintf("%d bytes, not JSON", len(body))
+	}
+	if b.Error != "" {
+		return b.Error + ": " + b.Message
+	}
+	return fmt.Sprintf("answer for user %q, access token included: %t", b.User, b.AccessToken != "")
+}
+
 // signature is a JWT's last part, unique to the token.
 func signature(jwt string) string { return jwt[strings.LastIndex(jwt, ".")+1:] }
 
@@ -246,7 +263,7 @@ func assertOwnToken(t *testing.T, a caller, subject string, known map[string][]s
 			AccessToken string `json:"access_token"`
 		}
 		if status != http.StatusOK || json.Unmarshal(body, &resp) != nil {
-			t.Errorf("%s's %s token, GET %s: %d %s; want 200", a.user, a.kind, path, status, body)
+			t.Errorf("%s's %s token, GET %s: %d (%s); want 200", a.user, a.kind, path, status, describe(body))
 			continue
 		}
 		var claims struct {
