@@ -3,7 +3,7 @@
 Import this file from ``jupyterhub_config.py`` (or copy it next to it) and call
 :func:`configure`::
 
-    import sys
+    import os, sys
     sys.path.insert(0, "/opt/tokenkeeper/hub")
     import tokenkeeper_hub
 
@@ -69,10 +69,10 @@ def access_scope(name="tokenkeeper"):
 def service_roles(name="tokenkeeper", *, revoke_tokens=False, stop_servers=False):
     """Return the role tokenkeeper's service needs, and nothing more.
 
-    ``admin:users`` writes auth_state: JupyterHub's ``PATCH /users/{name}``
-    needs it (reading auth_state alone would be ``admin:auth_state`` plus a
-    read scope, which ``admin:users`` includes, as it includes
-    ``list:users``). ``read:servers`` tells who is running.
+    ``admin:users`` writes auth_state (JupyterHub's ``PATCH /users/{name}``
+    needs it) and includes what reading auth_state needs
+    (``admin:auth_state`` plus a read scope) and ``list:users``.
+    ``read:servers`` tells who is running.
 
     ``stop_servers`` adds ``delete:servers`` (a logout stops the user's
     servers).
