@@ -5,18 +5,22 @@ CACHE    ?= $(or $(TOKENKEEPER_CACHE),$(HOME)/.cache/tokenkeeper)
 GOBIN    := $(CURDIR)/.cache/gobin
 STATICCHECK_VERSION := v0.7.0
 
-.PHONY: build test unit integration install-stack demo lint fuzz bench clean clean-stack
+.PHONY: build test unit pytest integration install-stack demo lint fuzz bench clean clean-stack
 
 build:
 	$(GO) build -trimpath -o bin/tokenkeeper ./cmd/tokenkeeper
 
-## test: vet, unit tests (race detector, fuzz seeds), then the integration tests on the real stack.
-test: unit integration
+## test: vet, unit tests (race detector, fuzz seeds), the hub glue's tests, then the integration tests on the real stack.
+test: unit pytest integration
 
 unit:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./integration/
 	$(GO) test -race -count=1 -shuffle=on ./...
+
+## pytest: tests of hub/tokenkeeper_hub.py with the stack's JupyterHub.
+pytest: install-stack
+	cd hub && $(CACHE)/venv/bin/python -m pytest -q -p no:cacheprovider
 
 integration: install-stack build
 	$(GO) test -tags integration -count=1 -timeout 30m -v ./integration/ 2>&1 | tee .cache/integration.log | grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|integration:)|_test.go'; exit $${PIPESTATUS[0]}

