@@ -4,13 +4,17 @@ GO       ?= go
 CACHE    ?= $(or $(TOKENKEEPER_CACHE),$(HOME)/.cache/tokenkeeper)
 GOBIN    := $(CURDIR)/.cache/gobin
 STATICCHECK_VERSION := v0.7.0
+# The test stack's virtualenvs (integration/stack/install.sh): JupyterHub 6.1, and
+# the JupyterHub 5 Zero to JupyterHub pins. Each runs a hub and its single-user servers.
+VENVS    := venv venv-jh5
+WHEELS   := .cache/wheels
 
-.PHONY: build test unit pytest integration install-stack demo lint fuzz bench clean clean-stack
+.PHONY: build test unit wheels python-install pytest integration integration-jh6 integration-jh5 install-stack demo lint fuzz bench clean clean-stack
 
 build:
 	$(GO) build -trimpath -o bin/tokenkeeper ./cmd/tokenkeeper
 
-## test: vet, unit tests (race detector, fuzz seeds), the hub glue's tests, then the integration tests on the real stack.
+## test: vet, unit tests (race detector, fuzz seeds), the Python packages' tests, then the integration tests on the real stack.
 test: unit pytest integration
 
 unit:
@@ -18,12 +22,41 @@ unit:
 	$(GO) vet -tags integration ./integration/
 	$(GO) test -race -count=1 -shuffle=on ./...
 
-## pytest: tests of hub/tokenkeeper_hub.py with the stack's JupyterHub.
-pytest: install-stack
-	cd hub && $(CACHE)/venv/bin/python -m pytest -q -p no:cacheprovider
+## wheels: builds the Python packages tokenkeeper-hub and tokenkeeper-notebook into .cache/wheels.
+wheels: install-stack
+	rm -rf $(WHEELS)
+	$(CACHE)/venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+	  -w $(WHEELS) python/tokenkeeper-hub python/tokenkeeper-notebook
 
-integration: install-stack build
-	$(GO) test -tags integration -count=1 -timeout 30m -v ./integration/ 2>&1 | tee .cache/integration.log | grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|integration:)|_test.go'; exit $${PIPESTATUS[0]}
+## python-install: installs both wheels into every virtualenv of the test stack (hubs and single-user servers).
+python-install: wheels
+	@set -e; for v in $(VENVS); do \
+	  $(CACHE)/$$v/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall $(WHEELS)/*.whl; done
+
+## pytest: the Python packages' tests, run on the installed wheels: the hub package with each JupyterHub.
+pytest: python-install
+	@set -e; for v in $(VENVS); do \
+	  echo "pytest: tokenkeeper-hub with JupyterHub $$($(CACHE)/$$v/bin/jupyterhub --version)"; \
+	  $(CACHE)/$$v/bin/python -m pytest -q -p no:cacheprovider python/tokenkeeper-hub/tests; done
+	@echo "pytest: tokenkeeper-notebook"
+	$(CACHE)/venv/bin/python -m pytest -q -p no:cacheprovider python/tokenkeeper-notebook/tests
+
+# CORE_TESTS are the integration tests that also run against JupyterHub 5:
+# login and fresh-token with a user's own token, refresh across lifetimes,
+# the spawn hook, fresh-token from a server (Go and Python clients), logout
+# (RP-initiated back-channel, SSO max), hub admins (cross-user with an admin,
+# the admin's session), and tokenkeeper's own scopes.
+CORE_TESTS := ^(TestLoginWithWrongPasswordSaysWhy|TestFreshTokenServesOwnTokenAndGuardsOthers|TestRunningUserIsRefreshedBeforeExpiry|TestTokenFileStaysFreshAcrossLifetimes|TestSpawnedServerHasFreshTokenInEnvironment|TestTokenCommandInsideServer|TestBackchannelLogoutFromRPInitiatedLogout|TestSSOMaxLifespanLogsOut|TestCrossUserNoTokenOrStatusOfAnother|TestHubAdminSessionStaysIntact|TestTokenkeeperHoldsLeastScopes)$$
+IT_FILTER  := grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|integration:)|_test.go'
+
+## integration: the whole suite with JupyterHub 6.1, then CORE_TESTS with JupyterHub 5.
+integration: integration-jh6 integration-jh5
+
+integration-jh6: install-stack build python-install
+	TK_HUB_VERSION=6 $(GO) test -tags integration -count=1 -timeout 30m -v ./integration/ 2>&1 | tee .cache/integration.log | $(IT_FILTER); exit $${PIPESTATUS[0]}
+
+integration-jh5: install-stack build python-install
+	TK_HUB_VERSION=5 $(GO) test -tags integration -count=1 -timeout 20m -v -run '$(CORE_TESTS)' ./integration/ 2>&1 | tee .cache/integration-jh5.log | $(IT_FILTER); exit $${PIPESTATUS[0]}
 
 install-stack:
 	@mkdir -p .cache

@@ -6,6 +6,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -39,6 +40,22 @@ type Config struct {
 	PortBase int
 	// Env adds variables to the hub's environment (TOKENKEEPER_* ones reach tokenkeeper).
 	Env []string
+	// Venv is the virtualenv under Cache that runs the hub and the
+	// single-user servers (see HubVenv); empty means "venv".
+	Venv string
+}
+
+// HubVenv returns the virtualenv install.sh made for a JupyterHub major
+// version: "venv" for 6 (or ""), "venv-jh5" for 5, the version Zero to
+// JupyterHub pins.
+func HubVenv(version string) (string, error) {
+	switch version {
+	case "", "6":
+		return "venv", nil
+	case "5":
+		return "venv-jh5", nil
+	}
+	return "", fmt.Errorf("TK_HUB_VERSION=%q: want 5 or 6", version)
 }
 
 // Stack is a running set of processes. Its methods are safe to call from
@@ -88,6 +105,11 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// venv is the virtualenv's directory.
+func (s *Stack) venv() string {
+	return filepath.Join(s.cfg.Cache, cmp.Or(s.cfg.Venv, "venv"))
 }
 
 // HubURL is the hub's public URL, served by the proxy.
@@ -240,12 +262,12 @@ func (s *Stack) StartHub(ctx context.Context) error {
 	}
 	env := append(os.Environ(),
 		"TK_PORT_BASE="+strconv.Itoa(s.cfg.PortBase), "TK_REPO="+s.cfg.Repo, "TK_CACHE="+s.cfg.Cache,
-		"TK_STATE_DIR="+s.StateDir(), "TK_BIN="+filepath.Join(s.cfg.Repo, "bin", "tokenkeeper"),
+		"TK_STATE_DIR="+s.StateDir(), "TK_BIN="+filepath.Join(s.cfg.Repo, "bin", "tokenkeeper"), "TK_VENV="+s.venv(),
 		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_STATE_KEY="+s.StateKey,
 		"TK_TEST_ADMIN_TOKEN="+s.TestToken, "JUPYTERHUB_CRYPT_KEY="+randomHex(32),
 	)
 	env = append(env, s.cfg.Env...)
-	hub := filepath.Join(s.cfg.Cache, "venv", "bin", "jupyterhub")
+	hub := filepath.Join(s.venv(), "bin", "jupyterhub")
 	p, err := startProcess(s.HubLog(), env, hub, "-f",
 		filepath.Join(s.cfg.Repo, "integration", "stack", "jupyterhub_config.py"))
 	if err != nil {

@@ -5,7 +5,6 @@ public URL B, the proxy API B+1, the hub API B+81, Keycloak B+80 and
 tokenkeeper B+23. The stack (integration/stack.go) sets the TK_* variables.
 """
 import os
-import sys
 
 env = os.environ
 base = int(env["TK_PORT_BASE"])
@@ -49,12 +48,11 @@ c.JupyterHub.default_url = "/hub/home"
 c.JupyterHub.spawner_class = "simple"
 c.Spawner.ip = "127.0.0.1"
 c.Spawner.cmd = [f"{repo}/integration/stack/singleuser.sh"]
-c.Spawner.environment = {"TK_STATE_DIR": state, "TK_VENV": f"{cache}/venv"}
+c.Spawner.environment = {"TK_STATE_DIR": state, "TK_VENV": env["TK_VENV"]}
 c.Spawner.http_timeout = 60
 c.Spawner.start_timeout = 90
 
-sys.path.insert(0, f"{repo}/hub")
-import tokenkeeper_hub  # noqa: E402
+import tokenkeeper_hub  # noqa: E402  (installed by make python-install)
 
 
 def flag(name):
