@@ -75,7 +75,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
-	client := &http.Client{Timeout: time.Duration(cfg.HTTPTimeout)}
+	client := newHTTPClient(cfg)
 	reg := prometheus.NewRegistry()
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency),
@@ -89,11 +89,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if cfg.EndKeycloakSessions {
-		admin, err := serviceaccount.NewAdmin(cfg.IssuerURL, client, sa.AccessToken)
-		if err != nil {
-			return err
-		}
+	admin, err := keycloakAdmin(ctx, cfg, client, kc)
+	if err != nil {
+		return err
+	}
+	if admin != nil && cfg.EndKeycloakSessions {
 		opts.Actions.EndSessions = admin.LogoutUser
 	}
 	opts.Metrics = refresh.NewMetrics(reg)
@@ -117,18 +117,16 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	deps.Status = r.Status
 	if sa != nil {
-		deps.ServiceToken = sa.Token
-		admin, err := serviceaccount.NewAdmin(cfg.IssuerURL, client, sa.AccessToken)
-		if err != nil {
-			return err
-		}
+		deps.ServiceToken = serviceaccount.NewHandout(sa, cfg.ServiceTokenAudiences, time.Now).Token
+	}
+	if admin != nil {
 		deps.Sessions = admin.Sessions
 	}
 	if cfg.JobAPIURL != "" {
 		jobs := serviceaccount.NewJobs(cfg.JobAPIURL, sa.AccessToken, client, time.Duration(cfg.JobPollInterval), time.Now)
 		deps.JobStatus = jobs.Status
 	}
-	srv := &http.Server{Handler: spawnerhook.NewHandler(cfg.Hub.Prefix, deps), ReadHeaderTimeout: 10 * time.Second}
+	srv := newServer(cfg, spawnerhook.NewHandler(cfg.Hub.Prefix, deps))
 	log.Info("tokenkeeper started", "version", version, "listen", ln.Addr().String(),
 		"prefix", cfg.Hub.Prefix, "issuer", cfg.IssuerURL, "keep", cfg.Keep)
 	g, ctx := errgroup.WithContext(ctx)
@@ -142,12 +140,49 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return g.Wait()
 }
 
-// serviceAccount returns the configured service account, or nil.
+// serviceAccount returns the configured service account, or nil. Its token
+// is handed out (service-token) and used for the job API.
 func serviceAccount(ctx context.Context, cfg config.Config, client *http.Client, kc *refresh.Keycloak) *serviceaccount.Account {
 	if cfg.ServiceAccountClientID == "" {
 		return nil
 	}
 	return serviceaccount.New(ctx, client, cfg.ServiceAccountClientID, cfg.ServiceAccountSecret, kc.Endpoint, 15*time.Second)
+}
+
+// keycloakAdmin returns the Keycloak admin API client, authenticated as the
+// admin client (never the service account), or nil when none is configured.
+func keycloakAdmin(ctx context.Context, cfg config.Config, client *http.Client, kc *refresh.Keycloak) (*serviceaccount.Admin, error) {
+	if cfg.AdminClientID == "" {
+		return nil, nil
+	}
+	account := serviceaccount.New(ctx, client, cfg.AdminClientID, cfg.AdminClientSecret, kc.Endpoint, 15*time.Second)
+	return serviceaccount.NewAdmin(cfg.IssuerURL, client, account.AccessToken)
+}
+
+// newHTTPClient returns the client for the hub, Keycloak and the job API. It
+// follows no redirect: x/oauth2 and go-oidc use it too, and a redirected
+// token request would carry the client secret and a refresh token to
+// wherever the Location points.
+func newHTTPClient(cfg config.Config) *http.Client {
+	return &http.Client{
+		Timeout:       time.Duration(cfg.HTTPTimeout),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// newServer returns the HTTP server for h. Its write timeout outlasts the
+// slowest fresh-token: a hub lookup, reading auth_state, a grant that may
+// wait 3 × http_timeout, and the write-back.
+func newServer(cfg config.Config, h http.Handler) *http.Server {
+	t := time.Duration(cfg.HTTPTimeout)
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      6*t + 10*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
 }
 
 func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error) {
