@@ -561,6 +561,9 @@ func TestValidate(t *testing.T) {
 		{name: "http issuer on localhost", modify: func(c *Config) { c.IssuerURL = "http://localhost:8080/realms/jupyter" }},
 		{name: "http issuer on 127.0.0.0/8", modify: func(c *Config) { c.IssuerURL = "http://127.9.8.7:8080/realms/jupyter" }},
 		{name: "http issuer on ::1", modify: func(c *Config) { c.IssuerURL = "http://[::1]:8080/realms/jupyter" }},
+		{name: "http issuer on a private address", modify: func(c *Config) { c.IssuerURL = "http://10.0.0.5/realms/jupyter" }, want: "issuer_url"},
+		{name: "http issuer on a mapped address", modify: func(c *Config) { c.IssuerURL = "http://[::ffff:10.0.0.5]/realms/jupyter" }, want: "issuer_url"},
+		{name: "http issuer on a mapped loopback address", modify: func(c *Config) { c.IssuerURL = "http://[::ffff:127.0.0.1]/realms/jupyter" }},
 		{name: "http issuer on a host named like loopback", modify: func(c *Config) { c.IssuerURL = "http://127.0.0.1.example.org/realms/jupyter" }, want: "issuer_url"},
 		{name: "http issuer allowed insecure", modify: func(c *Config) {
 			c.IssuerURL, c.AllowInsecureHTTP = "http://kc.example.org/realms/jupyter", true
