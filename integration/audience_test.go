@@ -106,12 +106,12 @@ func TestServiceAccountCannotAdmin(t *testing.T) {
 			t.Errorf("Keycloak admin API GET /users with the %s token: %v, want HTTP 403", target, err)
 		}
 	}
-	login(t, "yuri")
-	status, body := getJSON(t, stack.TestToken, "status?user=yuri")
+	login(t, "frank")
+	status, body := getJSON(t, stack.TestToken, "status?user=frank")
 	if status != http.StatusOK {
-		t.Fatalf("status?user=yuri: %d %v", status, body)
+		t.Fatalf("status?user=frank: %d %v", status, body)
 	}
 	if sessions, _ := body["keycloak_sessions"].([]any); len(sessions) == 0 {
-		t.Errorf("status?user=yuri keycloak_sessions = %v, want yuri's session (the admin client has view-users)", body["keycloak_sessions"])
+		t.Errorf("status?user=frank keycloak_sessions = %v, want frank's session (the admin client has view-users)", body["keycloak_sessions"])
 	}
 }
