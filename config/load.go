@@ -130,11 +130,18 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	c.ServiceAccountSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_SERVICE_ACCOUNT_SECRET"), c.ServiceAccountSecret.Reveal()))
 	setString(&c.ServiceAccountSecretFile, getenv("TOKENKEEPER_SERVICE_ACCOUNT_SECRET_FILE"))
 	setString(&c.JobAPIURL, getenv("TOKENKEEPER_JOB_API_URL"))
+	setString(&c.AdminClientID, getenv("TOKENKEEPER_ADMIN_CLIENT_ID"))
+	c.AdminClientSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_ADMIN_CLIENT_SECRET"), c.AdminClientSecret.Reveal()))
+	setString(&c.AdminClientSecretFile, getenv("TOKENKEEPER_ADMIN_CLIENT_SECRET_FILE"))
+	if v := getenv("TOKENKEEPER_SERVICE_TOKEN_AUDIENCES"); v != "" {
+		c.ServiceTokenAudiences = splitList(v)
+	}
 	for name, b := range map[string]*bool{
 		"TOKENKEEPER_REVOKE_TOKENS":         &c.RevokeTokens,
 		"TOKENKEEPER_REFRESH_ADMINS":        &c.RefreshAdmins,
 		"TOKENKEEPER_STOP_SERVERS":          &c.StopServers,
 		"TOKENKEEPER_END_KEYCLOAK_SESSIONS": &c.EndKeycloakSessions,
+		"TOKENKEEPER_ALLOW_INSECURE_HTTP":   &c.AllowInsecureHTTP,
 	} {
 		if v := getenv(name); v != "" {
 			parsed, err := strconv.ParseBool(v)
@@ -173,6 +180,7 @@ func loadSecretFiles(c *Config) error {
 		readSecret(&c.ClientSecret, c.ClientSecretFile, "client_secret_file"),
 		readSecret(&c.StateKey, c.StateKeyFile, "state_key_file"),
 		readSecret(&c.ServiceAccountSecret, c.ServiceAccountSecretFile, "service_account_secret_file"),
+		readSecret(&c.AdminClientSecret, c.AdminClientSecretFile, "admin_client_secret_file"),
 	)
 }
 
@@ -192,6 +200,18 @@ func setString(dst *string, v string) {
 	if v != "" {
 		*dst = v
 	}
+}
+
+// splitList splits a comma-separated list, trimming spaces and dropping
+// empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func firstNonEmpty(vs ...string) string {
