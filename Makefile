@@ -7,8 +7,10 @@ STATICCHECK_VERSION := v0.7.0
 
 .PHONY: build test unit pytest integration install-stack demo lint fuzz bench clean clean-stack
 
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -trimpath -o bin/tokenkeeper ./cmd/tokenkeeper
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/tokenkeeper ./cmd/tokenkeeper
 
 ## test: vet, unit tests (race detector, fuzz seeds), the hub glue's tests, then the integration tests on the real stack.
 test: unit pytest integration

@@ -410,15 +410,16 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		content string
 		want    string // substring of the error
 	}{
-		{name: "unknown key", content: `{"issuer": "https://kc.example.org/realms/jupyter"}`, want: `unknown field "issuer"`},
-		{name: "hub section is not a file setting", content: `{"Hub": {"APIURL": "http://x"}}`, want: `unknown field "Hub"`},
-		{name: "misspelled key", content: `{"sweep_intervall": "30s"}`, want: `unknown field "sweep_intervall"`},
+		{name: "unknown key", content: `{"issuer": "https://kc.example.org/realms/jupyter"}`, want: `unknown key "issuer"`},
+		{name: "hub section is not a file setting", content: `{"Hub": {"APIURL": "http://x"}}`, want: `unknown key "Hub"`},
+		{name: "misspelled key", content: `{"sweep_intervall": "30s"}`, want: `unknown key "sweep_intervall"`},
 		{name: "bad duration", content: `{"refresh_window": "soon"}`, want: "config file"},
 		{name: "number for duration", content: `{"refresh_window": 30}`, want: "config file"},
 		{name: "string for int", content: `{"concurrency": "8"}`, want: "config file"},
 		{name: "not an object", content: `["issuer_url"]`, want: "config file"},
 		{name: "truncated", content: `{"database": "x.db"`, want: "config file"},
 		{name: "trailing object", content: `{"database": "x.db"} {"keep": "all"}`, want: "trailing data"},
+		{name: "null", content: `null`, want: "not a JSON object"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -512,7 +513,7 @@ func TestLoadReportsFileAndEnvProblemsTogether(t *testing.T) {
 	if err == nil {
 		t.Fatal("Load error = nil, want problems")
 	}
-	for _, want := range []string{`unknown field "unknown_key"`, "TOKENKEEPER_CONCURRENCY", "JUPYTERHUB_OAUTH_ACCESS_SCOPES"} {
+	for _, want := range []string{`unknown key "unknown_key"`, "TOKENKEEPER_CONCURRENCY", "JUPYTERHUB_OAUTH_ACCESS_SCOPES"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Load error does not mention %q; error:\n%v", want, err)
 		}
@@ -891,6 +892,19 @@ func TestLoadListsClientProblemsWithTheOthers(t *testing.T) {
 	for _, want := range []string{"end_keycloak_sessions: needs admin_client_id", "issuer_url:", "want https", "keep:"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Load error does not mention %q; error:\n%v", want, err)
+		}
+	}
+}
+
+// TestLoadConfigFileReportsEveryProblem: an unknown key and a wrongly typed
+// value are both reported, not just the first.
+func TestLoadConfigFileReportsEveryProblem(t *testing.T) {
+	path := writeFile(t, "c.json", `{"sweep_intervall": "30s", "concurrency": "8", "keep": "all", "revoke_tokens": "yes"}`)
+	_, _, err := Load([]string{"--config", path}, envOf(validEnv()), &bytes.Buffer{})
+	for _, want := range []string{`unknown key "sweep_intervall"`, "concurrency: a JSON string is not allowed here",
+		"revoke_tokens: a JSON string is not allowed here"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load error = %v, want one containing %q", err, want)
 		}
 	}
 }

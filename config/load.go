@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -17,7 +20,24 @@ import (
 type Options struct {
 	// CheckConfig asks to validate the configuration and exit.
 	CheckConfig bool
+	// Version asks to print the version and exit.
+	Version bool
 }
+
+// usage heads the flag list that --help prints.
+const usage = `usage:
+  tokenkeeper [flags]          run the service (JupyterHub starts it; see README)
+  tokenkeeper --check-config   validate the configuration and exit
+  tokenkeeper --version        print the version and exit
+  tokenkeeper token [flags]    inside a single-user server: print a fresh access
+                               token for its user (tokenkeeper token --help)
+
+Settings come from defaults, the JSON file (--config), TOKENKEEPER_*
+variables and these flags, each overriding the one before. Client
+credentials and keys come only from the environment or files.
+
+flags:
+`
 
 // Load builds the configuration from defaults, the JupyterHub environment,
 // the JSON file named by --config (or TOKENKEEPER_CONFIG), TOKENKEEPER_*
@@ -30,6 +50,11 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.SetOutput(stderr)
 	path := fs.String("config", getenv("TOKENKEEPER_CONFIG"), "JSON configuration `file`")
 	fs.BoolVar(&opts.CheckConfig, "check-config", false, "validate the configuration and exit")
+	fs.BoolVar(&opts.Version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	var f Config
 	bindFlags(fs, &f)
 	if err := fs.Parse(args); err != nil {
@@ -87,16 +112,56 @@ func loadFile(c *Config, path string) error {
 	return decodeFile(c, b)
 }
 
+// decodeFile decodes a JSON object into c key by key, so that every unknown
+// key and every wrongly typed value is reported, not just the first.
 func decodeFile(c *Config, b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
+	var raw map[string]json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("config file: trailing data after the JSON object")
 	}
-	return nil
+	if raw == nil {
+		return errors.New("config file: not a JSON object")
+	}
+	fields := jsonFields(c)
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(raw)) {
+		dst, ok := fields[key]
+		if !ok {
+			errs = append(errs, fmt.Errorf("config file: unknown key %q", key))
+			continue
+		}
+		if err := json.Unmarshal(raw[key], dst); err != nil {
+			errs = append(errs, fmt.Errorf("config file: %s: %w", key, typeError(err)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// jsonFields maps each JSON key of Config to a pointer to its field.
+func jsonFields(c *Config) map[string]any {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	fields := make(map[string]any, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			fields[name] = v.Field(i).Addr().Interface()
+		}
+	}
+	return fields
+}
+
+// typeError says what was wrong with a value without Go's type names.
+func typeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("a JSON %s is not allowed here", te.Value)
+	}
+	return err
 }
 
 func loadHubEnv(c *Config, getenv func(string) string) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -239,5 +240,21 @@ func TestBackchannelLogoutForUnseenSession(t *testing.T) {
 	}
 	if f.loggedOut("alice") {
 		t.Error("alice, in another session, was logged out")
+	}
+}
+
+// TestDebugLogsSweepsAndDecisions: at debug level each sweep logs a summary
+// and each user read logs its decision.
+func TestDebugLogsSweepsAndDecisions(t *testing.T) {
+	f := newFixture(t)
+	f.addUser("alice", true, f.now, "rt-alice")
+	f.grant.fail = func(string) error { return fmt.Errorf("refresh grant: %w", context.DeadlineExceeded) }
+	f.sweep(t)
+	f.advance(250 * time.Second)
+	f.sweep(t)
+	for _, want := range []string{`"level":"DEBUG","msg":"sweep"`, `"msg":"not due","user":"alice"`, `"msg":"backed off","user":"alice"`} {
+		if !strings.Contains(f.logs.String(), want) {
+			t.Errorf("debug log lacks %s:\n%s", want, f.logs)
+		}
 	}
 }

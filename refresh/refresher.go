@@ -161,8 +161,9 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		return fmt.Errorf("sweep: %w", err)
 	}
 	due, ended := r.sync(ctx, users)
-	ended = append(ended, r.refreshAll(ctx, due)...)
-	r.logoutEnded(ctx, ended)
+	failed := r.refreshAll(ctx, due)
+	r.log.Debug("sweep", "users", len(users), "due", len(due), "sessions_ended", len(failed), "awaiting_logout", len(ended))
+	r.logoutEnded(ctx, append(ended, failed...))
 	if err := r.store.Prune(ctx, r.opts.Now(), store.DefaultRetention); err != nil {
 		r.log.Error("prune store", "err", err)
 	}
@@ -403,7 +404,9 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 		return Tokens{}, r.markEnded(ctx, name, st, errRefreshExpired, true)
 	}
 	if !need(name, st, r.opts.Now()) {
-		return r.settle(ctx, name, st, "", ""), nil
+		t := r.settle(ctx, name, st, "", "")
+		r.log.Debug("not due", "user", name, "kept", r.kept(name), "access_expires_at", t.Expiry.UTC().Format(time.RFC3339))
+		return t, nil
 	}
 	if r.work.isStopping() {
 		return r.current(st, ErrStopping)

@@ -185,6 +185,8 @@ func (r *Refresher) hubAdmin(ctx context.Context, name string, st AuthState) (To
 	r.mu.Unlock()
 	if prev == nil || prev.Status != store.StatusAdmin {
 		r.log.Info("hub admin: the hub refreshes this user's tokens", "user", name)
+	} else {
+		r.log.Debug("skipped: hub admin", "user", name)
 	}
 	r.put(ctx, store.UserState{Name: name, Status: store.StatusAdmin, Reason: "hub admin",
 		Due: r.opts.Now().Add(r.opts.Recheck), AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})

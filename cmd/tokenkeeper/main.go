@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -49,6 +50,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runToken(ctx, args[1:], getenv, stdout, stderr)
 	}
 	cfg, opts, err := config.Load(args, getenv, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil // the usage is printed
+	case opts.Version:
+		fmt.Fprintln(stdout, "tokenkeeper", version)
+		return nil
+	}
 	if err != nil && underHub(getenv) && !opts.CheckConfig && !slices.Contains(args, "--check-config") {
 		return holdBadConfig(ctx, err, getenv, stderr)
 	}
