@@ -258,3 +258,26 @@ func TestDebugLogsSweepsAndDecisions(t *testing.T) {
 		}
 	}
 }
+
+// TestFreshCachesWithMinValidBeyondHalfTheLife: asking for more than half a
+// token's life (the pre-spawn hook asks 300 s of 5-minute tokens) is capped
+// the same way in the cache as in the refresh decision, so repeated calls
+// read the hub no more than once per refresh.
+func TestFreshCachesWithMinValidBeyondHalfTheLife(t *testing.T) {
+	f := newFixture(t)
+	f.addUser("alice", true, f.now, "rt-alice")
+	for _, minValid := range []time.Duration{time.Second, time.Minute, 5 * time.Minute, 24 * time.Hour} {
+		reads, grants := f.hub.reads.Load(), f.grant.calls.Load()
+		for range 100 {
+			if _, err := f.r.Fresh(context.Background(), "alice", minValid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := f.hub.reads.Load() - reads; got > 1 {
+			t.Errorf("min_valid=%v: 100 calls read the hub %d times, want at most 1", minValid, got)
+		}
+		if got := f.grant.calls.Load() - grants; got > 1 {
+			t.Errorf("min_valid=%v: 100 calls made %d grants, want at most 1", minValid, got)
+		}
+	}
+}
