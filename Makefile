@@ -11,8 +11,10 @@ WHEELS   := .cache/wheels
 
 .PHONY: build test unit wheels python-install pytest integration integration-jh6 integration-jh5 install-stack demo lint fuzz bench clean clean-stack
 
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -trimpath -o bin/tokenkeeper ./cmd/tokenkeeper
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/tokenkeeper ./cmd/tokenkeeper
 
 ## test: vet, unit tests (race detector, fuzz seeds), the Python packages' tests, then the integration tests on the real stack.
 test: unit pytest integration

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -90,19 +91,43 @@ type Config struct {
 	GuardFraction float64 `json:"guard_fraction"`
 
 	// ServiceAccountClientID is a confidential Keycloak client with service
-	// accounts enabled; empty disables service-token, job-status and admin calls.
+	// accounts enabled, used for the service-token endpoint (CI callers) and
+	// for the job API. Its token is handed out, so its service-account user
+	// must hold no realm-management roles. Empty disables service-token and
+	// job-status.
 	ServiceAccountClientID string `json:"service_account_client_id"`
 	// ServiceAccountSecret is its secret (TOKENKEEPER_SERVICE_ACCOUNT_SECRET or ServiceAccountSecretFile).
 	ServiceAccountSecret Secret `json:"-"`
 	// ServiceAccountSecretFile names a file holding ServiceAccountSecret.
 	ServiceAccountSecretFile string `json:"service_account_secret_file"`
+	// ServiceTokenAudiences are the audiences a caller of service-token may
+	// narrow the service account's token to (?audience=A), through Keycloak's
+	// standard token exchange. Others are refused. Empty allows none.
+	ServiceTokenAudiences []string `json:"service_token_audiences"`
+
+	// AdminClientID is a second confidential Keycloak client with service
+	// accounts enabled, used only for Keycloak admin API calls (the sessions
+	// shown by status, and end_keycloak_sessions). Its service-account user
+	// holds the realm-management roles view-users and manage-users; its token
+	// never leaves tokenkeeper. Empty disables admin calls.
+	AdminClientID string `json:"admin_client_id"`
+	// AdminClientSecret is its secret (TOKENKEEPER_ADMIN_CLIENT_SECRET or AdminClientSecretFile).
+	AdminClientSecret Secret `json:"-"`
+	// AdminClientSecretFile names a file holding AdminClientSecret.
+	AdminClientSecretFile string `json:"admin_client_secret_file"`
+
 	// JobAPIURL is a FirecREST v2 base URL for job-status checks; empty disables them.
 	JobAPIURL string `json:"job_api_url"`
 	// JobPollInterval is how long a job's status is cached.
 	JobPollInterval Duration `json:"job_poll_interval"`
 	// EndKeycloakSessions makes a logout also end the user's Keycloak sessions
-	// (needs the service account with manage-users).
+	// (needs the admin client).
 	EndKeycloakSessions bool `json:"end_keycloak_sessions"`
+
+	// AllowInsecureHTTP allows http:// for the issuer, the hub API and the job
+	// API on hosts other than loopback ones. Tokens and secrets then cross
+	// the network in the clear: for test stacks only.
+	AllowInsecureHTTP bool `json:"allow_insecure_http"`
 }
 
 // Default returns the defaults; every default lives here.
@@ -133,7 +158,7 @@ func Default() Config {
 func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if err := checkURL(c.IssuerURL); err != nil {
+	if err := c.checkRemoteURL(c.IssuerURL); err != nil {
 		bad("issuer_url: %w", err)
 	}
 	if c.ClientID == "" {
@@ -145,7 +170,7 @@ func (c Config) Validate() error {
 	if c.Hub.APIToken == "" {
 		bad("JUPYTERHUB_API_TOKEN: required (JupyterHub sets it for a managed service)")
 	}
-	if err := checkURL(c.Hub.APIURL); err != nil {
+	if err := c.checkRemoteURL(c.Hub.APIURL); err != nil {
 		bad("JUPYTERHUB_API_URL: %w", err)
 	}
 	if err := checkURL(c.Hub.ServiceURL); err != nil {
@@ -178,24 +203,70 @@ func (c Config) Validate() error {
 	if _, err := c.StateKeys(); err != nil {
 		bad("state key: %w", err)
 	}
+	errs = append(errs, c.validateClients()...)
+	if c.GuardMin < 0 || c.GuardFraction < 0 || c.GuardFraction > 1 {
+		bad("guard: guard_min must be ≥ 0 and guard_fraction between 0 and 1")
+	}
+	return errors.Join(errs...)
+}
+
+// validateClients checks the service-account and admin clients and what
+// needs them.
+func (c Config) validateClients() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.ServiceAccountClientID != "" && c.ServiceAccountSecret == "" {
 		bad("service account: set TOKENKEEPER_SERVICE_ACCOUNT_SECRET or service_account_secret_file")
 	}
+	if c.AdminClientID != "" && c.AdminClientSecret == "" {
+		bad("admin client: set TOKENKEEPER_ADMIN_CLIENT_SECRET or admin_client_secret_file")
+	}
+	if c.AdminClientID != "" && c.AdminClientID == c.ServiceAccountClientID {
+		bad("admin_client_id: must differ from service_account_client_id (the service account's token is handed out)")
+	}
 	if c.JobAPIURL != "" {
-		if err := checkURL(c.JobAPIURL); err != nil {
+		if err := c.checkRemoteURL(c.JobAPIURL); err != nil {
 			bad("job_api_url: %w", err)
 		}
 		if c.ServiceAccountClientID == "" {
 			bad("job_api_url: needs service_account_client_id")
 		}
 	}
-	if c.EndKeycloakSessions && c.ServiceAccountClientID == "" {
-		bad("end_keycloak_sessions: needs service_account_client_id")
+	if c.EndKeycloakSessions && c.AdminClientID == "" {
+		bad("end_keycloak_sessions: needs admin_client_id (a client whose service account has manage-users)")
 	}
-	if c.GuardMin < 0 || c.GuardFraction < 0 || c.GuardFraction > 1 {
-		bad("guard: guard_min must be ≥ 0 and guard_fraction between 0 and 1")
+	if len(c.ServiceTokenAudiences) > 0 && c.ServiceAccountClientID == "" {
+		bad("service_token_audiences: needs service_account_client_id")
 	}
-	return errors.Join(errs...)
+	for _, a := range c.ServiceTokenAudiences {
+		if a == "" || strings.ContainsAny(a, " \t\n,") {
+			bad("service_token_audiences: %q is not a client id", a)
+		}
+	}
+	return errs
+}
+
+// checkRemoteURL checks a URL that tokens and secrets are sent to: https,
+// unless the host is a loopback one or AllowInsecureHTTP is set.
+func (c Config) checkRemoteURL(s string) error {
+	if err := checkURL(s); err != nil {
+		return err
+	}
+	u, _ := url.Parse(s) // checked above
+	if u.Scheme == "http" && !c.AllowInsecureHTTP && !isLoopback(u.Hostname()) {
+		return fmt.Errorf("%q: want https (http is allowed only on loopback hosts, or with allow_insecure_http)", s)
+	}
+	return nil
+}
+
+// isLoopback reports whether host (without a port) is localhost or a
+// loopback address (127.0.0.0/8, ::1).
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 func checkURL(s string) error {

@@ -244,13 +244,13 @@ func TestLoadCheckConfigOption(t *testing.T) {
 
 func TestLoadHubEnvironment(t *testing.T) {
 	env := validEnv()
-	env["JUPYTERHUB_API_URL"] = "http://hub.internal:8081/hub/api"
+	env["JUPYTERHUB_API_URL"] = "https://hub.internal:8081/hub/api"
 	env["JUPYTERHUB_SERVICE_URL"] = "http://127.0.0.1:18023"
 	env["JUPYTERHUB_SERVICE_PREFIX"] = "/services/keeper/"
 	env["JUPYTERHUB_SERVICE_NAME"] = "keeper"
 	c := mustLoad(t, nil, env)
 	want := Hub{
-		APIURL:       "http://hub.internal:8081/hub/api",
+		APIURL:       "https://hub.internal:8081/hub/api",
 		APIToken:     "hub-api-token",
 		ServiceURL:   "http://127.0.0.1:18023",
 		Prefix:       "/services/keeper/",
@@ -410,15 +410,16 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		content string
 		want    string // substring of the error
 	}{
-		{name: "unknown key", content: `{"issuer": "https://kc.example.org/realms/jupyter"}`, want: `unknown field "issuer"`},
-		{name: "hub section is not a file setting", content: `{"Hub": {"APIURL": "http://x"}}`, want: `unknown field "Hub"`},
-		{name: "misspelled key", content: `{"sweep_intervall": "30s"}`, want: `unknown field "sweep_intervall"`},
+		{name: "unknown key", content: `{"issuer": "https://kc.example.org/realms/jupyter"}`, want: `unknown key "issuer"`},
+		{name: "hub section is not a file setting", content: `{"Hub": {"APIURL": "http://x"}}`, want: `unknown key "Hub"`},
+		{name: "misspelled key", content: `{"sweep_intervall": "30s"}`, want: `unknown key "sweep_intervall"`},
 		{name: "bad duration", content: `{"refresh_window": "soon"}`, want: "config file"},
 		{name: "number for duration", content: `{"refresh_window": 30}`, want: "config file"},
 		{name: "string for int", content: `{"concurrency": "8"}`, want: "config file"},
 		{name: "not an object", content: `["issuer_url"]`, want: "config file"},
 		{name: "truncated", content: `{"database": "x.db"`, want: "config file"},
 		{name: "trailing object", content: `{"database": "x.db"} {"keep": "all"}`, want: "trailing data"},
+		{name: "null", content: `null`, want: "not a JSON object"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -512,7 +513,7 @@ func TestLoadReportsFileAndEnvProblemsTogether(t *testing.T) {
 	if err == nil {
 		t.Fatal("Load error = nil, want problems")
 	}
-	for _, want := range []string{`unknown field "unknown_key"`, "TOKENKEEPER_CONCURRENCY", "JUPYTERHUB_OAUTH_ACCESS_SCOPES"} {
+	for _, want := range []string{`unknown key "unknown_key"`, "TOKENKEEPER_CONCURRENCY", "JUPYTERHUB_OAUTH_ACCESS_SCOPES"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Load error does not mention %q; error:\n%v", want, err)
 		}
@@ -556,6 +557,49 @@ func TestValidate(t *testing.T) {
 		{name: "keep unknown", modify: func(c *Config) { c.Keep = "Running" }, want: "keep"},
 		{name: "log level warn", modify: func(c *Config) { c.LogLevel = "warn" }},
 		{name: "log level unknown", modify: func(c *Config) { c.LogLevel = "verbose" }, want: "log_level"},
+
+		{name: "http issuer on a remote host", modify: func(c *Config) { c.IssuerURL = "http://kc.example.org/realms/jupyter" }, want: "issuer_url"},
+		{name: "http issuer on localhost", modify: func(c *Config) { c.IssuerURL = "http://localhost:8080/realms/jupyter" }},
+		{name: "http issuer on 127.0.0.0/8", modify: func(c *Config) { c.IssuerURL = "http://127.9.8.7:8080/realms/jupyter" }},
+		{name: "http issuer on ::1", modify: func(c *Config) { c.IssuerURL = "http://[::1]:8080/realms/jupyter" }},
+		{name: "http issuer on a private address", modify: func(c *Config) { c.IssuerURL = "http://10.0.0.5/realms/jupyter" }, want: "issuer_url"},
+		{name: "http issuer on a mapped address", modify: func(c *Config) { c.IssuerURL = "http://[::ffff:10.0.0.5]/realms/jupyter" }, want: "issuer_url"},
+		{name: "http issuer on a mapped loopback address", modify: func(c *Config) { c.IssuerURL = "http://[::ffff:127.0.0.1]/realms/jupyter" }},
+		{name: "http issuer on a host named like loopback", modify: func(c *Config) { c.IssuerURL = "http://127.0.0.1.example.org/realms/jupyter" }, want: "issuer_url"},
+		{name: "http issuer allowed insecure", modify: func(c *Config) {
+			c.IssuerURL, c.AllowInsecureHTTP = "http://kc.example.org/realms/jupyter", true
+		}},
+		{name: "http hub API on a remote host", modify: func(c *Config) { c.Hub.APIURL = "http://hub:8081/hub/api" }, want: "JUPYTERHUB_API_URL"},
+		{name: "http hub API allowed insecure", modify: func(c *Config) { c.Hub.APIURL, c.AllowInsecureHTTP = "http://hub:8081/hub/api", true }},
+		{name: "https hub API", modify: func(c *Config) { c.Hub.APIURL = "https://hub:8081/hub/api" }},
+		{name: "http job API on a remote host", modify: func(c *Config) {
+			c.ServiceAccountClientID, c.ServiceAccountSecret, c.JobAPIURL = "sa", "s", "http://firecrest.example.org"
+		}, want: "job_api_url"},
+		{name: "http job API allowed insecure", modify: func(c *Config) {
+			c.ServiceAccountClientID, c.ServiceAccountSecret, c.JobAPIURL = "sa", "s", "http://firecrest.example.org"
+			c.AllowInsecureHTTP = true
+		}},
+
+		{name: "end sessions without the admin client", modify: func(c *Config) {
+			c.EndKeycloakSessions, c.ServiceAccountClientID, c.ServiceAccountSecret = true, "sa", "s"
+		}, want: "end_keycloak_sessions"},
+		{name: "end sessions with the admin client", modify: func(c *Config) {
+			c.EndKeycloakSessions, c.AdminClientID, c.AdminClientSecret = true, "admin", "s"
+		}},
+		{name: "admin client without a secret", modify: func(c *Config) { c.AdminClientID = "admin" }, want: "admin client"},
+		{name: "admin client is the service account", modify: func(c *Config) {
+			c.AdminClientID, c.AdminClientSecret, c.ServiceAccountClientID, c.ServiceAccountSecret = "sa", "s", "sa", "s"
+		}, want: "admin_client_id"},
+		{name: "audiences without a service account", modify: func(c *Config) { c.ServiceTokenAudiences = []string{"trino"} }, want: "service_token_audiences"},
+		{name: "audiences", modify: func(c *Config) {
+			c.ServiceAccountClientID, c.ServiceAccountSecret, c.ServiceTokenAudiences = "sa", "s", []string{"trino", "minio"}
+		}},
+		{name: "blank audience", modify: func(c *Config) {
+			c.ServiceAccountClientID, c.ServiceAccountSecret, c.ServiceTokenAudiences = "sa", "s", []string{"trino", ""}
+		}, want: "service_token_audiences"},
+		{name: "audience with a space", modify: func(c *Config) {
+			c.ServiceAccountClientID, c.ServiceAccountSecret, c.ServiceTokenAudiences = "sa", "s", []string{"tri no"}
+		}, want: "service_token_audiences"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -734,13 +778,13 @@ func TestLoadBooleansAndHubURLOverride(t *testing.T) {
 	env := validEnv()
 	env["TOKENKEEPER_REVOKE_TOKENS"] = "false"
 	env["TOKENKEEPER_STOP_SERVERS"] = "true"
-	env["JUPYTERHUB_API_URL"] = "http://hub.public:8000/hub/api"
-	env["TOKENKEEPER_HUB_API_URL"] = "http://hub.internal:8081/hub/api"
+	env["JUPYTERHUB_API_URL"] = "https://hub.public:8000/hub/api"
+	env["TOKENKEEPER_HUB_API_URL"] = "https://hub.internal:8081/hub/api"
 	c := mustLoad(t, nil, env)
 	if c.RevokeTokens || !c.StopServers {
 		t.Errorf("Load: RevokeTokens, StopServers = %t, %t; want false, true", c.RevokeTokens, c.StopServers)
 	}
-	if want := "http://hub.internal:8081/hub/api"; c.Hub.APIURL != want {
+	if want := "https://hub.internal:8081/hub/api"; c.Hub.APIURL != want {
 		t.Errorf("Load: Hub.APIURL = %q, want %q (TOKENKEEPER_HUB_API_URL over JUPYTERHUB_API_URL)", c.Hub.APIURL, want)
 	}
 	env["TOKENKEEPER_STOP_SERVERS"] = "maybe"
@@ -783,5 +827,84 @@ func TestLoadServiceAccountSecret(t *testing.T) {
 				t.Errorf("Load(%q): ServiceAccountSecret.Reveal() = %q, want %q", args, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestLoadAdminClientAndAudiences(t *testing.T) {
+	secretFile := writeFile(t, "admin", "admin-from-file\n")
+	tests := []struct {
+		name          string
+		env           map[string]string
+		file          string
+		wantSecret    string
+		wantAudiences []string
+		wantInsecure  bool
+	}{
+		{name: "environment", env: map[string]string{
+			"TOKENKEEPER_ADMIN_CLIENT_SECRET":     "admin-from-env",
+			"TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": " trino, minio ,,",
+			"TOKENKEEPER_ALLOW_INSECURE_HTTP":     "true",
+		}, wantSecret: "admin-from-env", wantAudiences: []string{"trino", "minio"}, wantInsecure: true},
+		{name: "file", file: fmt.Sprintf(`{"admin_client_secret_file": %q, "service_token_audiences": ["trino"], "allow_insecure_http": true}`, secretFile),
+			wantSecret: "admin-from-file", wantAudiences: []string{"trino"}, wantInsecure: true},
+		{name: "environment over file", env: map[string]string{"TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": "minio"},
+			file:       fmt.Sprintf(`{"admin_client_secret_file": %q, "service_token_audiences": ["trino"]}`, secretFile),
+			wantSecret: "admin-from-file", wantAudiences: []string{"minio"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			env["TOKENKEEPER_ADMIN_CLIENT_ID"] = "tokenkeeper-admin"
+			env["TOKENKEEPER_SERVICE_ACCOUNT_CLIENT_ID"] = "tokenkeeper-sa"
+			env["TOKENKEEPER_SERVICE_ACCOUNT_SECRET"] = "sa"
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			var args []string
+			if tt.file != "" {
+				args = []string{"--config", writeFile(t, "c.json", tt.file)}
+			}
+			c := mustLoad(t, args, env)
+			if c.AdminClientID != "tokenkeeper-admin" || c.AdminClientSecret.Reveal() != tt.wantSecret {
+				t.Errorf("admin client = %q, %q; want tokenkeeper-admin, %q", c.AdminClientID, c.AdminClientSecret.Reveal(), tt.wantSecret)
+			}
+			if diff := cmp.Diff(tt.wantAudiences, c.ServiceTokenAudiences); diff != "" {
+				t.Errorf("ServiceTokenAudiences mismatch (-want +got):\n%s", diff)
+			}
+			if c.AllowInsecureHTTP != tt.wantInsecure {
+				t.Errorf("AllowInsecureHTTP = %t, want %t", c.AllowInsecureHTTP, tt.wantInsecure)
+			}
+		})
+	}
+}
+
+// TestLoadListsClientProblemsWithTheOthers checks that the admin-client and
+// https problems are reported together with every other problem.
+func TestLoadListsClientProblemsWithTheOthers(t *testing.T) {
+	env := validEnv()
+	env["TOKENKEEPER_END_KEYCLOAK_SESSIONS"] = "true"
+	env["TOKENKEEPER_ISSUER_URL"] = "http://kc.example.org/realms/jupyter"
+	env["TOKENKEEPER_KEEP"] = "sometimes"
+	_, _, err := Load(nil, envOf(env), &bytes.Buffer{})
+	if err == nil {
+		t.Fatal("Load error = nil, want problems")
+	}
+	for _, want := range []string{"end_keycloak_sessions: needs admin_client_id", "issuer_url:", "want https", "keep:"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Load error does not mention %q; error:\n%v", want, err)
+		}
+	}
+}
+
+// TestLoadConfigFileReportsEveryProblem: an unknown key and a wrongly typed
+// value are both reported, not just the first.
+func TestLoadConfigFileReportsEveryProblem(t *testing.T) {
+	path := writeFile(t, "c.json", `{"sweep_intervall": "30s", "concurrency": "8", "keep": "all", "revoke_tokens": "yes"}`)
+	_, _, err := Load([]string{"--config", path}, envOf(validEnv()), &bytes.Buffer{})
+	for _, want := range []string{`unknown key "sweep_intervall"`, "concurrency: a JSON string is not allowed here",
+		"revoke_tokens: a JSON string is not allowed here"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load error = %v, want one containing %q", err, want)
+		}
 	}
 }

@@ -27,6 +27,8 @@ func FuzzLoadConfigFile(f *testing.F) {
 		`{"guard_min": 3, "guard_fraction": 0.25, "revoke_tokens": false, "stop_servers": true}`,
 		`{"database": "a"} {"database": "b"}`,
 		"{\"database\": \"\xff\"}",
+		`{"admin_client_id": "admin", "admin_client_secret": "x"}`,
+		`{"service_token_audiences": ["trino", ""], "allow_insecure_http": true, "issuer_url": "http://kc.example.org/realms/j"}`,
 	} {
 		f.Add([]byte(seed))
 	}

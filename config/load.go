@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -17,7 +20,24 @@ import (
 type Options struct {
 	// CheckConfig asks to validate the configuration and exit.
 	CheckConfig bool
+	// Version asks to print the version and exit.
+	Version bool
 }
+
+// usage heads the flag list that --help prints.
+const usage = `usage:
+  tokenkeeper [flags]          run the service (JupyterHub starts it; see README)
+  tokenkeeper --check-config   validate the configuration and exit
+  tokenkeeper --version        print the version and exit
+  tokenkeeper token [flags]    inside a single-user server: print a fresh access
+                               token for its user (tokenkeeper token --help)
+
+Settings come from defaults, the JSON file (--config), TOKENKEEPER_*
+variables and these flags, each overriding the one before. Client
+credentials and keys come only from the environment or files.
+
+flags:
+`
 
 // Load builds the configuration from defaults, the JupyterHub environment,
 // the JSON file named by --config (or TOKENKEEPER_CONFIG), TOKENKEEPER_*
@@ -30,6 +50,11 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	fs.SetOutput(stderr)
 	path := fs.String("config", getenv("TOKENKEEPER_CONFIG"), "JSON configuration `file`")
 	fs.BoolVar(&opts.CheckConfig, "check-config", false, "validate the configuration and exit")
+	fs.BoolVar(&opts.Version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	var f Config
 	bindFlags(fs, &f)
 	if err := fs.Parse(args); err != nil {
@@ -87,16 +112,56 @@ func loadFile(c *Config, path string) error {
 	return decodeFile(c, b)
 }
 
+// decodeFile decodes a JSON object into c key by key, so that every unknown
+// key and every wrongly typed value is reported, not just the first.
 func decodeFile(c *Config, b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(c); err != nil {
+	var raw map[string]json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("config file: trailing data after the JSON object")
 	}
-	return nil
+	if raw == nil {
+		return errors.New("config file: not a JSON object")
+	}
+	fields := jsonFields(c)
+	var errs []error
+	for _, key := range slices.Sorted(maps.Keys(raw)) {
+		dst, ok := fields[key]
+		if !ok {
+			errs = append(errs, fmt.Errorf("config file: unknown key %q", key))
+			continue
+		}
+		if err := json.Unmarshal(raw[key], dst); err != nil {
+			errs = append(errs, fmt.Errorf("config file: %s: %w", key, typeError(err)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// jsonFields maps each JSON key of Config to a pointer to its field.
+func jsonFields(c *Config) map[string]any {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	fields := make(map[string]any, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			fields[name] = v.Field(i).Addr().Interface()
+		}
+	}
+	return fields
+}
+
+// typeError says what was wrong with a value without Go's type names.
+func typeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("a JSON %s is not allowed here", te.Value)
+	}
+	return err
 }
 
 func loadHubEnv(c *Config, getenv func(string) string) error {
@@ -130,11 +195,18 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	c.ServiceAccountSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_SERVICE_ACCOUNT_SECRET"), c.ServiceAccountSecret.Reveal()))
 	setString(&c.ServiceAccountSecretFile, getenv("TOKENKEEPER_SERVICE_ACCOUNT_SECRET_FILE"))
 	setString(&c.JobAPIURL, getenv("TOKENKEEPER_JOB_API_URL"))
+	setString(&c.AdminClientID, getenv("TOKENKEEPER_ADMIN_CLIENT_ID"))
+	c.AdminClientSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_ADMIN_CLIENT_SECRET"), c.AdminClientSecret.Reveal()))
+	setString(&c.AdminClientSecretFile, getenv("TOKENKEEPER_ADMIN_CLIENT_SECRET_FILE"))
+	if v := getenv("TOKENKEEPER_SERVICE_TOKEN_AUDIENCES"); v != "" {
+		c.ServiceTokenAudiences = splitList(v)
+	}
 	for name, b := range map[string]*bool{
 		"TOKENKEEPER_REVOKE_TOKENS":         &c.RevokeTokens,
 		"TOKENKEEPER_REFRESH_ADMINS":        &c.RefreshAdmins,
 		"TOKENKEEPER_STOP_SERVERS":          &c.StopServers,
 		"TOKENKEEPER_END_KEYCLOAK_SESSIONS": &c.EndKeycloakSessions,
+		"TOKENKEEPER_ALLOW_INSECURE_HTTP":   &c.AllowInsecureHTTP,
 	} {
 		if v := getenv(name); v != "" {
 			parsed, err := strconv.ParseBool(v)
@@ -173,6 +245,7 @@ func loadSecretFiles(c *Config) error {
 		readSecret(&c.ClientSecret, c.ClientSecretFile, "client_secret_file"),
 		readSecret(&c.StateKey, c.StateKeyFile, "state_key_file"),
 		readSecret(&c.ServiceAccountSecret, c.ServiceAccountSecretFile, "service_account_secret_file"),
+		readSecret(&c.AdminClientSecret, c.AdminClientSecretFile, "admin_client_secret_file"),
 	)
 }
 
@@ -192,6 +265,18 @@ func setString(dst *string, v string) {
 	if v != "" {
 		*dst = v
 	}
+}
+
+// splitList splits a comma-separated list, trimming spaces and dropping
+// empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func firstNonEmpty(vs ...string) string {

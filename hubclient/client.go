@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-
-	"golang.org/x/sync/singleflight"
 )
 
 const (
@@ -31,33 +29,56 @@ type Client struct {
 	base  string // API URL without a trailing slash
 	token string
 	http  *http.Client
-	sem   chan struct{}
+	sem   chan struct{} // requests in flight, except identity lookups
+	idSem chan struct{} // identity lookups in flight
 	ttl   time.Duration
 	now   func() time.Time
 
 	observe func(route string, d time.Duration, err error)
 
-	flight singleflight.Group
-	mu     sync.Mutex // guards ids and purged
-	ids    map[[32]byte]cachedIdentity
-	purged time.Time
+	mu      sync.Mutex // guards ids, flights, purged and epoch
+	ids     map[[32]byte]cachedIdentity
+	flights map[[32]byte]*lookup
+	purged  time.Time
+	epoch   uint64 // counts Forget calls
 }
 
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient sets the HTTP client. The default has a 10 s timeout.
-func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+// WithHTTPClient sets the HTTP client (default: a 10 s timeout). The client
+// is copied and never follows redirects, whatever h says: every request
+// carries a token meant for the hub alone.
+func WithHTTPClient(h *http.Client) Option {
+	return func(c *Client) { c.http = noRedirects(h) }
+}
+
+// noRedirects returns a copy of h that hands a redirect back as the answer
+// instead of following it.
+func noRedirects(h *http.Client) *http.Client {
+	cp := *h
+	cp.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &cp
+}
 
 // WithConcurrency bounds the requests in flight toward the hub to n (default
-// 10). Values below 1 mean 1.
+// 10), identity lookups apart. Values below 1 mean 1.
 func WithConcurrency(n int) Option {
 	return func(c *Client) { c.sem = make(chan struct{}, max(n, 1)) }
 }
 
+// WithIdentityConcurrency bounds the Identify lookups in flight toward the
+// hub to n (default 4), on a pool of their own. Values below 1 mean 1.
+func WithIdentityConcurrency(n int) Option {
+	return func(c *Client) { c.idSem = make(chan struct{}, max(n, 1)) }
+}
+
 // WithIdentityCacheTTL sets how long an Identify answer is reused (default
-// 60 s). Zero or less turns the cache off.
-func WithIdentityCacheTTL(d time.Duration) Option { return func(c *Client) { c.ttl = d } }
+// and maximum 10 s). Zero or less turns the cache of identities off;
+// refusals are cached for 2 s regardless.
+func WithIdentityCacheTTL(d time.Duration) Option {
+	return func(c *Client) { c.ttl = min(d, maxIdentityTTL) }
+}
 
 // WithObserver calls observe after every request with its route (the method
 // and path with user names, token ids and server names replaced), its
@@ -74,9 +95,11 @@ func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = n
 func New(apiURL, token string, opts ...Option) *Client {
 	c := &Client{
 		base: strings.TrimRight(apiURL, "/"), token: token,
-		http: &http.Client{Timeout: 10 * time.Second},
-		sem:  make(chan struct{}, 10), ttl: time.Minute, now: time.Now,
-		ids: map[[32]byte]cachedIdentity{},
+		http:  noRedirects(&http.Client{Timeout: 10 * time.Second}),
+		sem:   make(chan struct{}, 10),
+		idSem: make(chan struct{}, defaultIdentityConcurrency),
+		ttl:   maxIdentityTTL, now: time.Now,
+		ids: map[[32]byte]cachedIdentity{}, flights: map[[32]byte]*lookup{},
 	}
 	for _, o := range opts {
 		o(c)
@@ -110,8 +133,9 @@ type request struct {
 	method, path string // path is escaped and relative to the API URL
 	query        url.Values
 	body         any
-	token        string // overrides the client's token
-	accept       string // overrides application/json
+	token        string        // overrides the client's token
+	accept       string        // overrides application/json
+	pool         chan struct{} // overrides the client's semaphore
 }
 
 // fail wraps err with the request's method and path and, unless it is
@@ -125,10 +149,11 @@ func (r request) fail(step string, err error) error {
 
 // do sends r and decodes a 2xx JSON answer into out, unless out is nil.
 func (c *Client) do(ctx context.Context, r request, out any) (err error) {
-	if err := c.acquire(ctx); err != nil {
+	sem := cmp.Or(r.pool, c.sem)
+	if err := acquire(ctx, sem); err != nil {
 		return r.fail("", err)
 	}
-	defer func() { <-c.sem }()
+	defer func() { <-sem }()
 	req, err := c.newRequest(ctx, r)
 	if err != nil {
 		return err
@@ -145,13 +170,13 @@ func (c *Client) do(ctx context.Context, r request, out any) (err error) {
 	return readAnswer(r, resp, out)
 }
 
-// acquire waits for a request slot or for ctx to end.
-func (c *Client) acquire(ctx context.Context) error {
+// acquire waits for a slot of sem or for ctx to end.
+func acquire(ctx context.Context, sem chan struct{}) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	select {
-	case c.sem <- struct{}{}:
+	case sem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -573,6 +573,7 @@ const aliceIdentity = `{"kind":"user","name":"alice","admin":false,"session_id":
 func TestIdentify(t *testing.T) {
 	hub := newFakeHub(t, answerJSON(http.StatusOK, aliceIdentity))
 	clk := newClock()
+	// A longer TTL is cut to the 10 s maximum.
 	c := New(hub.apiURL(), serviceToken, WithIdentityCacheTTL(time.Minute), WithClock(clk.Now))
 	want := Identity{
 		Kind: "user", Name: "alice", TokenID: "a42",
@@ -585,9 +586,9 @@ func TestIdentify(t *testing.T) {
 		want    []hubRequest
 	}{
 		{name: "first call asks the hub", want: []hubRequest{callerGet}},
-		{name: "within the TTL", advance: 59 * time.Second, want: []hubRequest{callerGet}},
-		{name: "at the TTL", advance: time.Second, want: []hubRequest{callerGet, callerGet}},
-		{name: "cached again", advance: 30 * time.Second, want: []hubRequest{callerGet, callerGet}},
+		{name: "within the TTL", advance: 9 * time.Second, want: []hubRequest{callerGet}},
+		{name: "at the 10 s maximum", advance: time.Second, want: []hubRequest{callerGet, callerGet}},
+		{name: "cached again", advance: 5 * time.Second, want: []hubRequest{callerGet, callerGet}},
 	}
 	for _, s := range steps {
 		clk.Advance(s.advance)
@@ -659,30 +660,58 @@ func TestIdentifyCollapsesConcurrentCalls(t *testing.T) {
 	}
 }
 
-func TestIdentifyInvalidTokenIsNotCached(t *testing.T) {
-	var valid atomic.Bool
-	hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
-		if !valid.Load() {
-			answerJSON(http.StatusForbidden, `{"status":403,"message":"Forbidden"}`)(w, r)
-			return
-		}
-		fmt.Fprint(w, aliceIdentity)
-	})
-	c := New(hub.apiURL(), serviceToken)
-	for i := range 2 {
-		_, err := c.Identify(context.Background(), "bad-token")
-		want := &APIError{Method: http.MethodGet, Path: "/user", Status: 403, Message: "Forbidden"}
-		var got *APIError
-		if !errors.As(err, &got) || *got != *want {
-			t.Errorf("Identify(bad) call %d error = %v, want %v", i+1, err, want)
+// TestIdentifyRefusalIsCachedBriefly checks that a token the hub refused is
+// refused again without asking for 2 s, and asked about after that.
+func TestIdentifyRefusalIsCachedBriefly(t *testing.T) {
+	for _, status := range []int{http.StatusForbidden, http.StatusUnauthorized} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			var valid atomic.Bool
+			hub := newFakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+				if !valid.Load() {
+					answerJSON(status, fmt.Sprintf(`{"status":%d,"message":"Refused"}`, status))(w, r)
+					return
+				}
+				fmt.Fprint(w, aliceIdentity)
+			})
+			clk := newClock()
+			c := New(hub.apiURL(), serviceToken, WithClock(clk.Now))
+			want := &APIError{Method: http.MethodGet, Path: "/user", Status: status, Message: "Refused"}
+			steps := []struct {
+				advance  time.Duration
+				requests int
+			}{{0, 1}, {time.Second, 1}, {999 * time.Millisecond, 1}, {time.Millisecond, 2}}
+			for i, s := range steps {
+				clk.Advance(s.advance)
+				_, err := c.Identify(context.Background(), "bad-token")
+				var got *APIError
+				if !errors.As(err, &got) || *got != *want {
+					t.Errorf("call %d: Identify(bad) error = %v, want %v", i+1, err, want)
+				}
+				if n := len(hub.requests()); n != s.requests {
+					t.Errorf("call %d: requests = %d, want %d", i+1, n, s.requests)
+				}
+			}
+			valid.Store(true)
+			clk.Advance(2 * time.Second)
+			if id, err := c.Identify(context.Background(), "bad-token"); err != nil || id.Name != "alice" {
+				t.Errorf("Identify after the hub accepts the token = %+v, %v; want alice", id, err)
+			}
+		})
+	}
+}
+
+// TestIdentifyDoesNotCacheOtherErrors checks that a hub failure other than a
+// refusal is asked about again at the next call.
+func TestIdentifyDoesNotCacheOtherErrors(t *testing.T) {
+	hub := newFakeHub(t, answerJSON(http.StatusInternalServerError, `{"status":500,"message":"boom"}`))
+	c := New(hub.apiURL(), serviceToken, WithClock(newClock().Now))
+	for range 2 {
+		if _, err := c.Identify(context.Background(), "caller-token"); !IsStatus(err, http.StatusInternalServerError) {
+			t.Errorf("Identify error = %v, want 500", err)
 		}
 	}
 	if n := len(hub.requests()); n != 2 {
-		t.Errorf("requests for two Identify calls with a refused token = %d, want 2 (no caching)", n)
-	}
-	valid.Store(true)
-	if id, err := c.Identify(context.Background(), "bad-token"); err != nil || id.Name != "alice" {
-		t.Errorf("Identify after the hub accepts the token = %+v, %v; want alice", id, err)
+		t.Errorf("requests for two Identify calls answered 500 = %d, want 2", n)
 	}
 }
 

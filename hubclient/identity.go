@@ -3,14 +3,25 @@ package hubclient
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"net/http"
 	"slices"
 	"time"
 )
 
-// lookupTimeout bounds one shared GET /user of Identify, which does not end
-// when the caller that started it gives up.
-const lookupTimeout = 30 * time.Second
+const (
+	// lookupTimeout bounds one shared GET /user of Identify.
+	lookupTimeout = 30 * time.Second
+	// maxIdentityTTL is the longest an Identify answer is reused: a token
+	// the hub revoked keeps working here at most this long.
+	maxIdentityTTL = 10 * time.Second
+	// refusalTTL is how long a token the hub refused (401 or 403) is refused
+	// again without asking, so that a caller retrying a bad token in a loop
+	// costs the hub one request every refusalTTL.
+	refusalTTL = 2 * time.Second
+	// defaultIdentityConcurrency bounds the lookups in flight toward the hub.
+	defaultIdentityConcurrency = 4
+)
 
 // Identity is who a token belongs to, from GET /user with that token.
 type Identity struct {
@@ -36,72 +47,145 @@ func (id Identity) Allows(scope, user string) bool {
 	return user != "" && slices.Contains(id.Scopes, scope+"!user="+user)
 }
 
+// cachedIdentity is an answer of the hub about one token: an identity, or a
+// refusal (err set).
 type cachedIdentity struct {
-	id Identity
-	at time.Time
+	id      Identity
+	err     *APIError
+	expires time.Time
+}
+
+// lookup is one GET /user shared by every caller asking about the same token
+// at the same time.
+type lookup struct {
+	done   chan struct{} // closed when id and err are set
+	id     Identity
+	err    error
+	cancel context.CancelFunc
+	epoch  uint64 // Client.epoch when the lookup started
+
+	waiters int // guarded by Client.mu
 }
 
 // Identify asks the hub who owns token (GET /user with that token). Answers
-// are reused for the cache TTL, keyed by the token's SHA-256 digest; the
-// token itself is not kept. Concurrent lookups of one token make one
-// request, and each caller stops waiting when its own ctx ends. An invalid
-// or empty token is an *APIError with status 403, as the hub answers it;
-// refusals are not cached.
+// are reused for the cache TTL (at most 10 s), refusals (401, 403) for 2 s,
+// keyed by the token's SHA-256 digest; the token itself is not kept.
+// Concurrent lookups of one token make one request, on a pool of their own
+// (WithIdentityConcurrency), so that callers with bad tokens cannot starve
+// the sweep's requests. Each caller stops waiting when its own ctx ends, and
+// the request is cancelled once every caller has stopped waiting. An invalid
+// or empty token is an *APIError with status 403, as the hub answers it.
 func (c *Client) Identify(ctx context.Context, token string) (Identity, error) {
-	r := request{method: http.MethodGet, path: "/user", token: token}
+	r := request{method: http.MethodGet, path: "/user", token: token, pool: c.idSem}
 	if token == "" {
 		return Identity{}, &APIError{Method: r.method, Path: r.path, Status: http.StatusForbidden, Message: "no token"}
 	}
 	key := sha256.Sum256([]byte(token))
-	if id, ok := c.cachedIdentity(key); ok {
-		return id, nil
-	}
-	ch := c.flight.DoChan(string(key[:]), func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
-		defer cancel()
-		var id Identity
-		if err := c.do(ctx, r, &id); err != nil {
-			return Identity{}, err
+	cached, l := c.join(ctx, key, r)
+	if l == nil {
+		if cached.err != nil {
+			return Identity{}, cached.err
 		}
-		c.remember(key, id)
-		return id, nil
-	})
+		return cached.id, nil
+	}
 	select {
-	case res := <-ch:
-		id, _ := res.Val.(Identity)
-		return id, res.Err
+	case <-l.done:
+		return l.id, l.err
 	case <-ctx.Done():
+		c.leave(key, l)
 		return Identity{}, r.fail("", ctx.Err())
 	}
 }
 
-func (c *Client) cachedIdentity(key [32]byte) (Identity, bool) {
+// join returns the cached answer for key, or else the lookup to wait for,
+// starting one when none is in flight. The lookup's goroutine ends when its
+// request does: at the latest lookupTimeout after it started, or as soon as
+// the last waiter leaves.
+func (c *Client) join(ctx context.Context, key [32]byte, r request) (cachedIdentity, *lookup) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.ids[key]
-	if !ok || now.Sub(e.at) >= c.ttl {
-		return Identity{}, false
+	if e, ok := c.ids[key]; ok && now.Before(e.expires) {
+		return e, nil
 	}
-	return e.id, true
+	if l, ok := c.flights[key]; ok {
+		l.waiters++
+		return cachedIdentity{}, l
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	l := &lookup{done: make(chan struct{}), cancel: cancel, epoch: c.epoch, waiters: 1}
+	c.flights[key] = l
+	go c.run(lctx, key, l, r)
+	return cachedIdentity{}, l
 }
 
-// remember caches id under key. At most once per TTL it also drops every
-// expired entry, so tokens that are never asked about again do not pile up.
-func (c *Client) remember(key [32]byte, id Identity) {
-	now := c.now()
+// leave records that a waiter gave up on l, and cancels l when it was the last.
+func (c *Client) leave(key [32]byte, l *lookup) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now.Sub(c.purged) >= c.ttl {
+	l.waiters--
+	if l.waiters > 0 {
+		return
+	}
+	l.cancel()
+	if c.flights[key] == l {
+		delete(c.flights, key)
+	}
+}
+
+// run makes the shared request of l and caches its answer unless l was
+// cancelled or a Forget happened meanwhile.
+func (c *Client) run(ctx context.Context, key [32]byte, l *lookup, r request) {
+	defer l.cancel()
+	var id Identity
+	err := c.do(ctx, r, &id)
+	l.id, l.err = id, err
+	now := c.now()
+	c.mu.Lock()
+	if c.flights[key] == l {
+		delete(c.flights, key)
+	}
+	if ctx.Err() == nil && l.epoch == c.epoch {
+		c.remember(key, id, err, now)
+	}
+	c.mu.Unlock()
+	close(l.done)
+}
+
+// remember caches an identity for the TTL or a refusal for refusalTTL; other
+// errors are not cached. At most once per maxIdentityTTL it also drops every
+// expired entry, so tokens never asked about again do not pile up. c.mu must
+// be held.
+func (c *Client) remember(key [32]byte, id Identity, err error, now time.Time) {
+	if now.Sub(c.purged) >= maxIdentityTTL {
 		for k, e := range c.ids {
-			if now.Sub(e.at) >= c.ttl {
+			if !now.Before(e.expires) {
 				delete(c.ids, k)
 			}
 		}
 		c.purged = now
 	}
-	if c.ttl > 0 {
-		c.ids[key] = cachedIdentity{id: id, at: now}
+	var refused *APIError
+	switch {
+	case err == nil && c.ttl > 0:
+		c.ids[key] = cachedIdentity{id: id, expires: now.Add(c.ttl)}
+	case errors.As(err, &refused) && (refused.Status == http.StatusUnauthorized || refused.Status == http.StatusForbidden):
+		c.ids[key] = cachedIdentity{err: refused, expires: now.Add(refusalTTL)}
+	}
+}
+
+// Forget drops every cached identity of user, at once, so that a token of
+// theirs that was just revoked is asked about again at its next use.
+// Lookups in flight when Forget is called are not cached. DeleteToken calls
+// it for the token's user.
+func (c *Client) Forget(user string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	for k, e := range c.ids {
+		if e.err == nil && e.id.Name == user {
+			delete(c.ids, k)
+		}
 	}
 }
 

@@ -32,8 +32,10 @@ func (c *Client) Tokens(ctx context.Context, user string) ([]Token, error) {
 
 // DeleteToken revokes one of a user's tokens (tokens scope). The hub deletes
 // an OAuth token together with all of the user's tokens for the same OAuth
-// client.
+// client. Every cached identity of the user is forgotten (Forget), whatever
+// the answer, so the revoked token stops working here at once.
 func (c *Client) DeleteToken(ctx context.Context, user, id string) error {
+	defer c.Forget(user)
 	return c.do(ctx, request{method: http.MethodDelete, path: userPath(user, "tokens", id)}, nil)
 }
 

@@ -60,7 +60,7 @@ func TestServiceTokenAndJobStatusNeedTheScope(t *testing.T) {
 		t.Errorf("service-token azp = %q, %v; want tokenkeeper-sa", claims.Azp, err)
 	}
 	for id, want := range map[string][2]any{"42": {"running", true}, "43": {"completed", false}, "44": {"pending", true}} {
-		status, body := getJSON(t, stack.TestToken, "job-status?user=olga&system=daint&job_id="+id)
+		status, body := getJSON(t, stack.TestToken, "job-status?system=daint&job_id="+id)
 		if status != http.StatusOK || body["state"] != want[0] || body["running"] != want[1] {
 			t.Errorf("job %s: %d state=%v running=%v, want %v", id, status, body["state"], body["running"], want)
 		}

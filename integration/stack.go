@@ -66,6 +66,9 @@ type Stack struct {
 	ClientSecret string
 	// SASecret is the secret of the realm's tokenkeeper-sa service account client.
 	SASecret string
+	// AdminSecret is the secret of the realm's tokenkeeper-admin client, whose
+	// service account holds view-users and manage-users.
+	AdminSecret string
 	// StateKey is tokenkeeper's TOKENKEEPER_STATE_KEY for this run.
 	StateKey string
 	// TestToken is the hub API token of the tk-test-admin service, which
@@ -96,7 +99,7 @@ func New(cfg Config) (*Stack, error) {
 		return nil, fmt.Errorf("state key: %w", err)
 	}
 	return &Stack{
-		cfg: cfg, ClientSecret: randomHex(16), SASecret: randomHex(16),
+		cfg: cfg, ClientSecret: randomHex(16), SASecret: randomHex(16), AdminSecret: randomHex(16),
 		StateKey: base64.StdEncoding.EncodeToString(key), TestToken: randomHex(24),
 	}, nil
 }
@@ -175,7 +178,7 @@ func (s *Stack) StartKeycloak(ctx context.Context) error {
 	env := append(os.Environ(),
 		"JAVA_HOME="+strings.TrimSpace(string(javaHome)),
 		"KC_BOOTSTRAP_ADMIN_USERNAME=admin", "KC_BOOTSTRAP_ADMIN_PASSWORD=admin",
-		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret,
+		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_ADMIN_SECRET="+s.AdminSecret,
 		"TK_BACKCHANNEL_URL="+s.ServiceURL()+"backchannel-logout", "TK_HUB_URL="+s.HubURL(),
 	)
 	p, err := startProcess(s.KeycloakLog(), env, filepath.Join(home, "bin", "kc.sh"), "start-dev",
@@ -263,7 +266,8 @@ func (s *Stack) StartHub(ctx context.Context) error {
 	env := append(os.Environ(),
 		"TK_PORT_BASE="+strconv.Itoa(s.cfg.PortBase), "TK_REPO="+s.cfg.Repo, "TK_CACHE="+s.cfg.Cache,
 		"TK_STATE_DIR="+s.StateDir(), "TK_BIN="+filepath.Join(s.cfg.Repo, "bin", "tokenkeeper"), "TK_VENV="+s.venv(),
-		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_STATE_KEY="+s.StateKey,
+		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_ADMIN_SECRET="+s.AdminSecret,
+		"TK_STATE_KEY="+s.StateKey,
 		"TK_TEST_ADMIN_TOKEN="+s.TestToken, "JUPYTERHUB_CRYPT_KEY="+randomHex(32),
 	)
 	env = append(env, s.cfg.Env...)

@@ -88,6 +88,7 @@ func (r *Refresher) backoff(ctx context.Context, name string, st AuthState, err 
 	}
 	next := Retry(now, failures, st.AccessClaims.Expiry, r.rand)
 	r.mu.Unlock()
+	r.log.Debug("backed off", "user", name, "failures", failures, "next", next.UTC().Format(time.RFC3339), "err", err)
 	r.put(ctx, store.UserState{
 		Name: name, Status: store.StatusBackoff, Failures: failures, Reason: err.Error(), Due: next,
 		AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry,

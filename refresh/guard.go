@@ -38,7 +38,9 @@ type guardWindow struct {
 }
 
 // attempt records a grant attempt at now.
-func (g *guardWindow) attempt(now time.Time) { g.attempts = append(prune(g.attempts, now, g.span), now) }
+func (g *guardWindow) attempt(now time.Time) {
+	g.attempts = append(prune(g.attempts, now, g.span), now)
+}
 
 // fail records an unexpected session ending at now.
 func (g *guardWindow) fail(now time.Time) { g.failures = append(prune(g.failures, now, g.span), now) }

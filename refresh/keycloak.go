@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
@@ -23,15 +24,30 @@ type Keycloak struct {
 	clientID string
 	secret   config.Secret
 	client   *http.Client
+	now      func() time.Time // for logout tokens
 
-	mu       sync.Mutex // guards endpoint and provider
+	mu       sync.Mutex // guards endpoint, provider and verifier
 	endpoint *oauth2.Endpoint
 	provider *oidc.Provider
+	verifier *oidc.IDTokenVerifier // for logout tokens, built on first use
+}
+
+// KeycloakOption configures a Keycloak.
+type KeycloakOption func(*Keycloak)
+
+// WithKeycloakClock sets the clock logout tokens are checked against
+// (default time.Now).
+func WithKeycloakClock(now func() time.Time) KeycloakOption {
+	return func(k *Keycloak) { k.now = now }
 }
 
 // NewKeycloak returns a Keycloak client for the realm at issuer.
-func NewKeycloak(issuer, clientID string, secret config.Secret, client *http.Client) *Keycloak {
-	return &Keycloak{issuer: issuer, clientID: clientID, secret: secret, client: client}
+func NewKeycloak(issuer, clientID string, secret config.Secret, client *http.Client, opts ...KeycloakOption) *Keycloak {
+	k := &Keycloak{issuer: issuer, clientID: clientID, secret: secret, client: client, now: time.Now}
+	for _, o := range opts {
+		o(k)
+	}
+	return k
 }
 
 // DiscoveryError is a failure to read the issuer's OpenID configuration for
@@ -73,18 +89,27 @@ func (k *Keycloak) discover(ctx context.Context) (*oidc.Provider, error) {
 	return p, nil
 }
 
-// VerifyLogout verifies a back-channel logout token: signature against the
-// realm's keys, issuer, audience (the hub's client), the logout event, and
-// expiry.
+// VerifyLogout verifies a back-channel logout token: its typ header
+// (logout+jwt, JWT or none), its signature against the realm's keys (a key id
+// it does not know makes it fetch the keys again, at most once per 30 s),
+// issuer, audience (the hub's client), the logout event, no nonce, a jti, an
+// iat within 5 minutes of now, and an exp not passed and at most 10 minutes
+// after iat. The returned token's Expiry is capped at now + 10 minutes: it
+// says how long its jti must be remembered, which covers every moment at
+// which the token would still be accepted.
 func (k *Keycloak) VerifyLogout(ctx context.Context, raw string) (*oidc.LogoutToken, error) {
-	if _, err := k.Endpoint(ctx); err != nil {
+	if err := checkLogoutType(raw); err != nil {
 		return nil, err
 	}
-	k.mu.Lock()
-	p := k.provider
-	k.mu.Unlock()
-	v := p.Verifier(&oidc.Config{ClientID: k.clientID})
-	return v.VerifyLogout(oidc.ClientContext(ctx, k.client), raw)
+	v, err := k.logoutVerifier(ctx)
+	if err != nil {
+		return nil, err
+	}
+	lt, err := v.VerifyLogout(oidc.ClientContext(ctx, k.client), raw)
+	if err != nil {
+		return nil, err
+	}
+	return checkLogoutTimes(lt, k.now())
 }
 
 // Refresh runs one refresh_token grant and returns the new token set. Errors

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -239,5 +240,44 @@ func TestBackchannelLogoutForUnseenSession(t *testing.T) {
 	}
 	if f.loggedOut("alice") {
 		t.Error("alice, in another session, was logged out")
+	}
+}
+
+// TestDebugLogsSweepsAndDecisions: at debug level each sweep logs a summary
+// and each user read logs its decision.
+func TestDebugLogsSweepsAndDecisions(t *testing.T) {
+	f := newFixture(t)
+	f.addUser("alice", true, f.now, "rt-alice")
+	f.grant.fail = func(string) error { return fmt.Errorf("refresh grant: %w", context.DeadlineExceeded) }
+	f.sweep(t)
+	f.advance(250 * time.Second)
+	f.sweep(t)
+	for _, want := range []string{`"level":"DEBUG","msg":"sweep"`, `"msg":"not due","user":"alice"`, `"msg":"backed off","user":"alice"`} {
+		if !strings.Contains(f.logs.String(), want) {
+			t.Errorf("debug log lacks %s:\n%s", want, f.logs)
+		}
+	}
+}
+
+// TestFreshCachesWithMinValidBeyondHalfTheLife: asking for more than half a
+// token's life (the pre-spawn hook asks 300 s of 5-minute tokens) is capped
+// the same way in the cache as in the refresh decision, so repeated calls
+// read the hub no more than once per refresh.
+func TestFreshCachesWithMinValidBeyondHalfTheLife(t *testing.T) {
+	f := newFixture(t)
+	f.addUser("alice", true, f.now, "rt-alice")
+	for _, minValid := range []time.Duration{time.Second, time.Minute, 5 * time.Minute, 24 * time.Hour} {
+		reads, grants := f.hub.reads.Load(), f.grant.calls.Load()
+		for range 100 {
+			if _, err := f.r.Fresh(context.Background(), "alice", minValid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := f.hub.reads.Load() - reads; got > 1 {
+			t.Errorf("min_valid=%v: 100 calls read the hub %d times, want at most 1", minValid, got)
+		}
+		if got := f.grant.calls.Load() - grants; got > 1 {
+			t.Errorf("min_valid=%v: 100 calls made %d grants, want at most 1", minValid, got)
+		}
 	}
 }

@@ -89,7 +89,17 @@ type Tokens struct {
 	Access config.Secret
 	Expiry time.Time
 	Type   string
+	// Issued is the access token's iat, zero when unknown.
+	Issued time.Time
 }
+
+// tokensOf returns st's access token as Tokens.
+func tokensOf(st AuthState) Tokens {
+	return Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer", Issued: st.AccessClaims.IssuedAt}
+}
+
+// claims returns what needs looks at.
+func (t Tokens) claims() Claims { return Claims{IssuedAt: t.Issued, Expiry: t.Expiry} }
 
 // Refresher refreshes users' tokens; see the package documentation.
 type Refresher struct {
@@ -161,8 +171,9 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		return fmt.Errorf("sweep: %w", err)
 	}
 	due, ended := r.sync(ctx, users)
-	ended = append(ended, r.refreshAll(ctx, due)...)
-	r.logoutEnded(ctx, ended)
+	failed := r.refreshAll(ctx, due)
+	r.log.Debug("sweep", "users", len(users), "due", len(due), "sessions_ended", len(failed), "awaiting_logout", len(ended))
+	r.logoutEnded(ctx, append(ended, failed...))
 	if err := r.store.Prune(ctx, r.opts.Now(), store.DefaultRetention); err != nil {
 		r.log.Error("prune store", "err", err)
 	}
@@ -311,7 +322,7 @@ func (r *Refresher) Fresh(ctx context.Context, name string, minValid time.Durati
 	}
 	r.mu.Unlock()
 	t, err := r.do(ctx, name, need)
-	if err == nil && needs(Claims{Expiry: t.Expiry}, r.opts.Now(), minValid) {
+	if err == nil && needs(t.claims(), r.opts.Now(), minValid) {
 		// Joined a sweep's flight that did not need a grant; ask once more.
 		t, err = r.do(ctx, name, need)
 	}
@@ -333,7 +344,7 @@ func (r *Refresher) cached(name string, minValid time.Duration) (Tokens, bool) {
 	r.mu.Lock()
 	t, ok := r.cache[name]
 	r.mu.Unlock()
-	if !ok || t.Expiry.Sub(r.opts.Now()) < minValid {
+	if !ok || t.Expiry.IsZero() || needs(t.claims(), r.opts.Now(), minValid) {
 		return Tokens{}, false
 	}
 	return t, true
@@ -403,7 +414,9 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 		return Tokens{}, r.markEnded(ctx, name, st, errRefreshExpired, true)
 	}
 	if !need(name, st, r.opts.Now()) {
-		return r.settle(ctx, name, st, "", ""), nil
+		t := r.settle(ctx, name, st, "", "")
+		r.log.Debug("not due", "user", name, "kept", r.kept(name), "access_expires_at", t.Expiry.UTC().Format(time.RFC3339))
+		return t, nil
 	}
 	if r.work.isStopping() {
 		return r.current(st, ErrStopping)
@@ -434,7 +447,7 @@ func (r *Refresher) spend(ctx context.Context, name string, st AuthState) (Token
 // current returns st's access token while it is valid, else err.
 func (r *Refresher) current(st AuthState, err error) (Tokens, error) {
 	if st.AccessClaims.Expiry.After(r.opts.Now()) {
-		return Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer"}, nil
+		return tokensOf(st), nil
 	}
 	return Tokens{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 }

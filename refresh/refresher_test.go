@@ -155,16 +155,16 @@ func authState(iat time.Time, life time.Duration, refresh string) json.RawMessag
 // fakeGrant issues tokens like Keycloak with rotation on: each refresh token
 // works once.
 type fakeGrant struct {
-	now   func() time.Time
-	life  time.Duration
+	now  func() time.Time
+	life time.Duration
 	// refreshLife, when set, makes new refresh tokens JWTs that expire after
 	// it (SSO idle), but never after sessionMax when that is set.
 	refreshLife time.Duration
 	sessionMax  time.Time
-	mu    sync.Mutex
-	spent map[string]bool
-	calls atomic.Int32
-	fail  func(refresh string) error
+	mu          sync.Mutex
+	spent       map[string]bool
+	calls       atomic.Int32
+	fail        func(refresh string) error
 }
 
 func (g *fakeGrant) grant(ctx context.Context, refresh config.Secret) (*oauth2.Token, error) {

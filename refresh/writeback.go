@@ -46,7 +46,7 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 // are journaled: a refusal (4xx) makes the user stuck until an admin acts or
 // the user logs in again; anything else is retried soon.
 func (r *Refresher) writeFailed(ctx context.Context, name string, next AuthState, err error) (Tokens, error) {
-	t := Tokens{Access: next.Access, Expiry: next.AccessClaims.Expiry, Type: "Bearer"}
+	t := tokensOf(next)
 	r.cacheIfAsked(name, t)
 	u := store.UserState{Name: name, Status: store.StatusBackoff, Failures: 1, Reason: "write-back pending: " + err.Error(),
 		Due: r.opts.Now().Add(backoffBase), AccessExpiry: t.Expiry, RefreshExpiry: next.RefreshExpiry}
@@ -140,7 +140,7 @@ func (r *Refresher) dropPending(ctx context.Context, name string) error {
 // a token for are cached, so memory for users nobody asks about is the
 // schedule alone.
 func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reason, drop string) Tokens {
-	t := Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer"}
+	t := tokensOf(st)
 	u := store.UserState{
 		Name: name, Status: store.StatusFresh, Reason: reason,
 		Due:           r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry),
@@ -185,6 +185,8 @@ func (r *Refresher) hubAdmin(ctx context.Context, name string, st AuthState) (To
 	r.mu.Unlock()
 	if prev == nil || prev.Status != store.StatusAdmin {
 		r.log.Info("hub admin: the hub refreshes this user's tokens", "user", name)
+	} else {
+		r.log.Debug("skipped: hub admin", "user", name)
 	}
 	r.put(ctx, store.UserState{Name: name, Status: store.StatusAdmin, Reason: "hub admin",
 		Due: r.opts.Now().Add(r.opts.Recheck), AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})

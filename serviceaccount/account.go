@@ -1,8 +1,11 @@
-// Package serviceaccount holds tokenkeeper's own Keycloak identity: a
-// client-credentials token from a confidential client with service accounts
-// enabled, used for job-status checks that must keep working after a user's
-// SSO session ended, handed to CI callers with the service-account scope, and
-// used for Keycloak admin calls.
+// Package serviceaccount holds tokenkeeper's own Keycloak identities:
+// client-credentials tokens from confidential clients with service accounts
+// enabled. The service account's token is used for job-status checks that
+// must keep working after a user's SSO session ended and is handed to CI
+// callers with the service-account scope, as it is or narrowed to one
+// audience by token exchange (Handout); it must hold no admin roles. A second
+// client's token, which never leaves tokenkeeper, is used for Keycloak admin
+// calls (Admin).
 package serviceaccount
 
 import (
@@ -24,6 +27,7 @@ type Account struct {
 	secret   config.Secret
 	endpoint func(ctx context.Context) (oauth2.Endpoint, error)
 	early    time.Duration
+	client   *http.Client
 	// base carries the HTTP client for the token source; token sources
 	// outlive a single request, so they are built from the daemon's context.
 	base context.Context
@@ -34,11 +38,13 @@ type Account struct {
 
 // New returns an Account for the confidential client clientID. endpoint finds
 // the realm's token endpoint (discovered lazily, so Keycloak may be down at
-// start). Tokens are renewed when less than early is left.
+// start). Tokens are renewed when less than early is left. The client is
+// copied and never follows redirects.
 func New(base context.Context, client *http.Client, clientID string, secret config.Secret,
 	endpoint func(ctx context.Context) (oauth2.Endpoint, error), early time.Duration) *Account {
+	client = noRedirects(client)
 	return &Account{
-		clientID: clientID, secret: secret, endpoint: endpoint, early: early,
+		clientID: clientID, secret: secret, endpoint: endpoint, early: early, client: client,
 		base: context.WithValue(base, oauth2.HTTPClient, client),
 	}
 }

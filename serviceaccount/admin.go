@@ -12,9 +12,10 @@ import (
 	"github.com/Nerzal/gocloak/v13"
 )
 
-// Admin makes the few Keycloak admin calls tokenkeeper needs, with the
-// service account's token. The service account needs the realm-management
-// roles view-users (sessions) and manage-users (logout).
+// Admin makes the few Keycloak admin calls tokenkeeper needs, with the admin
+// client's token (never the service account's, which is handed out). The
+// admin client's service account needs the realm-management roles view-users
+// (sessions) and manage-users (logout).
 type Admin struct {
 	gc    *gocloak.GoCloak
 	realm string
@@ -23,8 +24,8 @@ type Admin struct {
 
 // NewAdmin returns an Admin for the realm whose issuer URL is issuer
 // (https://host/realms/NAME). gocloak has no timeout and retries by default;
-// here its client uses client's transport and timeout and never retries (the
-// caller owns retrying).
+// here its client uses client's transport and timeout, never retries (the
+// caller owns retrying) and never follows a redirect.
 func NewAdmin(issuer string, client *http.Client, token func(ctx context.Context) (string, error)) (*Admin, error) {
 	base, realm, err := SplitIssuer(issuer)
 	if err != nil {
@@ -37,6 +38,7 @@ func NewAdmin(issuer string, client *http.Client, token func(ctx context.Context
 		rc.SetTransport(client.Transport)
 	}
 	rc.SetRetryCount(0)
+	rc.GetClient().CheckRedirect = failRedirect
 	return &Admin{gc: gc, realm: realm, token: token}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -146,7 +147,8 @@ func TestJobsPaths(t *testing.T) {
 	}{
 		{name: "plain", base: "", system: "daint", id: "1", want: "/compute/daint/jobs/1"},
 		{name: "base with path and slash", base: "/api/v2/", system: "eiger", id: "77", want: "/api/v2/compute/eiger/jobs/77"},
-		{name: "odd id", base: "", system: "a b", id: "12/3", want: "/compute/a%20b/jobs/12%2F3"},
+		{name: "array job", base: "", system: "daint-gpu", id: "12345_7", want: "/compute/daint-gpu/jobs/12345_7"},
+		{name: "heterogeneous job", base: "", system: "eiger.alps", id: "12345+1", want: "/compute/eiger.alps/jobs/12345+1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -347,3 +349,153 @@ func TestJobErrorTruncatesOnRuneBoundary(t *testing.T) {
 		t.Errorf("Message = %q (%d bytes), want a valid UTF-8 prefix of the body of at most 200 bytes", jerr.Message, len(jerr.Message))
 	}
 }
+
+// TestJobsRefusesUnsafePaths checks that a system or job id that is not a
+// plain path segment is refused before any request.
+func TestJobsRefusesUnsafePaths(t *testing.T) {
+	tests := []struct{ system, id, field string }{
+		{system: "", id: "1", field: "system"},
+		{system: "daint", id: "", field: "job_id"},
+		{system: ".", id: "1", field: "system"},
+		{system: "..", id: "1", field: "system"},
+		{system: "daint", id: "..", field: "job_id"},
+		{system: "daint", id: "../../admin", field: "job_id"},
+		{system: "a/b", id: "1", field: "system"},
+		{system: "daint", id: "12/3", field: "job_id"},
+		{system: "a b", id: "1", field: "system"},
+		{system: "daint", id: "%2e%2e", field: "job_id"},
+		{system: "daint", id: "1?x=y", field: "job_id"},
+		{system: "daint", id: "-1", field: "job_id"},
+		{system: "dä", id: "1", field: "system"},
+		{system: strings.Repeat("d", 65), id: "1", field: "system"},
+		{system: "daint", id: strings.Repeat("9", 65), field: "job_id"},
+	}
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, firecrestJob("1", "RUNNING")) })
+	var calls atomic.Int32
+	j := NewJobs(api.srv.URL, serviceToken("sa-token", &calls), api.srv.Client(), time.Minute, time.Now)
+	for _, tt := range tests {
+		_, err := j.Status(context.Background(), tt.system, tt.id)
+		var perr *JobPathError
+		if !errors.As(err, &perr) || perr.Field != tt.field {
+			t.Errorf("Status(%q, %q) error = %v, want *JobPathError for %s", tt.system, tt.id, err, tt.field)
+		}
+	}
+	if _, err := j.Status(context.Background(), strings.Repeat("d", 64), strings.Repeat("9", 64)); err != nil {
+		t.Errorf("Status with 64-character segments: %v", err)
+	}
+	if n := len(api.requests()); n != 1 {
+		t.Errorf("requests = %d, want 1 (only for the valid path)", n)
+	}
+}
+
+// TestJobsCacheIsBounded checks that many distinct jobs leave at most
+// maxCachedJobs entries and no per-job lock behind.
+func TestJobsCacheIsBounded(t *testing.T) {
+	const jobs = 20000
+	client := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader(firecrestJob("1", "RUNNING"))), Request: r}, nil
+	})}
+	var calls atomic.Int32
+	j := NewJobs("http://firecrest.invalid", serviceToken("sa-token", &calls), client, time.Hour, newStepClock().Now)
+	for i := range jobs {
+		if _, err := j.Status(context.Background(), "daint", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if n := len(j.cache); n > maxCachedJobs || n != j.order.Len() {
+		t.Errorf("cached jobs after %d distinct ones = %d (list %d), want at most %d", jobs, n, j.order.Len(), maxCachedJobs)
+	}
+	if n := len(j.locks); n != 0 {
+		t.Errorf("per-job locks left after every call returned = %d, want 0", n)
+	}
+}
+
+// TestJobsCacheEvictsExpiredFirst checks the eviction order: expired
+// entries go as soon as a new one comes, then the oldest beyond the cap.
+func TestJobsCacheEvictsExpiredFirst(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, firecrestJob("1", "RUNNING")) })
+	clk := newStepClock()
+	var calls atomic.Int32
+	j := NewJobs(api.srv.URL, serviceToken("sa-token", &calls), api.srv.Client(), 10*time.Second, clk.Now)
+	j.max = 3
+	cachedIDs := func() []string {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		var ids []string
+		for e := j.order.Front(); e != nil; e = e.Next() {
+			ids = append(ids, strings.Split(e.Value.(*cached).key, "\x00")[1])
+		}
+		return ids
+	}
+	steps := []struct {
+		advance time.Duration
+		id      string
+		want    []string
+	}{
+		{0, "j1", []string{"j1"}},
+		{5 * time.Second, "j2", []string{"j2", "j1"}},
+		{6 * time.Second, "j3", []string{"j3", "j2"}}, // j1 expired at 10 s
+		{time.Second, "j4", []string{"j4", "j3", "j2"}},
+		{time.Second, "j5", []string{"j5", "j4", "j3"}}, // over the cap: the oldest goes
+	}
+	for _, s := range steps {
+		clk.Advance(s.advance)
+		if _, err := j.Status(context.Background(), "daint", s.id); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(s.want, cachedIDs()); diff != "" {
+			t.Errorf("after %s: cached jobs (-want +got):\n%s", s.id, diff)
+		}
+	}
+}
+
+// TestJobsWaiterGivesUp checks that a caller waiting for another call of the
+// same job stops waiting when its context ends, and leaves no lock behind.
+func TestJobsWaiterGivesUp(t *testing.T) {
+	release := make(chan struct{})
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		fmt.Fprint(w, firecrestJob("1", "RUNNING"))
+	})
+	var calls atomic.Int32
+	j := NewJobs(api.srv.URL, serviceToken("sa-token", &calls), api.srv.Client(), time.Minute, time.Now)
+	first := make(chan error, 1)
+	go func() {
+		_, err := j.Status(context.Background(), "daint", "1")
+		first <- err
+	}()
+	waitFor(t, func() bool { return len(api.requests()) == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := j.Status(ctx, "daint", "1"); !errors.Is(err, context.Canceled) {
+		t.Errorf("waiting Status with an ended context = %v, want context.Canceled", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if n := len(j.locks); n != 0 {
+		t.Errorf("per-job locks left = %d, want 0", n)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 5 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// roundTripFunc is an http.RoundTripper made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

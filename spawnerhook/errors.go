@@ -2,6 +2,7 @@ package spawnerhook
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 
@@ -30,6 +31,9 @@ func forbidden(msg string) error { return &requestError{http.StatusForbidden, "f
 func notConfigured(msg string) error {
 	return &requestError{http.StatusNotFound, "not_configured", msg}
 }
+func unsupportedMediaType(msg string) error {
+	return &requestError{http.StatusUnsupportedMediaType, "unsupported_media_type", msg}
+}
 
 // errorBody is every error response.
 type errorBody struct {
@@ -54,9 +58,21 @@ func (h *handler) classify(err error) (int, errorBody) {
 	var merr *refresh.MalformedError
 	var lerr *refresh.LogoutTokenError
 	var jerr *serviceaccount.JobError
+	var xerr *serviceaccount.ExchangeError
+	var tooLarge *http.MaxBytesError
 	switch {
+	case errors.As(err, &tooLarge):
+		return http.StatusRequestEntityTooLarge, errorBody{"too_large", fmt.Sprintf("The request body is larger than %d bytes.", tooLarge.Limit)}
 	case errors.As(err, &lerr), errors.Is(err, refresh.ErrReplayedLogout):
 		return http.StatusBadRequest, errorBody{"invalid_logout_token", "The logout token is invalid or was already used."}
+	case errors.As(err, new(*serviceaccount.JobPathError)):
+		return http.StatusBadRequest, errorBody{"bad_request", "system and job_id must each be 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit."}
+	case errors.Is(err, serviceaccount.ErrAudienceNotAllowed):
+		return http.StatusForbidden, errorBody{"audience_not_allowed", "tokenkeeper hands out no token for this audience."}
+	case errors.As(err, &xerr):
+		return http.StatusBadGateway, errorBody{"exchange_refused", fmt.Sprintf("Keycloak refused a token for audience %q: %s", xerr.Audience, xerr.Description)}
+	case errors.As(err, new(*serviceaccount.AdminRolesError)):
+		return http.StatusInternalServerError, errorBody{"misconfigured", "The service account holds Keycloak admin roles, so its token is not handed out; they belong to the admin client."}
 	case errors.As(err, &jerr) && jerr.Status == http.StatusNotFound:
 		return http.StatusNotFound, errorBody{"unknown_job", "The job API does not know this job."}
 	case errors.As(err, &jerr):

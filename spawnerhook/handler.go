@@ -34,8 +34,9 @@ type Deps struct {
 	// ReleaseGuard lets the logouts the mass-failure guard holds back go
 	// ahead; nil disables the endpoint.
 	ReleaseGuard func()
-	// ServiceToken returns the service account's token; nil when none is configured.
-	ServiceToken func(ctx context.Context) (*oauth2.Token, error)
+	// ServiceToken returns the service account's token, narrowed to audience
+	// unless that is ""; nil when no service account is configured.
+	ServiceToken func(ctx context.Context, audience string) (*oauth2.Token, error)
 	// JobStatus checks a job with the service account; nil when no job API is configured.
 	JobStatus func(ctx context.Context, system, id string) (serviceaccount.JobStatus, error)
 	// Status reports what tokenkeeper knows of a user.
@@ -74,23 +75,63 @@ func NewHandler(prefix string, d Deps) http.Handler {
 	return e
 }
 
-// routes lists the whole API.
+// maxBody bounds every request body (a back-channel logout token is about
+// 1 KiB).
+const maxBody = 16 << 10
+
+// routes lists the whole API. Every request body is bounded; every endpoint
+// but the unauthenticated ones (info, health, back-channel logout, metrics)
+// needs a JupyterHub token holding one of the access scopes.
 func routes(g *gin.RouterGroup, h *handler) {
+	g.Use(limitBody)
 	g.GET("/", h.info)
 	g.GET("/health", h.health)
-	g.GET("/fresh-token", h.freshToken)
-	g.GET("/service-token", h.serviceToken)
-	g.GET("/job-status", h.jobStatus)
 	g.POST("/backchannel-logout", h.backchannelLogout)
-	if h.Status != nil {
-		g.GET("/status", h.status)
-	}
 	if h.ReleaseGuard != nil {
 		g.POST("/guard/release", h.releaseGuard)
 	}
 	if h.Metrics != nil {
 		g.GET("/metrics", gin.WrapH(h.Metrics))
 	}
+	auth := g.Group("", h.authenticate)
+	auth.GET("/fresh-token", h.freshToken)
+	auth.GET("/service-token", h.serviceToken)
+	auth.GET("/job-status", h.jobStatus)
+	if h.Status != nil {
+		auth.GET("/status", h.status)
+	}
+}
+
+// limitBody makes reading more than maxBody bytes of a request body fail
+// with *http.MaxBytesError.
+func limitBody(c *gin.Context) {
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxBody)
+	c.Next()
+}
+
+// callerKey is where authenticate keeps the caller's identity.
+const callerKey = "tokenkeeper.caller"
+
+// authenticate identifies the caller by its JupyterHub token and checks that
+// it holds one of the access scopes, then keeps its identity for the
+// handler (caller).
+func (h *handler) authenticate(c *gin.Context) {
+	id, err := h.identify(c)
+	if err == nil && !slices.ContainsFunc(h.AccessScopes, func(s string) bool { return slices.Contains(id.Scopes, s) }) {
+		err = forbidden("This token has no access to tokenkeeper (needs one of " + strings.Join(h.AccessScopes, ", ") + ").")
+	}
+	if err != nil {
+		h.writeError(c, err)
+		return
+	}
+	c.Set(callerKey, id)
+	c.Next()
+}
+
+// caller is the identity authenticate found.
+func caller(c *gin.Context) hubclient.Identity {
+	id, _ := c.Get(callerKey)
+	return id.(hubclient.Identity)
 }
 
 func (h *handler) info(c *gin.Context) {
@@ -144,7 +185,7 @@ func (h *handler) freshToken(c *gin.Context) {
 		h.writeError(c, err)
 		return
 	}
-	user, err := h.authorize(c, c.Query("user"))
+	user, err := authorize(caller(c), c.Query("user"))
 	if err != nil {
 		h.writeError(c, err)
 		return
@@ -173,16 +214,9 @@ func parseMinValid(s string) (time.Duration, error) {
 	return time.Duration(n) * time.Second, nil
 }
 
-// authorize identifies the caller and returns whose token it may have: its
-// own, or, with ScopeTokens covering that user, the one it asks for.
-func (h *handler) authorize(c *gin.Context, asked string) (string, error) {
-	id, err := h.identify(c)
-	if err != nil {
-		return "", err
-	}
-	if !slices.ContainsFunc(h.AccessScopes, func(s string) bool { return slices.Contains(id.Scopes, s) }) {
-		return "", forbidden("This token has no access to tokenkeeper (needs one of " + strings.Join(h.AccessScopes, ", ") + ").")
-	}
+// authorize returns whose token the caller id may have: its own, or, with
+// ScopeTokens covering that user, the one it asks for.
+func authorize(id hubclient.Identity, asked string) (string, error) {
 	own := ""
 	if id.Kind == "user" {
 		own = id.Name

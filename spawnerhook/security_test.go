@@ -248,7 +248,7 @@ func TestLogsCarryNoTokens(t *testing.T) {
 			return refresh.Tokens{Access: config.Secret("access-alice-93b0e1"), Expiry: time.Now().Add(time.Hour), Type: "Bearer"}, freshErr
 		},
 		Health: func() refresh.Health { return refresh.Health{} },
-		ServiceToken: func(ctx context.Context) (*oauth2.Token, error) {
+		ServiceToken: func(ctx context.Context, audience string) (*oauth2.Token, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if serviceErr != nil {

@@ -1,6 +1,9 @@
 package spawnerhook
 
 import (
+	"errors"
+	"fmt"
+	"mime"
 	"net/http"
 	"time"
 
@@ -20,8 +23,10 @@ type serviceTokenResponse struct {
 	ExpiresIn   int64  `json:"expires_in"`
 }
 
+// serviceToken hands out the service account's token, narrowed to one
+// audience with ?audience=A.
 func (h *handler) serviceToken(c *gin.Context) {
-	if err := h.requireScope(c, ScopeServiceAccount); err != nil {
+	if err := requireScope(c, ScopeServiceAccount); err != nil {
 		h.writeError(c, err)
 		return
 	}
@@ -29,7 +34,7 @@ func (h *handler) serviceToken(c *gin.Context) {
 		h.writeError(c, notConfigured("No service account is configured."))
 		return
 	}
-	tok, err := h.ServiceToken(c.Request.Context())
+	tok, err := h.ServiceToken(c.Request.Context(), c.Query("audience"))
 	if err != nil {
 		h.writeError(c, err)
 		return
@@ -42,8 +47,11 @@ func (h *handler) serviceToken(c *gin.Context) {
 	})
 }
 
+// jobStatus checks a job with the service account. It takes no user: the
+// job API is asked as tokenkeeper's service account, on nobody's behalf, so
+// a user parameter would promise a check that is not made.
 func (h *handler) jobStatus(c *gin.Context) {
-	if err := h.requireScope(c, ScopeServiceAccount); err != nil {
+	if err := requireScope(c, ScopeServiceAccount); err != nil {
 		h.writeError(c, err)
 		return
 	}
@@ -52,8 +60,16 @@ func (h *handler) jobStatus(c *gin.Context) {
 		return
 	}
 	system, id := c.Query("system"), c.Query("job_id")
+	if _, ok := c.GetQuery("user"); ok {
+		h.writeError(c, badRequest("job-status takes no user: jobs are checked as tokenkeeper's service account."))
+		return
+	}
 	if system == "" || id == "" {
 		h.writeError(c, badRequest("system and job_id are required."))
+		return
+	}
+	if err := serviceaccount.CheckJobPath(system, id); err != nil {
+		h.writeError(c, err)
 		return
 	}
 	st, err := h.JobStatus(c.Request.Context(), system, id)
@@ -64,22 +80,20 @@ func (h *handler) jobStatus(c *gin.Context) {
 	c.JSON(http.StatusOK, st)
 }
 
-// requireScope identifies the caller and checks it holds scope unfiltered.
-func (h *handler) requireScope(c *gin.Context, scope string) error {
-	id, err := h.identify(c)
-	if err != nil {
-		return err
-	}
-	if !id.Allows(scope, "") {
+// requireScope checks that the caller holds scope unfiltered.
+func requireScope(c *gin.Context, scope string) error {
+	if !caller(c).Allows(scope, "") {
 		return forbidden("This token lacks the scope " + scope + ".")
 	}
 	return nil
 }
 
+// backchannelLogout takes Keycloak's logout token from a form-encoded body;
+// Keycloak's signature on it is the authentication.
 func (h *handler) backchannelLogout(c *gin.Context) {
-	raw := c.PostForm("logout_token")
-	if raw == "" {
-		h.writeError(c, badRequest("logout_token is required."))
+	raw, err := logoutToken(c.Request)
+	if err != nil {
+		h.writeError(c, err)
 		return
 	}
 	users, err := h.BackchannelLogout(c.Request.Context(), raw)
@@ -89,6 +103,26 @@ func (h *handler) backchannelLogout(c *gin.Context) {
 	}
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, gin.H{"logged_out": len(users)})
+}
+
+// logoutToken reads logout_token from an application/x-www-form-urlencoded
+// body (bounded by limitBody), never from the query or a multipart body.
+func logoutToken(r *http.Request) (string, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return "", unsupportedMediaType("Send logout_token in an application/x-www-form-urlencoded body.")
+	}
+	if err := r.ParseForm(); err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			return "", fmt.Errorf("logout request: %w", err)
+		}
+		return "", badRequest("The request body is not a valid form.")
+	}
+	raw := r.PostForm.Get("logout_token")
+	if raw == "" {
+		return "", badRequest("logout_token is required.")
+	}
+	return raw, nil
 }
 
 // statusResponse is the body of a status call.
@@ -107,15 +141,11 @@ type statusResponse struct {
 // account, their Keycloak sessions. It needs ScopeTokens for that user.
 func (h *handler) status(c *gin.Context) {
 	user := c.Query("user")
-	id, err := h.identify(c)
 	switch {
-	case err != nil:
-		h.writeError(c, err)
-		return
 	case user == "":
 		h.writeError(c, badRequest("user is required."))
 		return
-	case !id.Allows(ScopeTokens, user):
+	case !caller(c).Allows(ScopeTokens, user):
 		h.writeError(c, forbidden("This token lacks the scope "+ScopeTokens+" for "+user+"."))
 		return
 	}

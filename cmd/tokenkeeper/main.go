@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -49,6 +50,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runToken(ctx, args[1:], getenv, stdout, stderr)
 	}
 	cfg, opts, err := config.Load(args, getenv, stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil // the usage is printed
+	case opts.Version:
+		fmt.Fprintln(stdout, "tokenkeeper", version)
+		return nil
+	}
 	if err != nil && underHub(getenv) && !opts.CheckConfig && !slices.Contains(args, "--check-config") {
 		return holdBadConfig(ctx, err, getenv, stderr)
 	}
@@ -93,7 +101,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, underHub bo
 	sw.set(problemHandler(cfg.Hub.Prefix, []problem{{Class: "starting", Message: "tokenkeeper is starting."}}))
 	var started *app
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(gctx, newServer(sw, time.Duration(cfg.HTTPTimeout)), ln) })
+	g.Go(func() error { return serveHTTP(gctx, newServer(cfg, sw), ln) })
 	g.Go(func() error {
 		a, err := start(gctx, cfg, log)
 		if err != nil {
@@ -131,7 +139,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, erro
 }
 
 func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.Store) (*app, error) {
-	client := &http.Client{Timeout: time.Duration(cfg.HTTPTimeout)}
+	client := newHTTPClient(cfg)
 	reg := prometheus.NewRegistry()
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency),
@@ -145,11 +153,11 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	if err != nil {
 		return nil, err
 	}
-	if cfg.EndKeycloakSessions {
-		admin, err := serviceaccount.NewAdmin(cfg.IssuerURL, client, sa.AccessToken)
-		if err != nil {
-			return nil, err
-		}
+	admin, err := keycloakAdmin(ctx, cfg, client, kc)
+	if err != nil {
+		return nil, err
+	}
+	if admin != nil && cfg.EndKeycloakSessions {
 		opts.Actions.EndSessions = admin.LogoutUser
 	}
 	opts.Metrics = refresh.NewMetrics(reg)
@@ -170,11 +178,9 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	deps.Status = r.Status
 	deps.ReleaseGuard = r.ReleaseGuard
 	if sa != nil {
-		deps.ServiceToken = sa.Token
-		admin, err := serviceaccount.NewAdmin(cfg.IssuerURL, client, sa.AccessToken)
-		if err != nil {
-			return nil, err
-		}
+		deps.ServiceToken = serviceaccount.NewHandout(sa, cfg.ServiceTokenAudiences, time.Now).Token
+	}
+	if admin != nil {
 		deps.Sessions = admin.Sessions
 	}
 	if cfg.JobAPIURL != "" {
@@ -196,12 +202,49 @@ func stopRefresher(ctx context.Context, r *refresh.Refresher, httpTimeout time.D
 	return nil
 }
 
-// serviceAccount returns the configured service account, or nil.
+// serviceAccount returns the configured service account, or nil. Its token
+// is handed out (service-token) and used for the job API.
 func serviceAccount(ctx context.Context, cfg config.Config, client *http.Client, kc *refresh.Keycloak) *serviceaccount.Account {
 	if cfg.ServiceAccountClientID == "" {
 		return nil
 	}
 	return serviceaccount.New(ctx, client, cfg.ServiceAccountClientID, cfg.ServiceAccountSecret, kc.Endpoint, 15*time.Second)
+}
+
+// keycloakAdmin returns the Keycloak admin API client, authenticated as the
+// admin client (never the service account), or nil when none is configured.
+func keycloakAdmin(ctx context.Context, cfg config.Config, client *http.Client, kc *refresh.Keycloak) (*serviceaccount.Admin, error) {
+	if cfg.AdminClientID == "" {
+		return nil, nil
+	}
+	account := serviceaccount.New(ctx, client, cfg.AdminClientID, cfg.AdminClientSecret, kc.Endpoint, 15*time.Second)
+	return serviceaccount.NewAdmin(cfg.IssuerURL, client, account.AccessToken)
+}
+
+// newHTTPClient returns the client for the hub, Keycloak and the job API. It
+// follows no redirect: x/oauth2 and go-oidc use it too, and a redirected
+// token request would carry the client secret and a refresh token to
+// wherever the Location points.
+func newHTTPClient(cfg config.Config) *http.Client {
+	return &http.Client{
+		Timeout:       time.Duration(cfg.HTTPTimeout),
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// newServer returns the HTTP server for h. Its write timeout outlasts the
+// slowest fresh-token: a hub lookup, reading auth_state, a grant that may
+// wait 3 × http_timeout, and the write-back.
+func newServer(cfg config.Config, h http.Handler) *http.Server {
+	t := time.Duration(cfg.HTTPTimeout)
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      6*t + 10*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
 }
 
 func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error) {

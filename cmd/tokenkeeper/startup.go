@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 )
 
@@ -92,7 +93,7 @@ func holdBadConfig(ctx context.Context, err error, getenv func(string) string, s
 	log.Error("bad configuration; answering 503 until restarted", "listen", ln.Addr().String())
 	sw := &switchHandler{}
 	sw.set(problemHandler(prefix, problems))
-	return serveHTTP(ctx, newServer(sw, 10*time.Second), ln)
+	return serveHTTP(ctx, newServer(config.Default(), sw), ln)
 }
 
 // problemHandler answers health with 503 and the problems, and every other
@@ -149,18 +150,5 @@ func retryHub(ctx context.Context, log *slog.Logger, f func(context.Context) err
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 30*time.Second)
-	}
-}
-
-// newServer returns the HTTP server for h. The write timeout leaves room
-// for a fresh-token call that waits for a grant (three HTTP timeouts).
-func newServer(h http.Handler, httpTimeout time.Duration) *http.Server {
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      3*httpTimeout + 15*time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
 	}
 }

@@ -154,3 +154,23 @@ func TestRetryHub(t *testing.T) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestRunHelpAndVersion: --help prints the usage, naming the token
+// subcommand, and exits 0; --version prints the stamped version.
+func TestRunHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"token", "--help"}} {
+		var stdout, stderr bytes.Buffer
+		if err := run(t.Context(), args, envOf(map[string]string{"JUPYTERHUB_SERVICE_URL": "http://127.0.0.1:1",
+			"JUPYTERHUB_SERVICE_NAME": "tokenkeeper"}), &stdout, &stderr); err != nil {
+			t.Errorf("run(%q) = %v, want nil", args, err)
+		}
+		if !strings.Contains(stderr.String(), "tokenkeeper token") || !strings.Contains(stderr.String(), "-min-valid") && args[0] == "token" {
+			t.Errorf("run(%q) usage = %q, want it to name the token subcommand", args, &stderr)
+		}
+	}
+	var stdout bytes.Buffer
+	if err := run(t.Context(), []string{"--version"}, envOf(nil), &stdout, &bytes.Buffer{}); err != nil ||
+		stdout.String() != "tokenkeeper "+version+"\n" {
+		t.Errorf("run(--version) = %q, %v; want %q", &stdout, err, "tokenkeeper "+version+"\n")
+	}
+}

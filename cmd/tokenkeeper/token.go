@@ -22,7 +22,15 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 	minValid := fs.Duration("min-valid", time.Minute, "least `time` the token must have left")
 	file := fs.String("file", "", "write the token to this `file` (mode 0600) instead of stdout")
 	watch := fs.Bool("watch", false, "with --file: keep the file fresh until interrupted")
-	if err := fs.Parse(args); err != nil {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "usage: tokenkeeper token [--min-valid D] [--file F [--watch]] [--url U]\n\n"+
+			"Inside a single-user server: print (or keep a file of) a fresh access token for the server's user,\n"+
+			"using JUPYTERHUB_API_TOKEN and TOKENKEEPER_URL.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	token := getenv("JUPYTERHUB_API_TOKEN")
