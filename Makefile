@@ -35,13 +35,15 @@ python-install: wheels
 	@set -e; for v in $(VENVS); do \
 	  $(CACHE)/$$v/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall $(WHEELS)/*.whl; done
 
-## pytest: the Python packages' tests, run on the installed wheels: the hub package with each JupyterHub.
+## pytest: the Python packages' tests, run on the installed wheels (the hub package with each JupyterHub), and the README example's.
 pytest: python-install
 	@set -e; for v in $(VENVS); do \
 	  echo "pytest: tokenkeeper-hub with JupyterHub $$($(CACHE)/$$v/bin/jupyterhub --version)"; \
 	  $(CACHE)/$$v/bin/python -m pytest -q -p no:cacheprovider python/tokenkeeper-hub/tests; done
 	@echo "pytest: tokenkeeper-notebook"
 	$(CACHE)/venv/bin/python -m pytest -q -p no:cacheprovider python/tokenkeeper-notebook/tests
+	@echo "pytest: README's example is the stack's"
+	$(CACHE)/venv/bin/python -m pytest -q -p no:cacheprovider integration/stack
 
 # CORE_TESTS are the integration tests that also run against JupyterHub 5:
 # login and fresh-token with a user's own token, refresh across lifetimes,
