@@ -9,15 +9,15 @@ STATICCHECK_VERSION := v0.7.0
 VENVS    := venv venv-jh5
 WHEELS   := .cache/wheels
 
-.PHONY: build test unit wheels python-install pytest integration integration-jh6 integration-jh5 install-stack demo lint fuzz bench clean clean-stack
+.PHONY: build test unit wheels python-install pytest integration integration-jh6 integration-jh5 z2jh install-stack demo lint fuzz bench clean clean-stack
 
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/tokenkeeper ./cmd/tokenkeeper
 
-## test: vet, unit tests (race detector, fuzz seeds), the Python packages' tests, then the integration tests on the real stack.
-test: unit pytest integration
+## test: vet, unit tests (race detector, fuzz seeds), the Python packages' tests, the Zero to JupyterHub values, then the integration tests on the real stack.
+test: unit pytest z2jh integration
 
 unit:
 	$(GO) vet ./...
@@ -61,6 +61,17 @@ integration-jh6: install-stack build python-install
 
 integration-jh5: install-stack build python-install
 	TK_HUB_VERSION=5 $(GO) test -tags integration -count=1 -timeout 20m -v -run '$(CORE_TESTS)' ./integration/ 2>&1 | tee .cache/integration-jh5.log | $(IT_FILTER); exit $${PIPESTATUS[0]}
+
+## z2jh: renders deploy/z2jh/values.yaml with helm against the Zero to JupyterHub chart in ../shared and checks the hub's pod and configuration.
+HELM_VERSION := v3.22.0
+HELM       := $(CACHE)/helm-$(HELM_VERSION)/helm
+Z2JH_CHART ?= $(abspath ../shared/z2jh/jupyterhub)
+$(HELM):
+	GOBIN=$(dir $(HELM)) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+z2jh: $(HELM) python-install build
+	TK_HELM=$(HELM) TK_Z2JH_CHART=$(Z2JH_CHART) TK_PYTHON=$(CACHE)/venv-jh5/bin/python \
+	  $(GO) test -tags z2jh -count=1 ./integration/z2jh/
 
 install-stack:
 	@mkdir -p .cache
