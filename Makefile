@@ -9,15 +9,15 @@ STATICCHECK_VERSION := v0.7.0
 VENVS    := venv venv-jh5
 WHEELS   := .cache/wheels
 
-.PHONY: build test unit wheels python-install pytest integration integration-jh6 integration-jh5 z2jh install-stack demo lint fuzz bench clean clean-stack
+.PHONY: build test unit wheels python-install pytest integration integration-jh6 integration-jh5 image image-test z2jh install-stack demo lint fuzz bench clean clean-stack
 
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/tokenkeeper ./cmd/tokenkeeper
 
-## test: vet, unit tests (race detector, fuzz seeds), the Python packages' tests, the Zero to JupyterHub values, then the integration tests on the real stack.
-test: unit pytest z2jh integration
+## test: vet, unit tests (race detector, fuzz seeds), the Python packages' tests, the image, the Zero to JupyterHub values, then the integration tests on the real stack.
+test: unit pytest image-test z2jh integration
 
 unit:
 	$(GO) vet ./...
@@ -61,6 +61,18 @@ integration-jh6: install-stack build python-install
 
 integration-jh5: install-stack build python-install
 	TK_HUB_VERSION=5 $(GO) test -tags integration -count=1 -timeout 20m -v -run '$(CORE_TESTS)' ./integration/ 2>&1 | tee .cache/integration-jh5.log | $(IT_FILTER); exit $${PIPESTATUS[0]}
+
+## image: tokenkeeper's OCI image (static binary, non-root user, no shell) as .cache/image/tokenkeeper.tar, without a container daemon.
+IMAGE_DIR := .cache/image
+image:
+	@mkdir -p $(IMAGE_DIR)
+	CGO_ENABLED=1 $(GO) build -trimpath -tags osusergo,netgo,sqlite_omit_load_extension \
+	  -ldflags "-X main.version=$(VERSION) -linkmode external -extldflags -static" -o $(IMAGE_DIR)/tokenkeeper ./cmd/tokenkeeper
+	$(GO) run ./deploy/image -binary $(IMAGE_DIR)/tokenkeeper -version $(VERSION) -out $(IMAGE_DIR)/tokenkeeper.tar
+
+## image-test: unpacks the image and runs its binary with --check-config.
+image-test: image
+	TK_IMAGE=$(CURDIR)/$(IMAGE_DIR)/tokenkeeper.tar $(GO) test -tags image -count=1 ./deploy/image/
 
 ## z2jh: renders deploy/z2jh/values.yaml with helm against the Zero to JupyterHub chart in ../shared and checks the hub's pod and configuration.
 HELM_VERSION := v3.22.0
