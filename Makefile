@@ -22,6 +22,8 @@ test: unit pytest image-test z2jh integration
 unit:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./integration/
+	$(GO) vet -tags z2jh ./integration/z2jh/
+	$(GO) vet -tags image ./deploy/image/
 	$(GO) test -race -count=1 -shuffle=on ./...
 
 ## wheels: builds the Python packages tokenkeeper-hub and tokenkeeper-notebook into .cache/wheels.
@@ -99,6 +101,8 @@ lint:
 	$(GO) vet ./...
 	$(GOBIN)/staticcheck ./...
 	$(GOBIN)/staticcheck -tags integration ./integration/
+	$(GOBIN)/staticcheck -tags z2jh ./integration/z2jh/
+	$(GOBIN)/staticcheck -tags image ./deploy/image/
 
 ## fuzz: every fuzz target for FUZZTIME each (the seeds also run in `make test`).
 FUZZTIME ?= 10s

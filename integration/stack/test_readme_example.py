@@ -127,3 +127,11 @@ def test_the_readme_example_loads_as_written(tmp_path, monkeypatch):
     assert os.path.basename(c.Spawner.cmd[0]) == "jupyterhub-singleuser"
     assert callable(c.Spawner.pre_spawn_hook)
     assert c.GenericOAuthenticator.oauth_callback_url == "https://hub.example.org/hub/oauth_callback"
+
+
+def test_the_stack_imports_the_installed_package():
+    """No sys.path edits: the hub imports tokenkeeper_hub from its environment, as an admin's does."""
+    tree = ast.parse(STACK.read_text())
+    touched = [ast.unparse(n) for n in ast.walk(tree)
+               if isinstance(n, ast.Attribute) and ast.unparse(n) == "sys.path"]
+    assert touched == [], f"the stack's config edits sys.path: {touched}"
