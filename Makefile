@@ -92,7 +92,7 @@ install-stack:
 	TOKENKEEPER_CACHE=$(CACHE) integration/stack/install.sh >/dev/null
 
 ## demo: the whole stack on 127.0.0.1; prints the hub URL and a login; Ctrl-C stops it.
-demo: install-stack build
+demo: install-stack build python-install
 	$(GO) build -o bin/demo ./integration/demo
 	TOKENKEEPER_CACHE=$(CACHE) exec bin/demo
 
@@ -114,7 +114,7 @@ fuzz:
 	  done; done
 
 ## bench: fresh-token, sweep and schedule figures measured on this machine; writes BENCHMARKS.md (about 15 minutes).
-bench: install-stack build
+bench: install-stack build python-install
 	TOKENKEEPER_CACHE=$(CACHE) $(GO) run ./integration/bench -out BENCHMARKS.md
 
 clean:
