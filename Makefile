@@ -79,7 +79,7 @@ image-test: image
 ## z2jh: renders deploy/z2jh/values.yaml with helm against the Zero to JupyterHub chart in ../shared and checks the hub's pod and configuration.
 HELM_VERSION := v3.22.0
 HELM       := $(CACHE)/helm-$(HELM_VERSION)/helm
-Z2JH_CHART ?= $(abspath ../shared/z2jh/jupyterhub)
+Z2JH_CHART ?= $(firstword $(wildcard $(abspath ../shared/z2jh/jupyterhub) /work/shared/z2jh/jupyterhub) $(abspath ../shared/z2jh/jupyterhub))
 $(HELM):
 	GOBIN=$(dir $(HELM)) $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
