@@ -20,6 +20,11 @@ import (
 
 // simStep is one step of a run: an event, then time passing.
 func (w *simWorld) simStep(step int) {
+	if step%1000 == 999 {
+		w.mu.Lock()
+		w.kc.prune()
+		w.mu.Unlock()
+	}
 	name := w.pickEvent()
 	start := time.Now()
 	desc := w.apply(name)
@@ -57,13 +62,15 @@ func (w *simWorld) pickEvent() string {
 }
 
 // simEvents are the events, in the order they are drawn.
-var simEvents = []string{"idle", "fresh", "relogin", "logout", "flakylogout", "server", "adminreq", "hubwrite", "hubread",
+var simEvents = []string{"idle", "fresh", "login", "relogin", "logout", "flakylogout", "server", "adminreq", "hubwrite", "hubread",
 	"kcoutage", "wipe", "sigterm", "crash", "keyrotate", "quiet"}
 
 func (w *simWorld) apply(name string) string {
 	switch name {
 	case "fresh":
 		return w.freshBurst()
+	case "login":
+		return w.login()
 	case "relogin":
 		return w.relogin()
 	case "logout", "flakylogout":
@@ -343,7 +350,7 @@ func (w *simWorld) provokeJournal() {
 	name := w.pickUser(func(u *simHubUser) bool { return !u.admin && w.kept(u) && w.holdsLive(u) })
 	if name != "" {
 		now := time.Now()
-		w.hub.failures = append(w.hub.failures, simHubFailure{op: "write", user: name, from: now, until: now.Add(3 * time.Minute)})
+		w.hub.fail(simHubFailure{op: "write", user: name, from: now, until: now.Add(3 * time.Minute)})
 	}
 	w.mu.Unlock()
 	if name == "" {
@@ -419,9 +426,22 @@ func (w *simWorld) freshCall(gen *simGen, name string, minValid, timeout time.Du
 	}
 }
 
-// relogin is a user logging in to the hub again, usually because their
-// session ended (and soon after tokenkeeper was told so), sometimes from
-// another device while the old session lives on.
+// login is a user without tokens in the hub (logged out, or never logged in)
+// logging in.
+func (w *simWorld) login() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	name := w.pickUser(func(u *simHubUser) bool { _, err := u.parsed(); return err != nil })
+	if name == "" {
+		return "login: everyone is logged in"
+	}
+	s := w.hub.login(w.hub.users[name])
+	return fmt.Sprintf("%s logs in: session %s", name, s.id)
+}
+
+// relogin is a user whose tokens the hub holds logging in again, usually
+// because their session ended (and soon after tokenkeeper was told so),
+// sometimes from another device while the old session lives on.
 func (w *simWorld) relogin() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -437,7 +457,10 @@ func (w *simWorld) relogin() string {
 		}
 	}
 	if name == "" {
-		name = w.hub.names[w.rng.IntN(len(w.hub.names))]
+		name = w.pickUser(func(u *simHubUser) bool { return w.heldSession(u) != nil })
+	}
+	if name == "" {
+		return "relogin: nobody is logged in"
 	}
 	u := w.hub.users[name]
 	how := "from another device"
@@ -474,7 +497,7 @@ func (w *simWorld) logout(flaky bool) string {
 		op := []string{"read", "write"}[w.rng.IntN(2)]
 		now := time.Now()
 		d := w.logUniform(500*time.Millisecond, time.Minute)
-		w.hub.failures = append(w.hub.failures, simHubFailure{op: op, user: name, from: now, until: now.Add(d)})
+		w.hub.fail(simHubFailure{op: op, user: name, from: now, until: now.Add(d)})
 		failing = fmt.Sprintf(" (hub %ss fail for %s)", op, d)
 	}
 	w.kc.endSession(u.login, "logged out by an admin")
@@ -503,17 +526,19 @@ func (w *simWorld) adminRequest() string {
 		return "admin request: no admins"
 	}
 	u := w.hub.users[name]
-	st, err := ParseAuthState(u.state)
-	if err != nil || st.AccessClaims.Expiry.After(time.Now()) {
+	st, err := u.parsed()
+	if err != nil || st.AccessClaims.Expiry.After(time.Now()) || u.refreshing {
 		return "admin " + name + " uses the hub"
 	}
 	version, rt := u.version, st.Refresh.Reveal()
+	u.refreshing = true
 	w.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		tok, err := w.kc.grant(ctx, w.hubProc, rt)
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		u.refreshing = false
 		switch {
 		case err != nil:
 			w.note("hub: OAuthenticator's refresh of %s failed: %v", name, err)
@@ -540,9 +565,9 @@ func (w *simWorld) hubFailure(kind string) string {
 	now := time.Now()
 	until := now.Add(w.logUniform(time.Second, 3*time.Minute))
 	f := simHubFailure{op: op, user: user, from: now, until: until, ambiguous: op == "write" && w.rng.IntN(4) == 0}
-	w.hub.failures = append(w.hub.failures, f)
+	w.hub.fail(f)
 	if op == "read" && user == "" && w.rng.IntN(2) == 0 {
-		w.hub.failures = append(w.hub.failures, simHubFailure{op: "list", from: now, until: until})
+		w.hub.fail(simHubFailure{op: "list", from: now, until: until})
 		who += " (and the user list)"
 	}
 	return fmt.Sprintf("hub %ss fail for %s until %s%s", op, who, w.since(until),
@@ -556,7 +581,8 @@ func (w *simWorld) kcOutage() string {
 	kind := kinds[w.rng.IntN(len(kinds))]
 	now := time.Now()
 	until := now.Add(w.logUniform(2*time.Second, 10*time.Minute))
-	w.kc.outages = append(w.kc.outages, simOutage{kind: kind, from: now, until: until})
+	w.kc.outages = append(slices.DeleteFunc(w.kc.outages, func(o simOutage) bool { return o.until.Before(now) }),
+		simOutage{kind: kind, from: now, until: until})
 	w.impair(until.Add(backoffCap))
 	return fmt.Sprintf("Keycloak outage (%s) until %s", kind, w.since(until))
 }
@@ -590,7 +616,7 @@ func (w *simWorld) holdsDead(u *simHubUser) bool {
 
 // heldSession is the session whose tokens the hub holds for u, or nil.
 func (w *simWorld) heldSession(u *simHubUser) *simSession {
-	st, err := ParseAuthState(u.state)
+	st, err := u.parsed()
 	if err != nil {
 		return nil
 	}
@@ -599,7 +625,7 @@ func (w *simWorld) heldSession(u *simHubUser) *simSession {
 
 // hubRefresh is the refresh token the hub holds for u, or "".
 func (w *simWorld) hubRefresh(u *simHubUser) string {
-	st, err := ParseAuthState(u.state)
+	st, err := u.parsed()
 	if err != nil {
 		return ""
 	}

@@ -37,7 +37,19 @@ type simHubUser struct {
 	tkReadAt       time.Time // when that read's answer left the hub
 	login          *simSession
 	browser        []hubclient.Token
+	refreshing     bool // OAuthenticator is refreshing the user's tokens
+	st             AuthState
+	stErr          error
 }
+
+// setState replaces the auth_state and parses it once.
+func (u *simHubUser) setState(state json.RawMessage) {
+	u.state = state
+	u.st, u.stErr = ParseAuthState(state)
+}
+
+// parsed is the parsed auth_state.
+func (u *simHubUser) parsed() (AuthState, error) { return u.st, u.stErr }
 
 // simHubFailure makes the hub answer 503 to op ("read", "write" or "list")
 // for user ("" for everyone) between from and until. An ambiguous write
@@ -53,6 +65,8 @@ type simHub struct {
 	users    map[string]*simHubUser
 	names    []string // sorted
 	failures []simHubFailure
+	// until is when the last failure ends, by user ("" for everyone).
+	until map[string]time.Time
 }
 
 // simHubConn is one caller's connection to the hub.
@@ -61,7 +75,15 @@ type simHubConn struct {
 	p *simProc
 }
 
-func newSimHub(w *simWorld) *simHub { return &simHub{w: w, users: map[string]*simHubUser{}} }
+func newSimHub(w *simWorld) *simHub {
+	return &simHub{w: w, users: map[string]*simHubUser{}, until: map[string]time.Time{}}
+}
+
+// fail adds a failure and forgets those that are over.
+func (h *simHub) fail(f simHubFailure) {
+	h.failures = append(slices.DeleteFunc(h.failures, func(o simHubFailure) bool { return o.until.Before(f.from) }), f)
+	h.until[f.user] = latest(h.until[f.user], f.until)
+}
 
 func (h *simHub) add(u *simHubUser) {
 	h.users[u.name] = u
@@ -81,15 +103,7 @@ func (h *simHub) failing(op, user string) *simHubFailure {
 }
 
 // impaired is when the last hub failure that concerns user ends.
-func (h *simHub) impaired(user string) time.Time {
-	var out time.Time
-	for _, f := range h.failures {
-		if f.user == "" || f.user == user {
-			out = latest(out, f.until)
-		}
-	}
-	return out
-}
+func (h *simHub) impaired(user string) time.Time { return latest(h.until[""], h.until[user]) }
 
 func simHubError(method, path string, status int, msg string) error {
 	return &hubclient.APIError{Method: method, Path: path, Status: status, Message: msg}
@@ -207,7 +221,7 @@ func (c *simHubConn) apply(name string, state json.RawMessage) error {
 func (h *simHub) tkWrite(p *simProc, u *simHubUser, state json.RawMessage) {
 	w := h.w
 	next, nerr := ParseAuthState(state)
-	cur, cerr := ParseAuthState(u.state)
+	cur, cerr := u.parsed()
 	raced := u.extChange > u.tkRead && u.tkReadAt.Equal(time.Now())
 	switch {
 	case nerr == nil && u.cleared:
@@ -224,7 +238,7 @@ func (h *simHub) tkWrite(p *simProc, u *simHubUser, state json.RawMessage) {
 		state = json.RawMessage(`{}`)
 		u.clearedAt, u.clearedBy = u.version, p.name
 	}
-	u.state = state
+	u.setState(state)
 	w.note("hub PATCH %s v%d by %s: %s", u.name, u.version, p.name, h.describe(state))
 }
 
@@ -242,8 +256,8 @@ func (h *simHub) clear(p *simProc, u *simHubUser, cur AuthState, raced bool) {
 	w := h.w
 	w.count("logouts")
 	s := w.kc.sessions[cur.AccessClaims.SessionID]
-	if s == nil || !w.kc.live(s, time.Now()) {
-		return
+	if s == nil || !w.kc.live(s, time.Now()) || s.writtenOff != "" {
+		return // a written-off session cannot be refreshed any more: logging it out is right
 	}
 	if raced {
 		s.writtenOff = "a login landed inside " + p.name + "'s read→write window"
@@ -271,7 +285,8 @@ func (h *simHub) describe(state json.RawMessage) string {
 // refresh of an admin.
 func (h *simHub) extWrite(u *simHubUser, state json.RawMessage, what string) {
 	u.version++
-	u.extChange, u.cleared, u.state = u.version, false, state
+	u.extChange, u.cleared = u.version, false
+	u.setState(state)
 	h.w.note("hub %s %s v%d: %s", what, u.name, u.version, h.describe(state))
 }
 

@@ -75,7 +75,7 @@ type simKeycloak struct {
 	w        *simWorld
 	realm    simRealm
 	sessions map[string]*simSession
-	order    []*simSession // sessions in creation order, for deterministic walks
+	order    []*simSession // sessions that may still be live, in creation order
 	refresh  map[string]*simToken
 	access   map[string]simAccess
 	// inFlight are the callers of the grants in flight, by hub user.
@@ -89,6 +89,32 @@ func newSimKeycloak(w *simWorld, realm simRealm) *simKeycloak {
 	return &simKeycloak{
 		w: w, realm: realm, sessions: map[string]*simSession{}, refresh: map[string]*simToken{},
 		access: map[string]simAccess{}, inFlight: map[string][]*simProc{}, lastTerminal: map[string]time.Time{},
+	}
+}
+
+// walk calls f for every session that may still be live, forgetting those
+// that ended long ago.
+func (k *simKeycloak) walk(f func(s *simSession)) {
+	now := time.Now()
+	k.order = slices.DeleteFunc(k.order, func(s *simSession) bool { return k.end(s).Before(now.Add(-time.Hour)) })
+	for _, s := range k.order {
+		f(s)
+	}
+}
+
+// prune forgets tokens that expired over an hour ago: presented again they
+// would be refused as not active anyway.
+func (k *simKeycloak) prune() {
+	old := time.Now().Add(-time.Hour)
+	for raw, t := range k.refresh {
+		if t.exp.Before(old) && t.s.current != t {
+			delete(k.refresh, raw)
+		}
+	}
+	for raw, a := range k.access {
+		if a.exp.Before(old) {
+			delete(k.access, raw)
+		}
 	}
 }
 
@@ -251,8 +277,8 @@ func (k *simKeycloak) arrive(p *simProc, raw string) (*oauth2.Token, error, stri
 		return nil, simGrantError(http.StatusUnauthorized, "invalid_client", "Invalid client or Invalid client credentials"), ""
 	}
 	t := k.refresh[raw]
-	if t == nil {
-		return nil, k.terminal(p, "", "Invalid refresh token"), ""
+	if t == nil { // every token presented was issued here; prune forgot it long after it expired
+		return nil, k.terminal(p, "", "Token is not active"), ""
 	}
 	s := t.s
 	switch {
@@ -340,12 +366,12 @@ func (k *simKeycloak) answer(p *simProc, tok *oauth2.Token, gerr, serr error) (*
 // crashed writes off the sessions whose newest token is on its way to p,
 // which has just crashed.
 func (k *simKeycloak) crashed(p *simProc) {
-	for _, s := range k.order {
+	k.walk(func(s *simSession) {
 		if slices.Contains(s.answering, p) {
 			s.writtenOff = p.name + " crashed while its grant was in flight"
 			k.w.count("written off: crash during a grant")
 		}
-	}
+	})
 }
 
 // endSession ends s (logout by the user or an admin) and may send a
@@ -366,11 +392,11 @@ func (k *simKeycloak) endSession(s *simSession, reason string) {
 // sessions does; nobody is told.
 func (k *simKeycloak) wipe() {
 	now := time.Now()
-	for _, s := range k.order {
+	k.walk(func(s *simSession) {
 		if k.live(s, now) {
 			s.ended, s.endReason, s.notified = now, "lost by Keycloak", true
 		}
-	}
+	})
 	k.w.note("kc lost every session")
 }
 
@@ -389,11 +415,11 @@ func (k *simKeycloak) endUser(ctx context.Context, p *simProc, sub string) error
 	if p.dead {
 		return errProcessGone
 	}
-	for _, s := range k.order {
+	k.walk(func(s *simSession) {
 		if simSub(s.user) == sub {
 			k.endSession(s, "ended by "+p.name+" (end_keycloak_sessions)")
 		}
-	}
+	})
 	return nil
 }
 
