@@ -207,7 +207,7 @@ func (k *simKeycloak) grant(ctx context.Context, p *simProc, raw string) (*oauth
 		return nil, simNetError(err)
 	}
 	w.mu.Lock()
-	tok, gerr, outage := k.arrive(p, raw)
+	tok, outage, gerr := k.arrive(p, raw)
 	w.mu.Unlock()
 	switch outage {
 	case "network":
@@ -266,31 +266,31 @@ func (k *simKeycloak) grantEnd(p *simProc, user string) {
 }
 
 // arrive processes a grant request the way Keycloak's token endpoint does.
-func (k *simKeycloak) arrive(p *simProc, raw string) (*oauth2.Token, error, string) {
+func (k *simKeycloak) arrive(p *simProc, raw string) (*oauth2.Token, string, error) {
 	now := time.Now()
 	switch o := k.outage(now); o {
 	case "network", "blackhole":
-		return nil, nil, o
+		return nil, o, nil
 	case "503":
-		return nil, sim503(), ""
+		return nil, "", sim503()
 	case "invalid_client":
-		return nil, simGrantError(http.StatusUnauthorized, "invalid_client", "Invalid client or Invalid client credentials"), ""
+		return nil, "", simGrantError(http.StatusUnauthorized, "invalid_client", "Invalid client or Invalid client credentials")
 	}
 	t := k.refresh[raw]
 	if t == nil { // every token presented was issued here; prune forgot it long after it expired
-		return nil, k.terminal(p, "", "Token is not active"), ""
+		return nil, "", k.terminal(p, "", "Token is not active")
 	}
 	s := t.s
 	switch {
 	case !now.Before(t.exp):
-		return nil, k.terminal(p, s.user, "Token is not active"), ""
+		return nil, "", k.terminal(p, s.user, "Token is not active")
 	case !s.detached.IsZero():
-		return nil, k.terminal(p, s.user, "Session doesn't have required client"), ""
+		return nil, "", k.terminal(p, s.user, "Session doesn't have required client")
 	case !k.live(s, now):
 		k.expired(s)
-		return nil, k.terminal(p, s.user, "Session not active"), ""
+		return nil, "", k.terminal(p, s.user, "Session not active")
 	case t.spent:
-		return nil, k.reuse(p, t, now), ""
+		return nil, "", k.reuse(p, t, now)
 	}
 	t.spent, t.spentBy, t.spentAt = true, p.name, now
 	s.lastSpent, s.lastRefresh = t, now
@@ -301,7 +301,7 @@ func (k *simKeycloak) arrive(p *simProc, raw string) (*oauth2.Token, error, stri
 	}
 	k.w.note("kc refreshed %s: %s → %s for %s", s.user, t.label, s.current.label, p.name)
 	k.w.count("refreshes")
-	return tok, nil, ""
+	return tok, "", nil
 }
 
 // terminal is an invalid_grant answer.
