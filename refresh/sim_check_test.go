@@ -89,23 +89,20 @@ func (w *simWorld) checkHeld(u *simHubUser, journal map[string]string, now time.
 // heldUp is until when the world held tokenkeeper up about u: a failing
 // hub costs up to a recheck or a backoff after it recovers.
 func (w *simWorld) heldUp(u *simHubUser) time.Time {
-	return latest(w.impairedUntil, w.hub.impaired(u.name).Add(backoffCap))
+	return latest(w.impairedUntil, w.hub.impaired(u.name).Add(simBackoffCap))
 }
 
 // checkFresh is (i).
 func (w *simWorld) checkFresh(u *simHubUser, now time.Time) {
-	st, err := u.parsed()
-	if err != nil {
+	st := u.tokens
+	s := w.kc.sessions[st.sid]
+	if !st.ok || s == nil || s.writtenOff != "" || !w.kc.live(s, now) {
 		return
 	}
-	s := w.kc.sessions[st.AccessClaims.SessionID]
-	if s == nil || s.writtenOff != "" || !w.kc.live(s, now) {
-		return
-	}
-	from := latest(st.AccessClaims.Expiry, u.keptSince, w.heldUp(u), s.start.Add(w.cfg.recheck()))
+	from := latest(st.expiry, u.keptSince, w.heldUp(u), s.start.Add(w.cfg.recheck()))
 	if deadline := from.Add(w.cfg.interval + 20*time.Second); now.After(deadline) {
 		w.violate("i", "%s: session %s is live and the user is kept, but the hub's access token expired at %s and was not refreshed by %s",
-			u.name, s.id, w.since(st.AccessClaims.Expiry), w.since(deadline))
+			u.name, s.id, w.since(st.expiry), w.since(deadline))
 	}
 }
 

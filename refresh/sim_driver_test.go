@@ -32,6 +32,10 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 )
 
+// simBackoffCap is the engine's longest wait between retries after
+// transient failures; the checks allow it after an outage.
+const simBackoffCap = backoffCap
+
 // simHubAdapter is one tokenkeeper process's view of the model hub.
 type simHubAdapter struct{ c *simHubConn }
 
@@ -195,8 +199,8 @@ func simJournal(ctx context.Context, store *Store, keys [][]byte) (map[string]st
 			if err != nil || !ok {
 				continue
 			}
-			if st, err := ParseAuthState(p.State); err == nil {
-				out[name] = st.Refresh.Reveal()
+			if t := simParse(p.State); t.ok {
+				out[name] = t.refresh
 			}
 			break
 		}

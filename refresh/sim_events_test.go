@@ -204,7 +204,7 @@ func (w *simWorld) freshCall(gen *simGen, name string, minValid, timeout time.Du
 func (w *simWorld) login() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	name := w.pickUser(func(u *simHubUser) bool { _, err := u.parsed(); return err != nil })
+	name := w.pickUser(func(u *simHubUser) bool { return !u.tokens.ok })
 	if name == "" {
 		return "login: everyone is logged in"
 	}
@@ -299,11 +299,10 @@ func (w *simWorld) adminRequest() string {
 		return "admin request: no admins"
 	}
 	u := w.hub.users[name]
-	st, err := u.parsed()
-	if err != nil || st.AccessClaims.Expiry.After(time.Now()) || u.refreshing {
+	if !u.tokens.ok || u.tokens.expiry.After(time.Now()) || u.refreshing {
 		return "admin " + name + " uses the hub"
 	}
-	version, rt := u.version, st.Refresh.Reveal()
+	version, rt := u.version, u.tokens.refresh
 	u.refreshing = true
 	w.bg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -356,7 +355,7 @@ func (w *simWorld) kcOutage() string {
 	until := now.Add(w.logUniform(2*time.Second, 10*time.Minute))
 	w.kc.outages = append(slices.DeleteFunc(w.kc.outages, func(o simOutage) bool { return o.until.Before(now) }),
 		simOutage{kind: kind, from: now, until: until})
-	w.impair(until.Add(backoffCap))
+	w.impair(until.Add(simBackoffCap))
 	return fmt.Sprintf("Keycloak outage (%s) until %s", kind, w.since(until))
 }
 
@@ -389,21 +388,14 @@ func (w *simWorld) holdsDead(u *simHubUser) bool {
 
 // heldSession is the session whose tokens the hub holds for u, or nil.
 func (w *simWorld) heldSession(u *simHubUser) *simSession {
-	st, err := u.parsed()
-	if err != nil {
+	if !u.tokens.ok {
 		return nil
 	}
-	return w.kc.sessions[st.AccessClaims.SessionID]
+	return w.kc.sessions[u.tokens.sid]
 }
 
 // hubRefresh is the refresh token the hub holds for u, or "".
-func (w *simWorld) hubRefresh(u *simHubUser) string {
-	st, err := u.parsed()
-	if err != nil {
-		return ""
-	}
-	return st.Refresh.Reveal()
-}
+func (w *simWorld) hubRefresh(u *simHubUser) string { return u.tokens.refresh }
 
 // kept reports whether tokenkeeper must keep u fresh.
 func (w *simWorld) kept(u *simHubUser) bool { return w.cfg.keep == "all" || u.running }

@@ -11,6 +11,7 @@ package refresh
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -37,19 +38,47 @@ type simHubUser struct {
 	tkReadAt       time.Time // when that read's answer left the hub
 	login          *simSession
 	browser        []hubclient.Token
-	refreshing     bool // OAuthenticator is refreshing the user's tokens
-	st             AuthState
-	stErr          error
+	refreshing     bool      // OAuthenticator is refreshing the user's tokens
+	tokens         simTokens // what state holds
 }
 
 // setState replaces the auth_state and parses it once.
 func (u *simHubUser) setState(state json.RawMessage) {
 	u.state = state
-	u.st, u.stErr = ParseAuthState(state)
+	u.tokens = simParse(state)
 }
 
-// parsed is the parsed auth_state.
-func (u *simHubUser) parsed() (AuthState, error) { return u.st, u.stErr }
+// simTokens is what the models read from an auth_state, parsed without the
+// engine's help: the session, the refresh token and the access token's
+// expiry. ok is false when the auth_state holds no tokens.
+type simTokens struct {
+	sid, refresh string
+	expiry       time.Time
+	ok           bool
+}
+
+func simParse(state json.RawMessage) simTokens {
+	var st struct {
+		Access  string `json:"access_token"`
+		Refresh string `json:"refresh_token"`
+	}
+	if json.Unmarshal(state, &st) != nil || st.Access == "" || st.Refresh == "" {
+		return simTokens{}
+	}
+	parts := strings.Split(st.Access, ".")
+	var c struct {
+		Exp int64  `json:"exp"`
+		Sid string `json:"sid"`
+	}
+	if len(parts) != 3 {
+		return simTokens{}
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil || json.Unmarshal(payload, &c) != nil {
+		return simTokens{}
+	}
+	return simTokens{sid: c.Sid, refresh: st.Refresh, expiry: time.Unix(c.Exp, 0), ok: true}
+}
 
 // simHubFailure makes the hub answer 503 to op ("read", "write" or "list")
 // for user ("" for everyone) between from and until. An ambiguous write
@@ -220,20 +249,19 @@ func (c *simHubConn) apply(name string, state json.RawMessage) error {
 // compare-and-set): the session it overwrites is written off instead.
 func (h *simHub) tkWrite(p *simProc, u *simHubUser, state json.RawMessage) {
 	w := h.w
-	next, nerr := ParseAuthState(state)
-	cur, cerr := u.parsed()
+	next, cur := simParse(state), u.tokens
 	raced := u.extChange > u.tkRead && u.tkReadAt.Equal(time.Now())
 	switch {
-	case nerr == nil && u.cleared:
+	case next.ok && u.cleared:
 		w.violate("d", "%s: %s wrote tokens of session %s (version %d) over the auth_state %s cleared at version %d; its latest read saw version %d",
-			u.name, p.name, next.AccessClaims.SessionID, u.version+1, u.clearedBy, u.clearedAt, u.tkRead)
-	case nerr == nil && cerr == nil && next.AccessClaims.SessionID != cur.AccessClaims.SessionID:
+			u.name, p.name, next.sid, u.version+1, u.clearedBy, u.clearedAt, u.tkRead)
+	case next.ok && cur.ok && next.sid != cur.sid:
 		h.overwrite(p, u, cur, raced)
-	case nerr != nil && cerr == nil:
+	case !next.ok && cur.ok:
 		h.clear(p, u, cur, raced)
 	}
 	u.version++
-	u.cleared = nerr != nil
+	u.cleared = !next.ok
 	if u.cleared {
 		state = json.RawMessage(`{}`)
 		u.clearedAt, u.clearedBy = u.version, p.name
@@ -243,8 +271,8 @@ func (h *simHub) tkWrite(p *simProc, u *simHubUser, state json.RawMessage) {
 }
 
 // overwrite is tokenkeeper writing one session's tokens over another's.
-func (h *simHub) overwrite(p *simProc, u *simHubUser, cur AuthState, raced bool) {
-	s := h.w.kc.sessions[cur.AccessClaims.SessionID]
+func (h *simHub) overwrite(p *simProc, u *simHubUser, cur simTokens, raced bool) {
+	s := h.w.kc.sessions[cur.sid]
 	if raced && s != nil {
 		s.writtenOff = "a login landed inside " + p.name + "'s read→write window"
 		h.w.count("written off: login overwritten inside the read→write window")
@@ -252,10 +280,10 @@ func (h *simHub) overwrite(p *simProc, u *simHubUser, cur AuthState, raced bool)
 }
 
 // clear is tokenkeeper logging the user out.
-func (h *simHub) clear(p *simProc, u *simHubUser, cur AuthState, raced bool) {
+func (h *simHub) clear(p *simProc, u *simHubUser, cur simTokens, raced bool) {
 	w := h.w
 	w.count("logouts")
-	s := w.kc.sessions[cur.AccessClaims.SessionID]
+	s := w.kc.sessions[cur.sid]
 	if s == nil || !w.kc.live(s, time.Now()) || s.writtenOff != "" {
 		return // a written-off session cannot be refreshed any more: logging it out is right
 	}
@@ -270,15 +298,15 @@ func (h *simHub) clear(p *simProc, u *simHubUser, cur AuthState, raced bool) {
 
 // describe names the session and refresh token an auth_state holds.
 func (h *simHub) describe(state json.RawMessage) string {
-	st, err := ParseAuthState(state)
-	if err != nil {
+	st := simParse(state)
+	if !st.ok {
 		return "no tokens"
 	}
 	label := "unknown refresh token"
-	if t := h.w.kc.refresh[st.Refresh.Reveal()]; t != nil {
+	if t := h.w.kc.refresh[st.refresh]; t != nil {
 		label = t.label
 	}
-	return st.AccessClaims.SessionID + "/" + label
+	return st.sid + "/" + label
 }
 
 // extWrite is a change by the hub itself: a login, or OAuthenticator's own
