@@ -10,11 +10,12 @@ package refresh
 //   - simEngine.replay, sweep, fresh, backchannel, unhealthy: the calls the
 //     simulated scheduler, HTTP API and Keycloak make;
 //   - simEngine.stop: what cmd/tokenkeeper does on SIGTERM once the sweep's
-//     context is cancelled and the sweep has returned (stop the refresher,
-//     wait for its work, close the store);
+//     context is cancelled and the sweep has returned; the current engine has
+//     nothing to stop or wait for, so it only closes the store;
 //   - simEngine.crash: the process dies (nothing is waited for);
 //   - simJournal and simEngine.knowsSession: reading the journal (with a list
-//     of keys) and the session table through the store API, for the checks.
+//     of keys) and the session table through the store API, for the checks;
+//   - simBackoffCap: the engine's longest backoff, allowed after outages.
 
 import (
 	"context"
