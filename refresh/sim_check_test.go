@@ -19,7 +19,8 @@ package refresh
 //	(j) fresh-token answers with the user's own unexpired access token.
 //
 // Time during which the world held tokenkeeper up (Keycloak or the hub
-// failing, the health check red) extends the deadlines of (e) and (i).
+// failing, the health check red), plus the longest backoff after it, extends
+// the deadlines of (e) and (i).
 
 import (
 	"context"
@@ -45,7 +46,7 @@ func (w *simWorld) check() {
 	defer w.mu.Unlock()
 	now := time.Now()
 	if health != nil {
-		w.impair(now)
+		w.impair(now.Add(simBackoffCap)) // users retry by their own backoff once it recovers
 	}
 	for _, name := range w.hub.names {
 		u := w.hub.users[name]

@@ -5,7 +5,8 @@ package refresh
 // changes, this file is what changes.
 //
 // Adapter points:
-//   - simHubAdapter: the Hub and SessionHub interfaces on top of the model hub;
+//   - simHubAdapter, simHubUserOf: the Hub and SessionHub interfaces on top
+//     of the model hub, and the hub client's User type;
 //   - simOpen: OpenStore, Options (including the state keys, newest first) and New;
 //   - simEngine.replay, sweep, fresh, backchannel, unhealthy: the calls the
 //     simulated scheduler, HTTP API and Keycloak make;
@@ -48,7 +49,7 @@ func (a simHubAdapter) Users(ctx context.Context, q hubclient.UserQuery) iter.Se
 			return
 		}
 		for _, u := range users {
-			if !yield(u, nil) {
+			if !yield(simHubUserOf(u), nil) {
 				return
 			}
 		}
@@ -56,7 +57,18 @@ func (a simHubAdapter) Users(ctx context.Context, q hubclient.UserQuery) iter.Se
 }
 
 func (a simHubAdapter) User(ctx context.Context, name string) (hubclient.User, error) {
-	return a.c.read(ctx, name)
+	v, err := a.c.read(ctx, name)
+	return simHubUserOf(v), err
+}
+
+// simHubUserOf is the hub client's user for the model's view. (The current
+// hub client has no last_activity; v.lastActivity goes there once it has.)
+func simHubUserOf(v simUserView) hubclient.User {
+	u := hubclient.User{Name: v.name, Admin: v.admin, Servers: map[string]hubclient.Server{}, AuthState: v.state}
+	if v.server != "" {
+		u.Servers[""] = hubclient.Server{Name: "", Ready: true, URL: v.server}
+	}
+	return u
 }
 
 func (a simHubAdapter) SetAuthState(ctx context.Context, name string, state json.RawMessage) error {

@@ -283,7 +283,7 @@ func (w *simWorld) toggleServer() string {
 	u := w.hub.users[w.hub.names[w.rng.IntN(len(w.hub.names))]]
 	u.running = !u.running
 	if u.running {
-		u.keptSince = time.Now()
+		u.keptSince, u.lastActivity = time.Now(), time.Now()
 		return u.name + "'s server starts"
 	}
 	return u.name + "'s server stops"

@@ -39,6 +39,7 @@ type simHubUser struct {
 	login          *simSession
 	browser        []hubclient.Token
 	refreshing     bool      // OAuthenticator is refreshing the user's tokens
+	lastActivity   time.Time // the hub's last_activity: logins and server starts move it
 	tokens         simTokens // what state holds
 }
 
@@ -158,7 +159,7 @@ func (c *simHubConn) wait(ctx context.Context, method, path, user string) error 
 	return nil
 }
 
-func (c *simHubConn) list(ctx context.Context, active bool) ([]hubclient.User, error) {
+func (c *simHubConn) list(ctx context.Context, active bool) ([]simUserView, error) {
 	if err := c.wait(ctx, "GET", "/users", ""); err != nil {
 		return nil, err
 	}
@@ -171,19 +172,19 @@ func (c *simHubConn) list(ctx context.Context, active bool) ([]hubclient.User, e
 	case h.failing("list", "") != nil:
 		return nil, simHubError("GET", "/users", http.StatusServiceUnavailable, "Service Unavailable")
 	}
-	var out []hubclient.User
+	var out []simUserView
 	for _, name := range h.names {
 		if u := h.users[name]; !active || u.running {
-			out = append(out, u.api(false))
+			out = append(out, u.view(false))
 		}
 	}
 	return out, nil
 }
 
-func (c *simHubConn) read(ctx context.Context, name string) (hubclient.User, error) {
+func (c *simHubConn) read(ctx context.Context, name string) (simUserView, error) {
 	path := "/users/" + name
 	if err := c.wait(ctx, "GET", path, name); err != nil {
-		return hubclient.User{}, err
+		return simUserView{}, err
 	}
 	h := c.h
 	h.w.mu.Lock()
@@ -191,16 +192,16 @@ func (c *simHubConn) read(ctx context.Context, name string) (hubclient.User, err
 	u := h.users[name]
 	switch {
 	case c.p.dead:
-		return hubclient.User{}, errProcessGone
+		return simUserView{}, errProcessGone
 	case h.failing("read", name) != nil:
-		return hubclient.User{}, simHubError("GET", path, http.StatusServiceUnavailable, "Service Unavailable")
+		return simUserView{}, simHubError("GET", path, http.StatusServiceUnavailable, "Service Unavailable")
 	case u == nil:
-		return hubclient.User{}, simHubError("GET", path, http.StatusNotFound, "No such user")
+		return simUserView{}, simHubError("GET", path, http.StatusNotFound, "No such user")
 	}
 	if c.p.tk {
 		u.tkRead, u.tkReadAt = u.version, time.Now()
 	}
-	return u.api(true), nil
+	return u.view(true), nil
 }
 
 // write is PATCH /users/{name} with an auth_state: it takes effect when sent.
@@ -321,7 +322,7 @@ func (h *simHub) extWrite(u *simHubUser, state json.RawMessage, what string) {
 // login is the user logging in to the hub through Keycloak.
 func (h *simHub) login(u *simHubUser) *simSession {
 	s, tok := h.w.kc.login(u.name)
-	u.login = s
+	u.login, u.lastActivity = s, time.Now()
 	sid := "browser-" + s.id
 	u.browser = append(u.browser, hubclient.Token{ID: "t-" + s.id, SessionID: &sid, Kind: "api_token"})
 	h.extWrite(u, simLayout(u.name, tok), "login")
@@ -365,20 +366,27 @@ func (c *simHubConn) stopServer(ctx context.Context, user, server string) error 
 	return nil
 }
 
-// api is the user as the REST API answers; only GET /users/{name} carries
-// the auth_state.
-func (u *simHubUser) api(withState bool) hubclient.User {
-	out := hubclient.User{Name: u.name, Admin: u.admin, Servers: map[string]hubclient.Server{}}
+// simUserView is a user as the REST API answers: the adapter turns it into
+// the hub client's type. Only GET /users/{name} carries the auth_state.
+type simUserView struct {
+	name, server string // server: the default server's URL, "" when none runs
+	admin        bool
+	lastActivity time.Time // a login and a server start move it
+	state        json.RawMessage
+}
+
+func (u *simHubUser) view(withState bool) simUserView {
+	v := simUserView{name: u.name, admin: u.admin, lastActivity: u.lastActivity}
 	if u.running {
-		out.Servers[""] = hubclient.Server{Name: "", Ready: true, URL: "/user/" + u.name + "/"}
+		v.server = "/user/" + u.name + "/"
 	}
 	if withState {
-		out.AuthState = append(json.RawMessage(nil), u.state...)
-		if out.AuthState == nil {
-			out.AuthState = json.RawMessage(`null`)
+		v.state = append(json.RawMessage(nil), u.state...)
+		if v.state == nil {
+			v.state = json.RawMessage(`null`)
 		}
 	}
-	return out
+	return v
 }
 
 // simLayout is the auth_state GenericOAuthenticator stores after a login or

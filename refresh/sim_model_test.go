@@ -204,7 +204,7 @@ func TestSimHubDetectsLostUpdates(t *testing.T) {
 		if len(w.violations) != 1 || !strings.HasPrefix(w.violations[0], "(a)") {
 			t.Errorf("clearing a live session: violations = %q, want (a)", w.violations)
 		}
-		if err := c.write(ctx, "alice", user.AuthState); err != nil {
+		if err := c.write(ctx, "alice", user.state); err != nil {
 			t.Fatal(err)
 		}
 		if len(w.violations) != 2 || !strings.HasPrefix(w.violations[1], "(d)") {
