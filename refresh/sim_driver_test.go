@@ -89,6 +89,7 @@ func (a simHubAdapter) StopServer(ctx context.Context, user, server string) erro
 
 // simEngineConfig is what the simulation chooses about a tokenkeeper process.
 type simEngineConfig struct {
+	Interval      time.Duration // the sweep interval (the current engine does not take it)
 	Keep          string
 	Window        time.Duration
 	Recheck       time.Duration

@@ -60,7 +60,7 @@ func (w *simWorld) startGen() {
 	p := &simProc{name: fmt.Sprintf("tk#%d", w.gens), tk: true}
 	c := w.cfg
 	cfg := simEngineConfig{
-		Keep: c.keep, Window: c.window, Recheck: c.recheck(), GrantTimeout: 30 * time.Second,
+		Interval: c.interval, Keep: c.keep, Window: c.window, Recheck: c.recheck(), GrantTimeout: 30 * time.Second,
 		Concurrency: c.concurrency, RevokeTokens: c.revoke, StopServers: c.stopServers,
 		Keys: slices.Clone(w.keys), Rand: rand.New(rand.NewPCG(c.seed, uint64(w.gens))),
 		Logger: slog.New(simLogHandler{w: w}).With("proc", p.name),
