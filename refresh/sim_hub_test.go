@@ -293,8 +293,8 @@ func (h *simHub) clear(p *simProc, u *simHubUser, cur simTokens, raced bool) {
 		w.count("written off: login cleared inside the read→write window")
 		return
 	}
-	w.violate("a", "%s: %s cleared the auth_state while its session %s is live (started %s, last refreshed %s; tokenkeeper's latest read saw version %d of %d)",
-		u.name, p.name, s.id, w.since(s.start), w.since(s.lastRefresh), u.tkRead, u.version)
+	w.violate("a", "%s: %s cleared the auth_state while its session %s is live until %s (%s; started %s, last refreshed %s; tokenkeeper's latest read saw version %d of %d)",
+		u.name, p.name, s.id, w.since(w.kc.end(s)), w.endReason(s), w.since(s.start), w.since(s.lastRefresh), u.tkRead, u.version)
 }
 
 // describe names the session and refresh token an auth_state holds.
