@@ -123,7 +123,6 @@ type Refresher struct {
 	hubErr   error       // set while the hub cannot be listed
 	guard    guardWindow // counts unexpected session endings
 	held     int         // logouts the tripped guard holds back
-	seen     map[string]listed
 	rand     *rand.Rand
 }
 
@@ -139,7 +138,6 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		users:   make(map[string]*store.UserState, len(states)),
 		cache:   make(map[string]Tokens),
 		unsaved: make(map[string]store.Pending),
-		seen:    make(map[string]listed),
 		rand:    opts.Rand,
 	}
 	for _, s := range states {
@@ -248,15 +246,17 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 	r.mu.Lock()
 	for name, l := range users {
 		u, ok := r.users[name]
-		prev, seen := r.seen[name]
-		r.seen[name] = l
 		switch {
 		case !ok:
-			u = &store.UserState{Name: name, Due: now, Status: store.StatusNew}
+			u = &store.UserState{Name: name, Due: now, Status: store.StatusNew, Kept: l.kept, Activity: l.activity}
 			r.users[name] = u
 			changed = append(changed, *u)
-		case seen && (prev.activity != l.activity || prev.kept != l.kept) && !pendingLogout(u):
-			u.Due = now
+		case u.Activity != l.activity || u.Kept != l.kept:
+			if !pendingLogout(u) {
+				u.Due = now // a login, or a server started or stopped: read again
+			}
+			u.Activity, u.Kept = l.activity, l.kept
+			changed = append(changed, *u)
 		}
 	}
 	for name, u := range r.users {
@@ -265,7 +265,6 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 			gone = append(gone, name)
 			delete(r.users, name)
 			delete(r.cache, name)
-			delete(r.seen, name)
 		case u.Due.After(now):
 		case pendingLogout(u):
 			ended = append(ended, name)
@@ -299,8 +298,8 @@ func hasUser(users map[string]listed, name string) bool {
 func (r *Refresher) kept(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.seen[name]
-	return !ok || l.kept
+	u, ok := r.users[name]
+	return !ok || u.Kept
 }
 
 // Fresh returns the user's access token with at least minValid left (or as
