@@ -17,6 +17,7 @@ import (
 	"iter"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -64,6 +65,10 @@ type Options struct {
 	Recheck time.Duration
 	// Concurrency bounds the users refreshed at once by a sweep.
 	Concurrency int
+	// HubRPS is the hub request budget per second (hubclient's rate
+	// limit), zero when unlimited. Due users are refreshed soonest-expiring
+	// first, and health says when the budget cannot reach them all in time.
+	HubRPS float64
 	// GrantTimeout bounds one user's read, grant and write-back.
 	GrantTimeout time.Duration
 	// RefreshAdmins lets tokenkeeper spend hub admins' refresh tokens. The
@@ -123,6 +128,7 @@ type Refresher struct {
 	hubErr   error       // set while the hub cannot be listed
 	guard    guardWindow // counts unexpected session endings
 	held     int         // logouts the tripped guard holds back
+	short    int         // due users the hub budget cannot reach before expiry
 	rand     *rand.Rand
 }
 
@@ -169,6 +175,7 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		return fmt.Errorf("sweep: %w", err)
 	}
 	due, ended := r.sync(ctx, users)
+	r.budget(due)
 	failed := r.refreshAll(ctx, due)
 	r.log.Debug("sweep", "users", len(users), "due", len(due), "sessions_ended", len(failed), "awaiting_logout", len(ended))
 	r.logoutEnded(ctx, append(ended, failed...))
@@ -176,6 +183,34 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		r.log.Error("prune store", "err", err)
 	}
 	return ctx.Err()
+}
+
+// requestsPerUpdate is about what one user's refresh costs the hub: the
+// read, the re-read before the write-back, and the write-back.
+const requestsPerUpdate = 3
+
+// budget orders due soonest-expiring first and counts the users whose
+// access token will have expired before the hub budget reaches them.
+func (r *Refresher) budget(due []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	expiry := func(name string) time.Time { return r.users[name].AccessExpiry }
+	slices.SortStableFunc(due, func(a, b string) int { return expiry(a).Compare(expiry(b)) })
+	if r.opts.HubRPS <= 0 {
+		return
+	}
+	now, short := r.opts.Now(), 0
+	for i, name := range due {
+		reach := now.Add(time.Duration(float64((i+1)*requestsPerUpdate) / r.opts.HubRPS * float64(time.Second)))
+		if exp := expiry(name); !exp.IsZero() && reach.After(exp) {
+			short++
+		}
+	}
+	if short > 0 && r.short == 0 {
+		r.log.Warn("the hub request budget cannot refresh every due user before their token expires; raise hub_max_rps",
+			"due", len(due), "short", short, "hub_max_rps", r.opts.HubRPS)
+	}
+	r.short = short
 }
 
 // refreshAll updates the due users, at most Concurrency at once, and
