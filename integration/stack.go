@@ -154,7 +154,7 @@ func (s *Stack) StartKeycloak(ctx context.Context) error {
 		"JAVA_HOME="+strings.TrimSpace(string(javaHome)),
 		"KC_BOOTSTRAP_ADMIN_USERNAME=admin", "KC_BOOTSTRAP_ADMIN_PASSWORD=admin",
 		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret,
-		"TK_BACKCHANNEL_URL="+s.ServiceURL()+"backchannel-logout",
+		"TK_BACKCHANNEL_URL="+s.ServiceURL()+"backchannel-logout", "TK_HUB_URL="+s.HubURL(),
 	)
 	p, err := startProcess(s.KeycloakLog(), env, filepath.Join(home, "bin", "kc.sh"), "start-dev",
 		"--http-host=127.0.0.1", "--http-port="+strconv.Itoa(s.cfg.PortBase+80), "--import-realm",

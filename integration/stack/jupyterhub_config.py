@@ -37,6 +37,10 @@ c.GenericOAuthenticator.username_claim = "preferred_username"
 c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
 c.GenericOAuthenticator.allow_all = True
 c.Authenticator.auth_refresh_age = 5  # cheap with tokenkeeper's hook; bounds a logged-out browser
+# Hub admins: the hub refuses a non-admin service's writes of an admin's
+# auth_state, so admins keep their tokens through OAuthenticator's own
+# refresh. mallory is for the admin tests.
+c.Authenticator.admin_users = {"mallory"}
 
 # Land on the home page after login instead of spawning at once, so a user
 # can be logged in without a running server.
@@ -51,6 +55,27 @@ c.Spawner.start_timeout = 90
 
 sys.path.insert(0, f"{repo}/hub")
 import tokenkeeper_hub  # noqa: E402
+from jupyterhub.services import service as hub_service  # noqa: E402
+from traitlets import default  # noqa: E402
+
+
+class QuickRestartServiceSpawner(hub_service._ServiceSpawner):
+    """Notices a managed service's exit within a second (the hub's default is 30 s)."""
+
+    @default("poll_interval")
+    def _poll_interval_default(self):
+        return 1
+
+
+# Tests that kill tokenkeeper wait for the hub to restart it.
+hub_service._ServiceSpawner = QuickRestartServiceSpawner
+
+# Tests change tokenkeeper's settings (keep, concurrency, ...) by writing this
+# JSON file and restarting tokenkeeper; TOKENKEEPER_* variables take precedence.
+settings = f"{state}/tokenkeeper-settings.json"
+if not os.path.exists(settings):
+    with open(settings, "w") as f:
+        f.write("{}\n")
 
 tokenkeeper_hub.configure(
     c,
@@ -62,6 +87,7 @@ tokenkeeper_hub.configure(
         "TOKENKEEPER_CLIENT_SECRET": env["TK_CLIENT_SECRET"],
         "TOKENKEEPER_STATE_KEY": env["TK_STATE_KEY"],
         "TOKENKEEPER_DATABASE": f"{state}/tokenkeeper.db",
+        "TOKENKEEPER_CONFIG": settings,
         "TOKENKEEPER_SWEEP_INTERVAL": env.get("TK_SWEEP_INTERVAL", "2s"),
         "TOKENKEEPER_REFRESH_WINDOW": "5s",
         "TOKENKEEPER_LOG_LEVEL": "debug",

@@ -1,0 +1,514 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/refresh"
+)
+
+// The tests in this file check that tokenkeeper loses no session and logs
+// nobody out wrongly when it races with the hub: a hub admin whose
+// auth_state only the hub may write, a user who logs in again while
+// tokenkeeper logs them out, and tokenkeeper stopped or killed in the middle
+// of its sweeps. Keycloak's refresh-token rotation is on in the test realm,
+// so a refresh token spent and not kept is a session lost. The tests disturb
+// the shared stack (gates in the hub proxy, restarts of tokenkeeper, other
+// settings) and do not call t.Parallel.
+
+// hubAdmin is the hub admin of the test stack (c.Authenticator.admin_users).
+const hubAdmin = "mallory"
+
+// watchWrites counts tokenkeeper's writes of user's auth_state, passing each on.
+func watchWrites(t *testing.T, user string) *atomic.Int64 {
+	var n atomic.Int64
+	g := hubProxy.Gate(func(q *GatedRequest) bool { return q.User == user && q.Method == http.MethodPatch })
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case q := <-g.Requests():
+				n.Add(1)
+				q.Forward()
+			case <-done:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { g.Close(); close(done) })
+	return &n
+}
+
+// browse opens the hub's home page in browser and reports where it ended.
+func browse(browser *http.Client) (int, string, error) {
+	resp, err := browser.Get(stack.HubURL() + "/hub/home")
+	if err != nil {
+		return 0, "", err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Request.URL.Path, nil
+}
+
+// hubLogLines returns the hub log's lines that contain any of needles.
+func hubLogLines(t *testing.T, needles ...string) []string {
+	t.Helper()
+	f, err := os.Open(stack.HubLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		for _, n := range needles {
+			if strings.Contains(sc.Text(), n) {
+				out = append(out, sc.Text())
+				break
+			}
+		}
+	}
+	return out
+}
+
+// TestHubAdminSessionStaysIntact keeps a hub admin's browser busy and asks
+// tokenkeeper for their token over three access-token lifetimes. The hub
+// refuses a non-admin service's writes of an admin's auth_state, so
+// tokenkeeper must never spend an admin's refresh token (a spent one it
+// cannot store is a session lost); the hub refreshes admins itself on their
+// own requests.
+func TestHubAdminSessionStaysIntact(t *testing.T) {
+	ctx := context.Background()
+	if err := stack.CreateKeycloakUser(ctx, hubAdmin, hubAdmin+"-pw"); err != nil {
+		t.Fatal(err)
+	}
+	writes := watchWrites(t, hubAdmin)
+	browser := login(t, hubAdmin)
+	startServer(t, hubAdmin)
+	stopServerAtEnd(t, hubAdmin)
+	var model struct {
+		Admin bool `json:"admin"`
+	}
+	if err := stack.API(ctx, http.MethodGet, "/users/"+hubAdmin, nil, &model); err != nil || !model.Admin {
+		t.Fatalf("%s is not a hub admin (%v): check admin_users in jupyterhub_config.py", hubAdmin, err)
+	}
+	serverToken := serverEnv(t, hubAdmin)["JUPYTERHUB_API_TOKEN"]
+	start := time.Now()
+	tokens := map[string]bool{}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for time.Since(start) < 3*30*time.Second || len(tokens) < 3 {
+		if time.Since(start) > 150*time.Second {
+			t.Errorf("fresh-token served %d distinct tokens in %s, want at least 3", len(tokens), time.Since(start).Round(time.Second))
+			break
+		}
+		if status, path, err := browse(browser); err != nil || status != http.StatusOK || path != "/hub/home" {
+			t.Errorf("%s's browser at %s: %d at %s, %v; want 200 at /hub/home", hubAdmin, time.Since(start).Round(time.Second), status, path, err)
+		}
+		if status, body := health(t); status != http.StatusOK {
+			t.Errorf("tokenkeeper's health at %s: %d %v", time.Since(start).Round(time.Second), status, body)
+		}
+		// fresh-token is asked while the hub's copy has time left: tokenkeeper
+		// does not refresh an admin, the hub does on the admin's next request.
+		if c, ok, _ := authClaims(ctx, hubAdmin); ok && time.Until(c.Expiry) >= 10*time.Second {
+			status, body := freshToken(t, serverToken, "?min_valid=5")
+			at, _ := body["access_token"].(string)
+			if status != http.StatusOK {
+				t.Errorf("fresh-token for %s at %s: %d %v, want 200", hubAdmin, time.Since(start).Round(time.Second), status, body)
+			} else if !tokens[at] {
+				tokens[at] = true
+				assertUserinfoOK(t, at)
+			}
+		}
+		<-tick.C
+	}
+	if s, err := stack.KeycloakSessions(ctx, hubAdmin); err != nil || len(s) != 1 {
+		t.Errorf("%s's Keycloak sessions at the end: %d, %v; want 1", hubAdmin, len(s), err)
+	}
+	if n := writes.Load(); n != 0 {
+		t.Errorf("tokenkeeper wrote %s's auth_state %d times, want 0", hubAdmin, n)
+	}
+	if l := hubLogLines(t, "Only admins can modify other admins", "403 PATCH /hub/api/users/"+hubAdmin); len(l) != 0 {
+		t.Errorf("the hub refused %d writes of %s's auth_state, want 0; first: %s", len(l), hubAdmin, l[0])
+	}
+	if l := tokenkeeperLog(t, "logged out", hubAdmin); len(l) != 0 {
+		t.Errorf("%s was logged out: %+v", hubAdmin, l)
+	}
+	if l := auditedLogouts(t, hubAdmin); len(l) != 0 {
+		t.Errorf("logouts recorded for %s: %v", hubAdmin, l)
+	}
+}
+
+// nextHeld returns the next request the gate holds, or ends the test.
+func nextHeld(t *testing.T, g *Gate, limit time.Duration, what string) *GatedRequest {
+	t.Helper()
+	select {
+	case q := <-g.Requests():
+		return q
+	case <-time.After(limit):
+		t.Fatalf("no request from tokenkeeper within %s: %s", limit, what)
+		return nil
+	}
+}
+
+// waitRefreshError waits for Keycloak to record a failed refresh grant of user.
+func waitRefreshError(t *testing.T, user string) KeycloakEvent {
+	t.Helper()
+	ctx := context.Background()
+	id, err := stack.KeycloakUserID(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []KeycloakEvent
+	err = Poll(ctx, 10*time.Second, 200*time.Millisecond, func() (bool, error) {
+		events, err = stack.KeycloakEvents(ctx, id, "REFRESH_TOKEN_ERROR")
+		return err == nil && len(events) > 0, err
+	})
+	if err != nil {
+		t.Fatalf("Keycloak recorded no failed refresh of %s: %v", user, err)
+	}
+	return events[0]
+}
+
+// TestReloginDuringLogoutKeepsNewSession ends a user's Keycloak session
+// without telling tokenkeeper, lets tokenkeeper find out through its failed
+// grant and decide to log the user out, and logs the user in again right
+// after that decision, before tokenkeeper acts on it. The hub proxy holds
+// tokenkeeper's requests for the user one by one, so the new login lands
+// there every time. tokenkeeper must leave the new login alone: a logout
+// compares the refresh token it found spent with the one auth_state holds
+// when it clears it, and must not end the new Keycloak session either
+// (end_keycloak_sessions is on).
+func TestReloginDuringLogoutKeepsNewSession(t *testing.T) {
+	ctx := context.Background()
+	user := testUsers(t, "relogin", 1)[0]
+	useSettings(t, map[string]any{"keep": "all", "end_keycloak_sessions": true})
+	// tokenkeeper is to learn of the ended session from its grant, not from Keycloak's back channel.
+	nowhere := fmt.Sprintf("http://127.0.0.1:%d/nowhere", stack.cfg.PortBase+97)
+	if err := stack.SetBackchannelLogoutURL(ctx, nowhere); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stack.SetBackchannelLogoutURL(ctx, stack.BackchannelLogoutURL()); err != nil {
+			t.Error(err)
+		}
+	})
+	g := hubProxy.Gate(func(q *GatedRequest) bool { return q.User == user })
+	defer g.Close()
+	if _, err := Login(ctx, stack.HubURL(), user, user+"-pw"); err != nil {
+		t.Fatal(err)
+	}
+	first, ok, err := authClaims(ctx, user)
+	if !ok || first.SessionID == "" {
+		t.Fatalf("%s's auth_state after login: %v, %v", user, first, err)
+	}
+	due := refresh.Due(user, first, 5*time.Second)
+	if err := stack.EndKeycloakSession(ctx, first.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	// Reads before the due time look at a token that needs no grant.
+	q := nextHeld(t, g, time.Minute, "a read of "+user)
+	for time.Now().Before(due) {
+		if q.Method != http.MethodGet {
+			t.Fatalf("tokenkeeper sent %s %s before %s's token was due", q.Method, q.Path, user)
+		}
+		q.Forward()
+		q = nextHeld(t, g, time.Minute, "the read of "+user+" when due")
+	}
+	if q.Method != http.MethodGet {
+		t.Fatalf("tokenkeeper's first request when %s was due: %s %s, want a read", user, q.Method, q.Path)
+	}
+	q.Forward()
+	// The grant fails (the session is gone); tokenkeeper reads again and decides.
+	q = nextHeld(t, g, 30*time.Second, "the read after the failed grant")
+	if e := waitRefreshError(t, user); e.SessionID != first.SessionID && e.SessionID != "" {
+		t.Errorf("failed refresh in session %s, want %s", e.SessionID, first.SessionID)
+	}
+	q.Forward()
+	q = nextHeld(t, g, 30*time.Second, "the logout of "+user)
+	wantLogouts := 0
+	if q.Method == http.MethodGet {
+		// Between the decision and the logout: log in again now.
+		t.Logf("logging in again while tokenkeeper's %s %s waits", q.Method, q.Path)
+	} else {
+		// The logout clears auth_state right after the read it decided on;
+		// nothing can come in between. Log in again once it is done.
+		t.Logf("tokenkeeper cleared auth_state right after its decision (%s %s); logging in again after the logout", q.Method, q.Path)
+		<-q.Forward()
+		g.Close()
+		wantLogouts = 1
+		err := Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+			return len(auditedLogouts(t, user)) == 1, nil
+		})
+		if err != nil {
+			t.Fatalf("the logout of %s was not recorded: %v", user, err)
+		}
+	}
+	browser, err := Login(ctx, stack.HubURL(), user, user+"-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	relogin, ok, err := authClaims(ctx, user)
+	if !ok || relogin.SessionID == "" || relogin.SessionID == first.SessionID {
+		t.Fatalf("%s's auth_state after logging in again: sid %q (first %q), %v", user, relogin.SessionID, first.SessionID, err)
+	}
+	loginToken, _ := accessToken(t, user)
+	if wantLogouts == 0 {
+		q.Forward()
+		g.Close()
+	}
+	// tokenkeeper goes on refreshing the new session.
+	var now string
+	err = Poll(ctx, 60*time.Second, 250*time.Millisecond, func() (bool, error) {
+		c, ok, err := authClaims(ctx, user)
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			return false, fmt.Errorf("auth_state was cleared: the new login is lost")
+		}
+		now, _ = accessToken(t, user)
+		return c.SessionID == relogin.SessionID && now != loginToken, nil
+	})
+	if err != nil {
+		t.Errorf("no refresh of %s's new session: %v", user, err)
+	}
+	if c, ok, _ := authClaims(ctx, user); !ok || c.SessionID != relogin.SessionID {
+		t.Errorf("%s's auth_state holds session %q, want the new %q", user, c.SessionID, relogin.SessionID)
+	}
+	sessions, err := stack.KeycloakSessions(ctx, user)
+	if err != nil || len(sessions) != 1 || sessions[0].ID != relogin.SessionID {
+		t.Errorf("%s's Keycloak sessions: %+v, %v; want only the new %s", user, sessions, err, relogin.SessionID)
+	}
+	if now != "" {
+		assertUserinfoOK(t, now)
+	}
+	if status, path, err := browse(browser); err != nil || status != http.StatusOK || path != "/hub/home" {
+		t.Errorf("%s's new browser: %d at %s, %v; want 200 at /hub/home", user, status, path, err)
+	}
+	if l := tokenkeeperLog(t, "logged out", user); len(l) != wantLogouts {
+		t.Errorf("logout log lines for %s: %+v, want %d", user, l, wantLogouts)
+	}
+	if l := auditedLogouts(t, user); len(l) != wantLogouts {
+		t.Errorf("logouts recorded for %s: %v, want %d", user, l, wantLogouts)
+	}
+}
+
+// userSet makes a set of names.
+func userSet(users []string) map[string]bool {
+	in := make(map[string]bool, len(users))
+	for _, u := range users {
+		in[u] = true
+	}
+	return in
+}
+
+// waitAllDue waits until every user's access token has reached its due time.
+func waitAllDue(t *testing.T, users []string) {
+	t.Helper()
+	ctx := context.Background()
+	var last time.Time
+	for _, u := range users {
+		c, ok, err := authClaims(ctx, u)
+		if !ok {
+			t.Fatalf("%s has no tokens after login: %v", u, err)
+		}
+		if d := refresh.Due(u, c, 5*time.Second); d.After(last) {
+			last = d
+		}
+	}
+	if err := Poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
+		return time.Now().After(last), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// countLog counts tokenkeeper's log lines with msg about users.
+func countLog(t *testing.T, msg string, users map[string]bool) int {
+	n := 0
+	for _, l := range tokenkeeperLog(t, msg, "") {
+		if users[l.User] {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSIGTERMDuringRefreshLosesNoSession stops tokenkeeper with SIGTERM, as
+// the hub does at every restart, in the middle of a sweep that refreshes 50
+// users at once: some grants are between the grant and the write-back (the
+// hub proxy holds their writes), some are at Keycloak, the rest not started.
+// After the hub starts tokenkeeper again, every user must still have a
+// working session: no refresh token may be spent and forgotten.
+func TestSIGTERMDuringRefreshLosesNoSession(t *testing.T) {
+	const held = 4 // write-backs held when the signal comes
+	users := testUsers(t, "term", 50)
+	in := userSet(users)
+	loginAll(t, users, 4)
+	// With keep=running tokenkeeper ignores these users (no servers) until
+	// it restarts with keep=all; by then all are due, so its first sweep
+	// refreshes all 50 at once.
+	waitAllDue(t, users)
+	var reads, writes atomic.Int64
+	var heldWrites []*GatedRequest
+	var mu sync.Mutex
+	g := hubProxy.Gate(func(q *GatedRequest) bool { return in[q.User] })
+	defer g.Close()
+	stop := make(chan struct{})
+	consumed := make(chan struct{})
+	go func() {
+		defer close(consumed)
+		for {
+			select {
+			case q := <-g.Requests():
+				mu.Lock()
+				switch {
+				case q.Method == http.MethodGet:
+					reads.Add(1)
+					q.Forward()
+				case len(heldWrites) < held:
+					heldWrites = append(heldWrites, q)
+				default:
+					writes.Add(1)
+					q.Forward()
+				}
+				mu.Unlock()
+			case <-stop:
+				return
+			}
+		}
+	}()
+	useSettings(t, map[string]any{"keep": "all"})
+	err := Poll(context.Background(), time.Minute, 10*time.Millisecond, func() (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(heldWrites) == held && reads.Load() >= 16, nil
+	})
+	if err != nil {
+		t.Fatalf("the sweep of %d due users did not get under way: %d reads, %d writes held: %v", len(users), reads.Load(), len(heldWrites), err)
+	}
+	pid := signalTokenkeeper(t, syscall.SIGTERM)
+	stopped := time.Now()
+	close(stop)
+	<-consumed
+	mu.Lock()
+	for _, q := range heldWrites {
+		q.Fail()
+	}
+	mu.Unlock()
+	g.Close()
+	t.Logf("SIGTERM after %d reads and %d write-backs of %d due users, %d write-backs held", reads.Load(), writes.Load(), len(users), held)
+	waitRestarted(t, pid)
+	assertNoSessionLost(t, users, stopped)
+	t.Logf("replayed write-backs: %d; grants refused for reuse: %d", countLog(t, "replayed pending write-back", in),
+		len(hubLogLines(t, "Maximum allowed refresh token reuse exceeded")))
+}
+
+// killPoint is a moment at which the random-kill test kills tokenkeeper:
+// when a request that match selects reaches the hub proxy, or, with
+// answered, once the hub's answer to it has been passed back.
+type killPoint struct {
+	name     string
+	match    func(q *GatedRequest, users map[string]bool) bool
+	answered bool
+}
+
+var killPoints = []killPoint{
+	{name: "sweep's user list", match: func(q *GatedRequest, _ map[string]bool) bool {
+		return q.Method == http.MethodGet && q.Path == "/users"
+	}},
+	{name: "read of a due user", match: func(q *GatedRequest, in map[string]bool) bool {
+		return q.Method == http.MethodGet && in[q.User]
+	}},
+	{name: "write-back (grant done, hub not written)", match: func(q *GatedRequest, in map[string]bool) bool {
+		return q.Method == http.MethodPatch && in[q.User]
+	}},
+	{name: "answered write-back", match: func(q *GatedRequest, in map[string]bool) bool {
+		return q.Method == http.MethodPatch && in[q.User]
+	}, answered: true},
+}
+
+// testSeed returns TK_TEST_SEED, or a new seed.
+func testSeed(t *testing.T) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("TK_TEST_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("TK_TEST_SEED: %v", err)
+		}
+		seed = s
+	}
+	t.Logf("seed %d (TK_TEST_SEED=%d repeats the choices)", seed, seed)
+	return seed
+}
+
+// TestRandomSIGKILLsDuringSweepsLoseNothing kills tokenkeeper with SIGKILL
+// 20 times, each at a random moment of its sweeps of 20 users, and lets the
+// hub restart it each time; no session may be lost. A SIGKILL while a grant
+// is at Keycloak loses that grant's tokens whatever tokenkeeper does (with
+// rotation the new refresh token exists only in Keycloak's answer), so
+// tokenkeeper runs one refresh at a time and every kill lands while it waits
+// on the hub: at a random one of its requests (the sweep's user list, a read
+// before a grant, a write-back after a grant), chosen after a random delay.
+func TestRandomSIGKILLsDuringSweepsLoseNothing(t *testing.T) {
+	rng := rand.New(rand.NewPCG(testSeed(t), 0))
+	users := testUsers(t, "kill", 20)
+	in := userSet(users)
+	loginAll(t, users, 4)
+	useSettings(t, map[string]any{"keep": "all", "concurrency": 1})
+	var last time.Time
+	for i := range 20 {
+		p := killPoints[rng.IntN(len(killPoints))]
+		delay := time.Duration(rng.Int64N(int64(2 * time.Second)))
+		<-time.After(delay) // a random moment, not a synchronisation
+		last = killAt(t, p, in)
+		t.Logf("kill %d after %s at the %s", i+1, delay.Round(time.Millisecond), p.name)
+	}
+	assertNoSessionLost(t, users, last)
+	t.Logf("replayed write-backs: %d", countLog(t, "replayed pending write-back", in))
+}
+
+// killAt holds every request tokenkeeper sends the hub, passing them on
+// until p's, kills tokenkeeper there, and waits for the hub to restart it.
+// With one refresh at a time, a held request means no grant is at Keycloak.
+func killAt(t *testing.T, p killPoint, in map[string]bool) time.Time {
+	t.Helper()
+	g := hubProxy.Gate(func(*GatedRequest) bool { return true })
+	defer g.Close()
+	for {
+		q := nextHeld(t, g, time.Minute, "the "+p.name)
+		if !p.match(q, in) {
+			q.Forward()
+			continue
+		}
+		if p.answered {
+			select {
+			case <-q.Forward():
+			case <-time.After(30 * time.Second):
+				t.Fatalf("the hub did not answer %s %s", q.Method, q.Path)
+			}
+		}
+		pid := signalTokenkeeper(t, syscall.SIGKILL)
+		killed := time.Now()
+		if !p.answered {
+			q.Fail() // the request died with tokenkeeper; the hub never sees it
+		}
+		g.Close()
+		waitRestarted(t, pid)
+		return killed
+	}
+}
