@@ -141,7 +141,7 @@ func TestHubAdminSessionStaysIntact(t *testing.T) {
 	if n := writes.Load(); n != 0 {
 		t.Errorf("tokenkeeper wrote %s's auth_state %d times, want 0", hubAdmin, n)
 	}
-	if l := hubLogLines(t, "Only admins can modify other admins", "403 PATCH /hub/api/users/"+hubAdmin); len(l) != 0 {
+	if l := hubLogLines(t, "Only admins can modify other admins"); len(l) != 0 {
 		t.Errorf("the hub refused %d writes of %s's auth_state, want 0; first: %s", len(l), hubAdmin, l[0])
 	}
 	if l := tokenkeeperLog(t, "logged out", hubAdmin); len(l) != 0 {
@@ -164,23 +164,20 @@ func nextHeld(t *testing.T, g *Gate, limit time.Duration, what string) *GatedReq
 	}
 }
 
-// waitRefreshError waits for Keycloak to record a failed refresh grant of user.
-func waitRefreshError(t *testing.T, user string) KeycloakEvent {
+// refreshErrors counts the failed refresh grants Keycloak recorded in session sid.
+func refreshErrors(t *testing.T, sid string) int {
 	t.Helper()
-	ctx := context.Background()
-	id, err := stack.KeycloakUserID(ctx, user)
+	events, err := stack.KeycloakEvents(context.Background(), "REFRESH_TOKEN_ERROR")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var events []KeycloakEvent
-	err = Poll(ctx, 10*time.Second, 200*time.Millisecond, func() (bool, error) {
-		events, err = stack.KeycloakEvents(ctx, id, "REFRESH_TOKEN_ERROR")
-		return err == nil && len(events) > 0, err
-	})
-	if err != nil {
-		t.Fatalf("Keycloak recorded no failed refresh of %s: %v", user, err)
+	n := 0
+	for _, e := range events {
+		if e.SessionID == sid {
+			n++
+		}
 	}
-	return events[0]
+	return n
 }
 
 // TestReloginDuringLogoutKeepsNewSession ends a user's Keycloak session
@@ -234,9 +231,6 @@ func TestReloginDuringLogoutKeepsNewSession(t *testing.T) {
 	q.Forward()
 	// The grant fails (the session is gone); tokenkeeper reads again and decides.
 	q = nextHeld(t, g, 30*time.Second, "the read after the failed grant")
-	if e := waitRefreshError(t, user); e.SessionID != first.SessionID && e.SessionID != "" {
-		t.Errorf("failed refresh in session %s, want %s", e.SessionID, first.SessionID)
-	}
 	q.Forward()
 	q = nextHeld(t, g, 30*time.Second, "the logout of "+user)
 	wantLogouts := 0
@@ -270,30 +264,31 @@ func TestReloginDuringLogoutKeepsNewSession(t *testing.T) {
 		q.Forward()
 		g.Close()
 	}
-	// tokenkeeper goes on refreshing the new session.
+	// tokenkeeper goes on refreshing the new session (or has cleared it).
 	var now string
+	var c refresh.Claims
 	err = Poll(ctx, 60*time.Second, 250*time.Millisecond, func() (bool, error) {
-		c, ok, err := authClaims(ctx, user)
-		if err != nil {
-			return false, err
-		}
-		if !ok {
-			return false, fmt.Errorf("auth_state was cleared: the new login is lost")
+		c, ok, err = authClaims(ctx, user)
+		if err != nil || !ok {
+			return !ok && err == nil, err
 		}
 		now, _ = accessToken(t, user)
-		return c.SessionID == relogin.SessionID && now != loginToken, nil
+		return now != loginToken, nil
 	})
-	if err != nil {
-		t.Errorf("no refresh of %s's new session: %v", user, err)
+	if err != nil || !ok {
+		t.Errorf("no refresh of %s's new session (auth_state cleared: %v): %v", user, !ok, err)
 	}
-	if c, ok, _ := authClaims(ctx, user); !ok || c.SessionID != relogin.SessionID {
+	if c.SessionID != relogin.SessionID {
 		t.Errorf("%s's auth_state holds session %q, want the new %q", user, c.SessionID, relogin.SessionID)
+	}
+	if n := refreshErrors(t, first.SessionID); n != 1 {
+		t.Errorf("failed refresh grants in %s's ended session: %d, want 1", user, n)
 	}
 	sessions, err := stack.KeycloakSessions(ctx, user)
 	if err != nil || len(sessions) != 1 || sessions[0].ID != relogin.SessionID {
 		t.Errorf("%s's Keycloak sessions: %+v, %v; want only the new %s", user, sessions, err, relogin.SessionID)
 	}
-	if now != "" {
+	if ok {
 		assertUserinfoOK(t, now)
 	}
 	if status, path, err := browse(browser); err != nil || status != http.StatusOK || path != "/hub/home" {
@@ -350,12 +345,16 @@ func countLog(t *testing.T, msg string, users map[string]bool) int {
 
 // TestSIGTERMDuringRefreshLosesNoSession stops tokenkeeper with SIGTERM, as
 // the hub does at every restart, in the middle of a sweep that refreshes 50
-// users at once: some grants are between the grant and the write-back (the
-// hub proxy holds their writes), some are at Keycloak, the rest not started.
+// users, 16 at a time: some grants are between the grant and the write-back
+// (the hub proxy holds their writes), some are at Keycloak, the rest not
+// started.
 // After the hub starts tokenkeeper again, every user must still have a
 // working session: no refresh token may be spent and forgotten.
 func TestSIGTERMDuringRefreshLosesNoSession(t *testing.T) {
-	const held = 4 // write-backs held when the signal comes
+	const (
+		concurrency = 16 // users refreshed at once
+		held        = 4  // write-backs held when the signal comes
+	)
 	users := testUsers(t, "term", 50)
 	in := userSet(users)
 	loginAll(t, users, 4)
@@ -392,11 +391,11 @@ func TestSIGTERMDuringRefreshLosesNoSession(t *testing.T) {
 			}
 		}
 	}()
-	useSettings(t, map[string]any{"keep": "all"})
+	useSettings(t, map[string]any{"keep": "all", "concurrency": concurrency})
 	err := Poll(context.Background(), time.Minute, 10*time.Millisecond, func() (bool, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(heldWrites) == held && reads.Load() >= 16, nil
+		return len(heldWrites) == held && reads.Load() >= 2*concurrency, nil
 	})
 	if err != nil {
 		t.Fatalf("the sweep of %d due users did not get under way: %d reads, %d writes held: %v", len(users), reads.Load(), len(heldWrites), err)
