@@ -5,7 +5,68 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync"
+	"time"
 )
+
+// adminTokens caches the bootstrap admin's access token (it lives 60 s), so
+// that checks over many users do not make Keycloak hash the admin's password
+// once per call.
+var adminTokens struct {
+	sync.Mutex
+	token   string
+	expires time.Time
+}
+
+// keycloakAdmin is KeycloakAdmin with a cached admin token.
+func (s *Stack) keycloakAdmin(ctx context.Context, method, path string, body, out any) error {
+	adminTokens.Lock()
+	tok := adminTokens.token
+	if time.Now().After(adminTokens.expires) {
+		t, err := s.adminToken(ctx)
+		if err != nil {
+			adminTokens.Unlock()
+			return err
+		}
+		tok = t
+		adminTokens.token, adminTokens.expires = t, time.Now().Add(30*time.Second)
+	}
+	adminTokens.Unlock()
+	return doJSON(ctx, s.KeycloakURL()+"/admin/realms/jupyter", "Bearer "+tok, method, path, body, out)
+}
+
+// KeycloakUserSessions lists the sessions of the user with Keycloak id id.
+func (s *Stack) KeycloakUserSessions(ctx context.Context, id string) ([]KeycloakSession, error) {
+	var sessions []KeycloakSession
+	if err := s.keycloakAdmin(ctx, http.MethodGet, "/users/"+url.PathEscape(id)+"/sessions", nil, &sessions); err != nil {
+		return nil, fmt.Errorf("sessions of user %s: %w", id, err)
+	}
+	return sessions, nil
+}
+
+// KeycloakUserIDs maps the test realm's usernames to their Keycloak ids.
+func (s *Stack) KeycloakUserIDs(ctx context.Context) (map[string]string, error) {
+	var users []struct {
+		ID       string `json:"id"`
+		Username string `json:"username"`
+	}
+	if err := s.keycloakAdmin(ctx, http.MethodGet, "/users?briefRepresentation=true&max=10000", nil, &users); err != nil {
+		return nil, fmt.Errorf("list keycloak users: %w", err)
+	}
+	ids := make(map[string]string, len(users))
+	for _, u := range users {
+		ids[u.Username] = u.ID
+	}
+	return ids, nil
+}
+
+// EndKeycloakUserSessions ends all sessions of the user with Keycloak id id.
+func (s *Stack) EndKeycloakUserSessions(ctx context.Context, id string) error {
+	if err := s.keycloakAdmin(ctx, http.MethodPost, "/users/"+url.PathEscape(id)+"/logout", nil, nil); err != nil {
+		return fmt.Errorf("end the sessions of user %s: %w", id, err)
+	}
+	return nil
+}
 
 // CreateKeycloakUser adds a user with a password to the test realm; a user
 // who already exists is left as they are.
@@ -15,7 +76,7 @@ func (s *Stack) CreateKeycloakUser(ctx context.Context, username, password strin
 		"email": username + "@example.org", "firstName": username, "lastName": "Test",
 		"credentials": []map[string]any{{"type": "password", "value": password, "temporary": false}},
 	}
-	err := s.KeycloakAdmin(ctx, http.MethodPost, "/users", user, nil)
+	err := s.keycloakAdmin(ctx, http.MethodPost, "/users", user, nil)
 	if err != nil && !IsStatus(err, http.StatusConflict) {
 		return fmt.Errorf("create keycloak user %s: %w", username, err)
 	}
@@ -26,7 +87,7 @@ func (s *Stack) CreateKeycloakUser(ctx context.Context, username, password strin
 // admin console. Keycloak sends back-channel logout tokens for it to the
 // clients that registered a URL.
 func (s *Stack) EndKeycloakSession(ctx context.Context, sessionID string) error {
-	if err := s.KeycloakAdmin(ctx, http.MethodDelete, "/sessions/"+url.PathEscape(sessionID), nil, nil); err != nil {
+	if err := s.keycloakAdmin(ctx, http.MethodDelete, "/sessions/"+url.PathEscape(sessionID), nil, nil); err != nil {
 		return fmt.Errorf("end keycloak session %s: %w", sessionID, err)
 	}
 	return nil
@@ -37,7 +98,7 @@ func (s *Stack) KeycloakClientUUID(ctx context.Context, clientID string) (string
 	var clients []struct {
 		ID string `json:"id"`
 	}
-	if err := s.KeycloakAdmin(ctx, http.MethodGet, "/clients?clientId="+url.QueryEscape(clientID), nil, &clients); err != nil {
+	if err := s.keycloakAdmin(ctx, http.MethodGet, "/clients?clientId="+url.QueryEscape(clientID), nil, &clients); err != nil {
 		return "", err
 	}
 	if len(clients) != 1 {
@@ -54,7 +115,7 @@ func (s *Stack) SetBackchannelLogoutURL(ctx context.Context, u string) error {
 		return err
 	}
 	body := map[string]any{"attributes": map[string]string{"backchannel.logout.url": u}}
-	if err := s.KeycloakAdmin(ctx, http.MethodPut, "/clients/"+id, body, nil); err != nil {
+	if err := s.keycloakAdmin(ctx, http.MethodPut, "/clients/"+id, body, nil); err != nil {
 		return fmt.Errorf("set the back-channel logout URL: %w", err)
 	}
 	return nil
@@ -78,7 +139,7 @@ type KeycloakEvent struct {
 func (s *Stack) KeycloakEvents(ctx context.Context, typ string) ([]KeycloakEvent, error) {
 	var events []KeycloakEvent
 	q := url.Values{"type": {typ}, "max": {"1000"}}
-	err := s.KeycloakAdmin(ctx, http.MethodGet, "/events?"+q.Encode(), nil, &events)
+	err := s.keycloakAdmin(ctx, http.MethodGet, "/events?"+q.Encode(), nil, &events)
 	return events, err
 }
 

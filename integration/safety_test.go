@@ -467,15 +467,24 @@ func TestRandomSIGKILLsDuringSweepsLoseNothing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(testSeed(t), 0))
 	users := testUsers(t, "kill", 20)
 	in := userSet(users)
-	loginAll(t, users, 4)
+	// Logged in in four waves over most of a token's life, the users are
+	// due at moments spread over every sweep cycle.
+	for i := 0; i < len(users); i += 5 {
+		if i > 0 {
+			<-time.After(5 * time.Second) // spacing the waves, not a synchronisation
+		}
+		loginAll(t, users[i:i+5], 5)
+	}
 	useSettings(t, map[string]any{"keep": "all", "concurrency": 1})
 	var last time.Time
 	for i := range 20 {
 		p := killPoints[rng.IntN(len(killPoints))]
-		delay := time.Duration(rng.Int64N(int64(2 * time.Second)))
+		delay := time.Duration(rng.Int64N(int64(time.Second)))
 		<-time.After(delay) // a random moment, not a synchronisation
+		start := time.Now()
 		last = killAt(t, p, in)
-		t.Logf("kill %d after %s at the %s", i+1, delay.Round(time.Millisecond), p.name)
+		t.Logf("kill %d after %s at the %s (reached in %s, restarted in %s)", i+1, delay.Round(time.Millisecond),
+			p.name, last.Sub(start).Round(time.Millisecond), time.Since(last).Round(time.Millisecond))
 	}
 	assertNoSessionLost(t, users, last)
 	t.Logf("replayed write-backs: %d", countLog(t, "replayed pending write-back", in))

@@ -172,11 +172,15 @@ func testUsers(t *testing.T, prefix string, n int) []string {
 // forgetUsers deletes users from the hub and ends their Keycloak sessions.
 func forgetUsers(t *testing.T, users []string) {
 	ctx := context.Background()
+	ids, err := stack.KeycloakUserIDs(ctx)
+	if err != nil {
+		t.Error(err)
+	}
 	for _, u := range users {
 		if err := stack.API(ctx, http.MethodDelete, "/users/"+url.PathEscape(u), nil, nil); err != nil && !IsStatus(err, http.StatusNotFound) {
 			t.Errorf("delete hub user %s: %v", u, err)
 		}
-		if err := stack.KeycloakLogout(ctx, u); err != nil {
+		if err := stack.EndKeycloakUserSessions(ctx, ids[u]); err != nil {
 			t.Errorf("end the Keycloak sessions of %s: %v", u, err)
 		}
 	}
@@ -268,6 +272,10 @@ func assertNoSessionLost(t *testing.T, users []string, since time.Time) {
 		t.Errorf("%d of %d users got no token issued after %s: %v (%v)", len(pending), len(users),
 			since.Format(time.TimeOnly), sortedKeys(pending), err)
 	}
+	ids, err := stack.KeycloakUserIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var refused, noSession []string
 	for _, u := range users {
 		status, body := freshToken(t, stack.TestToken, "?user="+url.QueryEscape(u))
@@ -275,7 +283,7 @@ func assertNoSessionLost(t *testing.T, users []string, since time.Time) {
 		if code, err := stack.Userinfo(ctx, at); status != http.StatusOK || err != nil || code != http.StatusOK {
 			refused = append(refused, fmt.Sprintf("%s (fresh-token %d %v, userinfo %d)", u, status, body["error"], code))
 		}
-		if s, err := stack.KeycloakSessions(ctx, u); err != nil || len(s) == 0 {
+		if s, err := stack.KeycloakUserSessions(ctx, ids[u]); err != nil || len(s) == 0 {
 			noSession = append(noSession, u)
 		}
 	}
