@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -345,11 +344,12 @@ func countLog(t *testing.T, msg string, users map[string]bool) int {
 
 // TestSIGTERMDuringRefreshLosesNoSession stops tokenkeeper with SIGTERM, as
 // the hub does at every restart, in the middle of a sweep that refreshes 50
-// users, 16 at a time: some grants are between the grant and the write-back
-// (the hub proxy holds their writes), some are at Keycloak, the rest not
-// started.
-// After the hub starts tokenkeeper again, every user must still have a
-// working session: no refresh token may be spent and forgotten.
+// due users, 16 at a time. The hub proxy holds the first four write-backs;
+// once each of the other twelve places has started its next user, the
+// signal comes: four grants are then between grant and write-back, a dozen
+// at Keycloak, and over twenty users not started. After the hub starts
+// tokenkeeper again, every user must still have a working session: no
+// refresh token may be spent and forgotten.
 func TestSIGTERMDuringRefreshLosesNoSession(t *testing.T) {
 	const (
 		concurrency = 16 // users refreshed at once
@@ -360,61 +360,88 @@ func TestSIGTERMDuringRefreshLosesNoSession(t *testing.T) {
 	loginAll(t, users, 4)
 	// With keep=running tokenkeeper ignores these users (no servers) until
 	// it restarts with keep=all; by then all are due, so its first sweep
-	// refreshes all 50 at once.
+	// refreshes all 50.
 	waitAllDue(t, users)
-	var reads, writes atomic.Int64
-	var heldWrites []*GatedRequest
-	var mu sync.Mutex
 	g := hubProxy.Gate(func(q *GatedRequest) bool { return in[q.User] })
 	defer g.Close()
+	signalled := make(chan sigtermAt, 1)
 	stop := make(chan struct{})
 	consumed := make(chan struct{})
 	go func() {
 		defer close(consumed)
-		for {
-			select {
-			case q := <-g.Requests():
-				mu.Lock()
-				switch {
-				case q.Method == http.MethodGet:
-					reads.Add(1)
-					q.Forward()
-				case len(heldWrites) < held:
-					heldWrites = append(heldWrites, q)
-				default:
-					writes.Add(1)
-					q.Forward()
-				}
-				mu.Unlock()
-			case <-stop:
-				return
-			}
-		}
+		holdThenSIGTERM(g, held, 2*concurrency-held, signalled, stop)
 	}()
 	useSettings(t, map[string]any{"keep": "all", "concurrency": concurrency})
-	err := Poll(context.Background(), time.Minute, 10*time.Millisecond, func() (bool, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(heldWrites) == held && reads.Load() >= 2*concurrency, nil
-	})
-	if err != nil {
-		t.Fatalf("the sweep of %d due users did not get under way: %d reads, %d writes held: %v", len(users), reads.Load(), len(heldWrites), err)
+	var sig sigtermAt
+	select {
+	case sig = <-signalled:
+	case <-time.After(time.Minute):
+		t.Fatalf("the sweep of %d due users did not get under way", len(users))
 	}
-	pid := signalTokenkeeper(t, syscall.SIGTERM)
-	stopped := time.Now()
+	if sig.err != nil {
+		t.Fatal(sig.err)
+	}
+	t.Logf("SIGTERM after %d reads and %d write-backs of %d due users, %d write-backs held", sig.reads, sig.writes, len(users), held)
+	waitRestarted(t, sig.pid)
 	close(stop)
 	<-consumed
-	mu.Lock()
-	for _, q := range heldWrites {
-		q.Fail()
-	}
-	mu.Unlock()
 	g.Close()
-	t.Logf("SIGTERM after %d reads and %d write-backs of %d due users, %d write-backs held", reads.Load(), writes.Load(), len(users), held)
-	waitRestarted(t, pid)
-	assertNoSessionLost(t, users, stopped)
+	assertNoSessionLost(t, users, sig.at)
 	t.Logf("replayed write-backs: %d; grants refused for reuse: %d", countLog(t, "replayed pending write-back", in),
 		len(hubLogLines(t, "Maximum allowed refresh token reuse exceeded")))
+}
+
+// sigtermAt says when and where holdThenSIGTERM stopped tokenkeeper.
+type sigtermAt struct {
+	pid           int
+	at            time.Time
+	reads, writes int
+	err           error
+}
+
+// holdThenSIGTERM passes on the gate's requests but holds the first n
+// write-backs; once the hub has answered the read-th read it sends
+// tokenkeeper SIGTERM, fails the held writes (tokenkeeper journaled them; the hub never
+// sees them), and then passes everything on until stop.
+func holdThenSIGTERM(g *Gate, n, read int, signalled chan<- sigtermAt, stop <-chan struct{}) {
+	var heldWrites []*GatedRequest
+	var sig sigtermAt
+	for {
+		var q *GatedRequest
+		select {
+		case q = <-g.Requests():
+		case <-stop:
+			return
+		}
+		switch {
+		case sig.at.IsZero() && q.Method == http.MethodPatch && len(heldWrites) < n:
+			heldWrites = append(heldWrites, q)
+			continue
+		case sig.at.IsZero() && q.Method == http.MethodPatch:
+			sig.writes++
+		case sig.at.IsZero():
+			sig.reads++
+		}
+		answered := q.Forward()
+		if sig.at.IsZero() && sig.reads == read {
+			<-answered // its grant comes next
+			sig.pid, sig.err = sigterm()
+			sig.at = time.Now()
+			for _, h := range heldWrites {
+				h.Fail()
+			}
+			signalled <- sig
+		}
+	}
+}
+
+// sigterm sends SIGTERM to the one running tokenkeeper.
+func sigterm() (int, error) {
+	pids := tokenkeeperPIDs()
+	if len(pids) != 1 {
+		return 0, fmt.Errorf("tokenkeeper processes = %v, want exactly one", pids)
+	}
+	return pids[0], syscall.Kill(pids[0], syscall.SIGTERM)
 }
 
 // killPoint is a moment at which the random-kill test kills tokenkeeper:
