@@ -346,37 +346,35 @@ func countLog(t *testing.T, msg string, users map[string]bool) int {
 
 // TestSIGTERMDuringRefreshLosesNoSession stops tokenkeeper with SIGTERM, as
 // the hub does at every restart, in the middle of a sweep that refreshes 50
-// due users, 16 at a time. The hub proxy holds the first four write-backs;
-// once each of the other twelve places has started its next user, the
-// signal comes: four grants are then between grant and write-back, a dozen
-// at Keycloak, and over twenty users not started. After the hub starts
-// tokenkeeper again, every user must still have a working session: no
-// refresh token may be spent and forgotten.
+// due users, 16 at a time. The users log in while tokenkeeper cannot reach
+// the hub, so that all are due when it can again. The hub proxy then holds
+// the first four write-backs; once each of the other twelve places has
+// started its next user, the signal comes: four grants are then between
+// grant and write-back, a dozen at Keycloak, and over twenty users not
+// started. After the hub starts tokenkeeper again, every user must still
+// have a working session: no refresh token may be spent and forgotten.
 func TestSIGTERMDuringRefreshLosesNoSession(t *testing.T) {
 	const (
 		concurrency = 16 // users refreshed at once
 		held        = 4  // write-backs held when the signal comes
 	)
 	users := testUsers(t, "term", 50)
-	in := userSet(users)
-	loginAll(t, users, 4)
-	// With keep=running tokenkeeper ignores these users (no servers) until
-	// it restarts with keep=all; by then all are due, so its first sweep
-	// refreshes all 50.
-	waitAllDue(t, users)
-	g := hubProxy.Gate(func(q *GatedRequest) bool { return in[q.User] })
+	useSettings(t, map[string]any{"keep": "all", "concurrency": concurrency})
+	g := hubProxy.Gate(func(*GatedRequest) bool { return true })
 	defer g.Close()
-	signalled := make(chan sigtermAt, 1)
-	stop := make(chan struct{})
+	s := &sigtermSweep{in: userSet(users), held: held, read: 2*concurrency - held,
+		reachable: make(chan struct{}), signalled: make(chan sigtermAt, 1), stop: make(chan struct{})}
 	consumed := make(chan struct{})
 	go func() {
 		defer close(consumed)
-		holdThenSIGTERM(g, held, 2*concurrency-held, signalled, stop)
+		s.run(g)
 	}()
-	useSettings(t, map[string]any{"keep": "all", "concurrency": concurrency})
+	loginAll(t, users, 4)
+	waitAllDue(t, users)
+	close(s.reachable)
 	var sig sigtermAt
 	select {
-	case sig = <-signalled:
+	case sig = <-s.signalled:
 	case <-time.After(time.Minute):
 		t.Fatalf("the sweep of %d due users did not get under way", len(users))
 	}
@@ -385,15 +383,15 @@ func TestSIGTERMDuringRefreshLosesNoSession(t *testing.T) {
 	}
 	t.Logf("SIGTERM after %d reads and %d write-backs of %d due users, %d write-backs held", sig.reads, sig.writes, len(users), held)
 	waitRestarted(t, sig.pid)
-	close(stop)
+	close(s.stop)
 	<-consumed
 	g.Close()
 	assertNoSessionLost(t, users, sig.at)
-	t.Logf("replayed write-backs: %d; grants refused for reuse: %d", countLog(t, "replayed pending write-back", in),
+	t.Logf("replayed write-backs: %d; grants refused for reuse: %d", countLog(t, "replayed pending write-back", s.in),
 		len(hubLogLines(t, "Maximum allowed refresh token reuse exceeded")))
 }
 
-// sigtermAt says when and where holdThenSIGTERM stopped tokenkeeper.
+// sigtermAt says when and where a sigtermSweep stopped tokenkeeper.
 type sigtermAt struct {
 	pid           int
 	at            time.Time
@@ -401,38 +399,58 @@ type sigtermAt struct {
 	err           error
 }
 
-// holdThenSIGTERM passes on the gate's requests but holds the first n
-// write-backs; once the hub has answered the read-th read it sends
-// tokenkeeper SIGTERM, fails the held writes (tokenkeeper journaled them; the hub never
-// sees them), and then passes everything on until stop.
-func holdThenSIGTERM(g *Gate, n, read int, signalled chan<- sigtermAt, stop <-chan struct{}) {
+// sigtermSweep decides on every request tokenkeeper sends the hub. Until
+// reachable closes it fails them all: the hub is unreachable. Then it
+// passes them on but holds the first held write-backs of the users in;
+// once the hub has answered the read-th read of those users it sends
+// tokenkeeper SIGTERM, fails the held writes (tokenkeeper journaled them;
+// the hub never sees them), and passes everything on until stop.
+type sigtermSweep struct {
+	in              map[string]bool
+	held, read      int
+	reachable, stop chan struct{}
+	signalled       chan sigtermAt
+}
+
+func (s *sigtermSweep) run(g *Gate) {
 	var heldWrites []*GatedRequest
 	var sig sigtermAt
 	for {
 		var q *GatedRequest
 		select {
 		case q = <-g.Requests():
-		case <-stop:
+		case <-s.stop:
 			return
 		}
-		switch {
-		case sig.at.IsZero() && q.Method == http.MethodPatch && len(heldWrites) < n:
+		select {
+		case <-s.reachable:
+		default:
+			q.Fail()
+			continue
+		}
+		if !sig.at.IsZero() || !s.in[q.User] {
+			q.Forward()
+			continue
+		}
+		if q.Method == http.MethodPatch && len(heldWrites) < s.held {
 			heldWrites = append(heldWrites, q)
 			continue
-		case sig.at.IsZero() && q.Method == http.MethodPatch:
-			sig.writes++
-		case sig.at.IsZero():
-			sig.reads++
 		}
+		if q.Method == http.MethodPatch {
+			sig.writes++
+			q.Forward()
+			continue
+		}
+		sig.reads++
 		answered := q.Forward()
-		if sig.at.IsZero() && sig.reads == read {
+		if sig.reads == s.read {
 			<-answered // its grant comes next
 			sig.pid, sig.err = sigterm()
 			sig.at = time.Now()
 			for _, h := range heldWrites {
 				h.Fail()
 			}
-			signalled <- sig
+			s.signalled <- sig
 		}
 	}
 }
@@ -496,6 +514,7 @@ func TestRandomSIGKILLsDuringSweepsLoseNothing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(testSeed(t), 0))
 	users := testUsers(t, "kill", 20)
 	in := userSet(users)
+	useSettings(t, map[string]any{"keep": "all", "concurrency": 1})
 	// Logged in in four waves over most of a token's life, the users are
 	// due at moments spread over every sweep cycle.
 	for i := 0; i < len(users); i += 5 {
@@ -504,7 +523,6 @@ func TestRandomSIGKILLsDuringSweepsLoseNothing(t *testing.T) {
 		}
 		loginAll(t, users[i:i+5], 5)
 	}
-	useSettings(t, map[string]any{"keep": "all", "concurrency": 1})
 	var last time.Time
 	for i := range 20 {
 		p := killPoints[rng.IntN(len(killPoints))]
