@@ -61,7 +61,8 @@ func browse(browser *http.Client) (int, string, error) {
 	return resp.StatusCode, resp.Request.URL.Path, nil
 }
 
-// hubLogLines returns the hub log's lines that contain any of needles.
+// hubLogLines returns the hub's own log lines (not tokenkeeper's, which the
+// hub log holds too) that contain any of needles.
 func hubLogLines(t *testing.T, needles ...string) []string {
 	t.Helper()
 	f, err := os.Open(stack.HubLog())
@@ -73,6 +74,9 @@ func hubLogLines(t *testing.T, needles ...string) []string {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
+		if !strings.HasPrefix(sc.Text(), "[") {
+			continue
+		}
 		for _, n := range needles {
 			if strings.Contains(sc.Text(), n) {
 				out = append(out, sc.Text())
@@ -387,8 +391,7 @@ func TestSIGTERMDuringRefreshLosesNoSession(t *testing.T) {
 	<-consumed
 	g.Close()
 	assertNoSessionLost(t, users, sig.at)
-	t.Logf("replayed write-backs: %d; grants refused for reuse: %d", countLog(t, "replayed pending write-back", s.in),
-		len(hubLogLines(t, "Maximum allowed refresh token reuse exceeded")))
+	t.Logf("replayed write-backs: %d", countLog(t, "replayed pending write-back", s.in))
 }
 
 // sigtermAt says when and where a sigtermSweep stopped tokenkeeper.
