@@ -121,8 +121,8 @@ func TestHubAdminSessionStaysIntact(t *testing.T) {
 		if status, path, err := browse(browser); err != nil || status != http.StatusOK || path != "/hub/home" {
 			t.Errorf("%s's browser at %s: %d at %s, %v; want 200 at /hub/home", hubAdmin, time.Since(start).Round(time.Second), status, path, err)
 		}
-		if status, body := health(t); status != http.StatusOK {
-			t.Errorf("tokenkeeper's health at %s: %d %v", time.Since(start).Round(time.Second), status, body)
+		if status, body := health(t); status != http.StatusOK || body["status"] != "ok" {
+			t.Errorf("tokenkeeper's health at %s: %d %v, want 200 ok", time.Since(start).Round(time.Second), status, body)
 		}
 		// fresh-token is asked while the hub's copy has time left: tokenkeeper
 		// does not refresh an admin, the hub does on the admin's next request.
