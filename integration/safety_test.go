@@ -196,16 +196,7 @@ func TestReloginDuringLogoutKeepsNewSession(t *testing.T) {
 	ctx := context.Background()
 	user := testUsers(t, "relogin", 1)[0]
 	useSettings(t, map[string]any{"keep": "all", "end_keycloak_sessions": true})
-	// tokenkeeper is to learn of the ended session from its grant, not from Keycloak's back channel.
-	nowhere := fmt.Sprintf("http://127.0.0.1:%d/nowhere", stack.cfg.PortBase+97)
-	if err := stack.SetBackchannelLogoutURL(ctx, nowhere); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := stack.SetBackchannelLogoutURL(ctx, stack.BackchannelLogoutURL()); err != nil {
-			t.Error(err)
-		}
-	})
+	quietBackchannel(t)
 	g := hubProxy.Gate(func(q *GatedRequest) bool { return q.User == user })
 	defer g.Close()
 	if _, err := Login(ctx, stack.HubURL(), user, user+"-pw"); err != nil {
@@ -218,6 +209,68 @@ func TestReloginDuringLogoutKeepsNewSession(t *testing.T) {
 	if err := stack.EndKeycloakSession(ctx, first.SessionID); err != nil {
 		t.Fatal(err)
 	}
+	q := stepToDecision(t, g, user, first)
+	wantLogouts := 0
+	if q.Method == http.MethodGet {
+		// Between the decision and the logout: log in again now.
+		t.Logf("logging in again while tokenkeeper's %s %s waits", q.Method, q.Path)
+	} else {
+		// The logout clears auth_state right after the read it decided on;
+		// nothing can come in between. Log in again once it is done.
+		t.Logf("tokenkeeper cleared auth_state right after its decision (%s %s); logging in again after the logout", q.Method, q.Path)
+		<-q.Forward()
+		g.Close()
+		wantLogouts = 1
+		waitAudited(t, user, 1)
+	}
+	browser, err := Login(ctx, stack.HubURL(), user, user+"-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	relogin, ok, err := authClaims(ctx, user)
+	if !ok || relogin.SessionID == "" || relogin.SessionID == first.SessionID {
+		t.Fatalf("%s's auth_state after logging in again: sid %q (first %q), %v", user, relogin.SessionID, first.SessionID, err)
+	}
+	loginToken, _ := accessToken(t, user)
+	if wantLogouts == 0 {
+		q.Forward()
+		g.Close()
+	}
+	assertNewSessionKept(t, user, browser, loginToken, relogin.SessionID)
+	if n := refreshErrors(t, first.SessionID); n != 1 {
+		t.Errorf("failed refresh grants in %s's ended session: %d, want 1", user, n)
+	}
+	if l := tokenkeeperLog(t, "logged out", user); len(l) != wantLogouts {
+		t.Errorf("logout log lines for %s: %+v, want %d", user, l, wantLogouts)
+	}
+	if l := auditedLogouts(t, user); len(l) != wantLogouts {
+		t.Errorf("logouts recorded for %s: %v, want %d", user, l, wantLogouts)
+	}
+}
+
+// quietBackchannel points Keycloak's back-channel logout for the hub's
+// client at a closed loopback port until the test ends, so that tokenkeeper
+// learns of an ended session only from its own failed grant.
+func quietBackchannel(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	nowhere := fmt.Sprintf("http://127.0.0.1:%d/nowhere", stack.cfg.PortBase+97)
+	if err := stack.SetBackchannelLogoutURL(ctx, nowhere); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stack.SetBackchannelLogoutURL(ctx, stack.BackchannelLogoutURL()); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// stepToDecision passes on tokenkeeper's requests for user, whose session
+// ended, up to its decision: reads of a token not due yet, the read before
+// the grant that fails, and the read after it, on which tokenkeeper decides
+// that the session ended. It returns the next request, still held.
+func stepToDecision(t *testing.T, g *Gate, user string, first refresh.Claims) *GatedRequest {
+	t.Helper()
 	// A read in the first half of the token's life (tokenkeeper looking at
 	// a new user) finds it not due yet (due at ⅔–80 %): no grant follows.
 	halfLife := first.IssuedAt.Add(first.Expiry.Sub(first.IssuedAt) / 2)
@@ -234,47 +287,36 @@ func TestReloginDuringLogoutKeepsNewSession(t *testing.T) {
 	}
 	q.Forward()
 	// The grant fails (the session is gone); tokenkeeper reads again and decides.
-	q = nextHeld(t, g, 30*time.Second, "the read after the failed grant")
-	q.Forward()
-	q = nextHeld(t, g, 30*time.Second, "the logout of "+user)
-	wantLogouts := 0
-	if q.Method == http.MethodGet {
-		// Between the decision and the logout: log in again now.
-		t.Logf("logging in again while tokenkeeper's %s %s waits", q.Method, q.Path)
-	} else {
-		// The logout clears auth_state right after the read it decided on;
-		// nothing can come in between. Log in again once it is done.
-		t.Logf("tokenkeeper cleared auth_state right after its decision (%s %s); logging in again after the logout", q.Method, q.Path)
-		<-q.Forward()
-		g.Close()
-		wantLogouts = 1
-		err := Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
-			return len(auditedLogouts(t, user)) == 1, nil
-		})
-		if err != nil {
-			t.Fatalf("the logout of %s was not recorded: %v", user, err)
-		}
-	}
-	browser, err := Login(ctx, stack.HubURL(), user, user+"-pw")
+	nextHeld(t, g, 30*time.Second, "the read after the failed grant").Forward()
+	return nextHeld(t, g, 30*time.Second, "the logout of "+user)
+}
+
+// waitAudited waits until tokenkeeper has recorded n logouts of user.
+func waitAudited(t *testing.T, user string, n int) {
+	t.Helper()
+	err := Poll(context.Background(), 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		return len(auditedLogouts(t, user)) == n, nil
+	})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("logouts of %s recorded: %d, want %d: %v", user, len(auditedLogouts(t, user)), n, err)
 	}
-	relogin, ok, err := authClaims(ctx, user)
-	if !ok || relogin.SessionID == "" || relogin.SessionID == first.SessionID {
-		t.Fatalf("%s's auth_state after logging in again: sid %q (first %q), %v", user, relogin.SessionID, first.SessionID, err)
-	}
-	loginToken, _ := accessToken(t, user)
-	if wantLogouts == 0 {
-		q.Forward()
-		g.Close()
-	}
-	// tokenkeeper goes on refreshing the new session (or has cleared it).
+}
+
+// assertNewSessionKept checks that user's login in session sid (access
+// token loginToken) survives: tokenkeeper refreshes it in auth_state,
+// Keycloak lists it as the user's only session and accepts its token, and
+// the browser still reaches the hub's home page.
+func assertNewSessionKept(t *testing.T, user string, browser *http.Client, loginToken, sid string) {
+	t.Helper()
+	ctx := context.Background()
 	var now string
 	var c refresh.Claims
-	err = Poll(ctx, 60*time.Second, 250*time.Millisecond, func() (bool, error) {
+	var ok bool
+	err := Poll(ctx, 60*time.Second, 250*time.Millisecond, func() (bool, error) {
+		var err error
 		c, ok, err = authClaims(ctx, user)
 		if err != nil || !ok {
-			return !ok && err == nil, err
+			return !ok && err == nil, err // cleared: no need to wait longer
 		}
 		now, _ = accessToken(t, user)
 		return now != loginToken, nil
@@ -282,27 +324,18 @@ func TestReloginDuringLogoutKeepsNewSession(t *testing.T) {
 	if err != nil || !ok {
 		t.Errorf("no refresh of %s's new session (auth_state cleared: %v): %v", user, !ok, err)
 	}
-	if c.SessionID != relogin.SessionID {
-		t.Errorf("%s's auth_state holds session %q, want the new %q", user, c.SessionID, relogin.SessionID)
-	}
-	if n := refreshErrors(t, first.SessionID); n != 1 {
-		t.Errorf("failed refresh grants in %s's ended session: %d, want 1", user, n)
+	if c.SessionID != sid {
+		t.Errorf("%s's auth_state holds session %q, want the new %q", user, c.SessionID, sid)
 	}
 	sessions, err := stack.KeycloakSessions(ctx, user)
-	if err != nil || len(sessions) != 1 || sessions[0].ID != relogin.SessionID {
-		t.Errorf("%s's Keycloak sessions: %+v, %v; want only the new %s", user, sessions, err, relogin.SessionID)
+	if err != nil || len(sessions) != 1 || sessions[0].ID != sid {
+		t.Errorf("%s's Keycloak sessions: %+v, %v; want only the new %s", user, sessions, err, sid)
 	}
 	if ok {
 		assertUserinfoOK(t, now)
 	}
 	if status, path, err := browse(browser); err != nil || status != http.StatusOK || path != "/hub/home" {
 		t.Errorf("%s's new browser: %d at %s, %v; want 200 at /hub/home", user, status, path, err)
-	}
-	if l := tokenkeeperLog(t, "logged out", user); len(l) != wantLogouts {
-		t.Errorf("logout log lines for %s: %+v, want %d", user, l, wantLogouts)
-	}
-	if l := auditedLogouts(t, user); len(l) != wantLogouts {
-		t.Errorf("logouts recorded for %s: %v, want %d", user, l, wantLogouts)
 	}
 }
 
@@ -404,10 +437,11 @@ type sigtermAt struct {
 
 // sigtermSweep decides on every request tokenkeeper sends the hub. Until
 // reachable closes it fails them all: the hub is unreachable. Then it
-// passes them on but holds the first held write-backs of the users in;
-// once the hub has answered the read-th read of those users it sends
-// tokenkeeper SIGTERM, fails the held writes (tokenkeeper journaled them;
-// the hub never sees them), and passes everything on until stop.
+// passes them on, except that it holds the first write-backs (as many as
+// held) of the users in; once the hub has answered the read-th read of
+// those users it sends tokenkeeper SIGTERM, fails the held writes
+// (tokenkeeper journaled them; the hub never sees them), and passes
+// everything on until stop.
 type sigtermSweep struct {
 	in              map[string]bool
 	held, read      int
@@ -448,7 +482,7 @@ func (s *sigtermSweep) run(g *Gate) {
 		answered := q.Forward()
 		if sig.reads == s.read {
 			<-answered // its grant comes next
-			sig.pid, sig.err = sigterm()
+			sig.pid, sig.err = killTokenkeeper(syscall.SIGTERM)
 			sig.at = time.Now()
 			for _, h := range heldWrites {
 				h.Fail()
@@ -456,15 +490,6 @@ func (s *sigtermSweep) run(g *Gate) {
 			s.signalled <- sig
 		}
 	}
-}
-
-// sigterm sends SIGTERM to the one running tokenkeeper.
-func sigterm() (int, error) {
-	pids := tokenkeeperPIDs()
-	if len(pids) != 1 {
-		return 0, fmt.Errorf("tokenkeeper processes = %v, want exactly one", pids)
-	}
-	return pids[0], syscall.Kill(pids[0], syscall.SIGTERM)
 }
 
 // killPoint is a moment at which the random-kill test kills tokenkeeper:

@@ -46,17 +46,26 @@ func tokenkeeperPIDs() []int {
 	return pids
 }
 
-// signalTokenkeeper sends sig to the one running tokenkeeper and returns its pid.
-func signalTokenkeeper(t *testing.T, sig syscall.Signal) int {
-	t.Helper()
+// killTokenkeeper sends sig to the one running tokenkeeper and returns its pid.
+func killTokenkeeper(sig syscall.Signal) (int, error) {
 	pids := tokenkeeperPIDs()
 	if len(pids) != 1 {
-		t.Fatalf("tokenkeeper processes = %v, want exactly one", pids)
+		return 0, fmt.Errorf("tokenkeeper processes = %v, want exactly one", pids)
 	}
 	if err := syscall.Kill(pids[0], sig); err != nil {
-		t.Fatalf("signal tokenkeeper: %v", err)
+		return 0, fmt.Errorf("signal tokenkeeper: %w", err)
 	}
-	return pids[0]
+	return pids[0], nil
+}
+
+// signalTokenkeeper is killTokenkeeper that ends the test on failure.
+func signalTokenkeeper(t *testing.T, sig syscall.Signal) int {
+	t.Helper()
+	pid, err := killTokenkeeper(sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }
 
 // waitRestarted waits until the hub has started a tokenkeeper other than
