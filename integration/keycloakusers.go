@@ -142,4 +142,3 @@ func (s *Stack) KeycloakEvents(ctx context.Context, typ string) ([]KeycloakEvent
 	err := s.keycloakAdmin(ctx, http.MethodGet, "/events?"+q.Encode(), nil, &events)
 	return events, err
 }
-
