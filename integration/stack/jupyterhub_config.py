@@ -70,6 +70,29 @@ test_settings = {
     **{k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")},
 }
 
+from jupyterhub.services import service as hub_service  # noqa: E402
+from traitlets import default  # noqa: E402
+
+
+class QuickRestartServiceSpawner(hub_service._ServiceSpawner):
+    """Notices a managed service's exit within a second (the hub's default is 30 s)."""
+
+    @default("poll_interval")
+    def _poll_interval_default(self):
+        return 1
+
+
+# Tests that kill tokenkeeper wait for the hub to restart it.
+hub_service._ServiceSpawner = QuickRestartServiceSpawner
+
+# Tests change tokenkeeper's settings (keep, concurrency, ...) by writing this
+# JSON file and restarting tokenkeeper; TOKENKEEPER_* variables take precedence.
+settings = f"{state}/tokenkeeper-settings.json"
+if not os.path.exists(settings):
+    with open(settings, "w") as f:
+        f.write("{}\n")
+test_settings["TOKENKEEPER_CONFIG"] = settings
+
 # --- README example begins ---
 import os  # noqa: E402
 import sys  # noqa: E402
