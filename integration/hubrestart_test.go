@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,9 +79,10 @@ func TestBadConfigUnderHubKeepsHubUp(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			restarted := time.Now()
+			restarted, logSize := time.Now(), hubLogSize(t)
 			if err := stack.RestartHub(ctx, tt.env); err != nil {
-				t.Fatal(err)
+				t.Fatalf("the hub did not stay up with tokenkeeper misconfigured: %v\nthe hub's critical log lines:\n%s",
+					err, strings.Join(hubCritical(t, logSize), "\n"))
 			}
 			var got healthSample
 			err := Poll(ctx, time.Minute, 250*time.Millisecond, func() (bool, error) {
@@ -127,6 +130,32 @@ func TestBadConfigUnderHubKeepsHubUp(t *testing.T) {
 	}
 }
 
+// hubLogSize is the hub log's current length, for hubCritical.
+func hubLogSize(t *testing.T) int64 {
+	t.Helper()
+	fi, err := os.Stat(stack.HubLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// hubCritical returns the hub's critical log lines written after offset.
+func hubCritical(t *testing.T, offset int64) []string {
+	t.Helper()
+	b, err := os.ReadFile(stack.HubLog())
+	if err != nil || int64(len(b)) < offset {
+		t.Fatalf("read the hub log: %v", err)
+	}
+	var out []string
+	for line := range strings.Lines(string(b[offset:])) {
+		if strings.HasPrefix(line, "[C ") {
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	return out
+}
+
 // jsonError reports whether body is a JSON error with code.
 func jsonError(body []byte, code string) bool {
 	var e struct {
@@ -139,11 +168,14 @@ func jsonError(body []byte, code string) bool {
 // default refresh_window of 60 s against the realm's 30 s access tokens: a
 // window longer than the token must not make every user due at every
 // sweep. Each user is refreshed once per 20–24 s and the users of one
-// login wave are spread over the sweeps.
+// login wave are spread over the sweeps: eight users, so that all of them
+// landing in one sweep by chance is rare.
 func TestDefaultWindowSpreadsRefreshes30sTokens(t *testing.T) {
 	const (
 		watch          = 2 * time.Minute
-		minGap, maxGap = 18 * time.Second, 28 * time.Second
+		// Due at ⅔–80 % of 30 s from the token's iat (a whole second),
+		// found by the next 2 s sweep.
+		minGap, maxGap = 19 * time.Second, 27 * time.Second
 	)
 	ctx := context.Background()
 	restartHub(t, "TOKENKEEPER_REFRESH_WINDOW=60s")
@@ -151,7 +183,7 @@ func TestDefaultWindowSpreadsRefreshes30sTokens(t *testing.T) {
 	if env := processEnv(t, tokenkeeperPID(t)); env["TOKENKEEPER_REFRESH_WINDOW"] != "60s" {
 		t.Fatalf("tokenkeeper runs with TOKENKEEPER_REFRESH_WINDOW=%q, want 60s", env["TOKENKEEPER_REFRESH_WINDOW"])
 	}
-	users := []string{"spread1", "spread2", "spread3", "spread4", "spread5", "spread6"}
+	users := []string{"spread1", "spread2", "spread3", "spread4", "spread5", "spread6", "spread7", "spread8"}
 	for _, u := range users {
 		login(t, u)
 	}
