@@ -256,6 +256,7 @@ func TestRealmWideSessionWipeTripsGuard(t *testing.T) {
 			if l.Expected == nil || *l.Expected {
 				t.Errorf("%s's ending after the wipe counted as expected: %+v", u, l)
 			}
+			t.Logf("%s's grant failed %s after the wipe", u, l.Time.Sub(wipe).Round(time.Millisecond))
 		}
 		// The failed grant's access token: nothing replaced it.
 		if _, exp := accessToken(t, u); exp.After(failedAccessExpiry) {
@@ -295,6 +296,10 @@ func TestRealmWideSessionWipeTripsGuard(t *testing.T) {
 		t.Errorf("guard/release by wipe1: %d %s, want 403", status, body)
 	}
 	assertHealth(t, http.StatusServiceUnavailable, paused)
+	for _, l := range linesSince(t, wipe, "logouts paused: many Keycloak sessions ended unexpectedly at once, which looks like Keycloak "+
+		"lost its sessions; nobody is logged out until an admin releases the guard") {
+		t.Logf("logouts paused %s after the wipe", l.Time.Sub(wipe).Round(time.Millisecond))
+	}
 	released := time.Now()
 	if status, body := releaseGuard(t, hubAdminToken(t)); status != http.StatusOK || body != `{"released":true}` {
 		t.Fatalf("guard/release by mallory: %d %s, want 200 {\"released\":true}", status, body)
