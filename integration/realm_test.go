@@ -84,6 +84,7 @@ func TestAccessTokensLongerThanSSOIdle(t *testing.T) {
 	// login's.
 	const minTokens = 7
 	for _, u := range users {
+		t.Logf("%s held %d refresh tokens in %s", u, len(seen[u]), watch)
 		if n := len(seen[u]); n < minTokens {
 			t.Errorf("%s held %d refresh tokens in %s, want at least %d", u, n, watch, minTokens)
 		}
