@@ -260,8 +260,13 @@ func TestRealmWideSessionWipeTripsGuard(t *testing.T) {
 			t.Logf("%s's grant failed %s after the wipe", u, l.Time.Sub(wipe).Round(time.Millisecond))
 		}
 		// The failed grant's access token: nothing replaced it.
-		if _, exp := accessToken(t, u); exp.After(failedAccessExpiry) {
-			failedAccessExpiry = exp
+		tok, ok := tokensOf(t, u)
+		if !ok {
+			t.Errorf("%s was logged out before the guard tripped: %+v", u, byUser(linesSince(t, wipe, "logged out"), u))
+			continue
+		}
+		if tok.Access.Expiry.After(failedAccessExpiry) {
+			failedAccessExpiry = tok.Access.Expiry
 		}
 	}
 	// Without the guard each user would be logged out at the first sweep
