@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/config"
-	"github.com/tokenkeeper/tokenkeeper/refresh"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 )
 
 func TestServerTimeouts(t *testing.T) {
@@ -60,7 +60,7 @@ func TestHTTPClientFollowsNoRedirect(t *testing.T) {
 	})
 	issuer = kc.srv.URL + "/realms/r"
 	cfg := config.Default()
-	k := refresh.NewKeycloak(issuer, "jupyterhub", config.Secret("client-secret"), newHTTPClient(cfg))
+	k := keycloak.New(issuer, "jupyterhub", config.Secret("client-secret"), newHTTPClient(cfg))
 	_, err := k.Refresh(context.Background(), config.Secret("refresh-token"))
 	if err == nil {
 		t.Error("Refresh through a redirecting token endpoint: no error")

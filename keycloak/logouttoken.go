@@ -1,4 +1,4 @@
-package refresh
+package keycloak
 
 import (
 	"context"
@@ -90,8 +90,9 @@ func checkLogoutTimes(lt *oidc.LogoutToken, now time.Time) (*oidc.LogoutToken, e
 
 // logoutVerifier returns the verifier of logout tokens, building it from the
 // discovered provider on first use.
-func (k *Keycloak) logoutVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
-	if _, err := k.Endpoint(ctx); err != nil {
+func (k *Client) logoutVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+	_, provider, err := k.realm.discovered(ctx)
+	if err != nil {
 		return nil, err
 	}
 	k.mu.Lock()
@@ -103,13 +104,13 @@ func (k *Keycloak) logoutVerifier(ctx context.Context) (*oidc.IDTokenVerifier, e
 		JWKSURL string   `json:"jwks_uri"`
 		Algs    []string `json:"id_token_signing_alg_values_supported"`
 	}
-	if err := k.provider.Claims(&meta); err != nil || meta.JWKSURL == "" {
+	if err := provider.Claims(&meta); err != nil || meta.JWKSURL == "" {
 		return nil, &DiscoveryError{Err: fmt.Errorf("no jwks_uri in the OpenID configuration: %v", err)}
 	}
 	algs := supportedAlgs(meta.Algs)
-	keys := newKeySet(meta.JWKSURL, k.client, k.now, algs)
-	k.verifier = oidc.NewVerifier(k.issuer, keys, &oidc.Config{
-		ClientID: k.clientID, SupportedSigningAlgs: algNames(algs), Now: k.now,
+	keys := newKeySet(meta.JWKSURL, k.realm.client, k.realm.now, algs)
+	k.verifier = oidc.NewVerifier(k.realm.issuer, keys, &oidc.Config{
+		ClientID: k.clientID, SupportedSigningAlgs: algNames(algs), Now: k.realm.now,
 	})
 	return k.verifier, nil
 }
