@@ -152,7 +152,16 @@ type tokenRequest struct {
 	Form        url.Values
 }
 
-// fakeKeycloak serves one realm, "r": discovery and the token endpoint.
+// brokerRequest is what the fake Keycloak saw at its broker token endpoint.
+type brokerRequest struct {
+	Method        string
+	Path          string // escaped, as sent
+	Authorization string
+	Body          string
+}
+
+// fakeKeycloak serves one realm, "r": discovery, the token endpoint and the
+// broker token endpoint.
 type fakeKeycloak struct {
 	srv *httptest.Server
 
@@ -165,6 +174,9 @@ type fakeKeycloak struct {
 	requests        []tokenRequest
 	// respond answers the n-th token request (from 1).
 	respond func(n int) (status int, body string)
+	brokers []brokerRequest
+	// brokerRespond answers broker token requests; nil answers storedIdPToken.
+	brokerRespond func() (status int, contentType, body string)
 }
 
 func newFakeKeycloak(t *testing.T) *fakeKeycloak {
@@ -173,6 +185,7 @@ func newFakeKeycloak(t *testing.T) *fakeKeycloak {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /realms/r/.well-known/openid-configuration", k.discovery)
 	mux.HandleFunc("/realms/r/protocol/openid-connect/token", k.token)
+	mux.HandleFunc("/realms/r/broker/", k.broker)
 	k.srv = httptest.NewServer(mux)
 	t.Cleanup(k.srv.Close)
 	return k
@@ -227,6 +240,28 @@ func (k *fakeKeycloak) token(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(status)
 	io.WriteString(w, out)
+}
+
+func (k *fakeKeycloak) broker(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	k.mu.Lock()
+	k.brokers = append(k.brokers, brokerRequest{Method: r.Method, Path: r.URL.EscapedPath(),
+		Authorization: r.Header.Get("Authorization"), Body: string(body)})
+	respond := k.brokerRespond
+	k.mu.Unlock()
+	status, ct, out := http.StatusOK, "application/json", storedIdPToken
+	if respond != nil {
+		status, ct, out = respond()
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(status)
+	io.WriteString(w, out)
+}
+
+func (k *fakeKeycloak) brokerRequests() []brokerRequest {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]brokerRequest(nil), k.brokers...)
 }
 
 func (k *fakeKeycloak) tokenRequests() []tokenRequest {

@@ -48,6 +48,10 @@ var ErrProviderTokenExpired = errors.New("the identity provider's token Keycloak
 // derived token was being made; it was discarded.
 var errForgotten = errors.New("the user's tokens were dropped while a derived token was being made")
 
+// errKeptCurrent comes with the cached derived token served because Keycloak
+// could not be reached: asking again would not give a fresher one.
+var errKeptCurrent = errors.New("keycloak unavailable: the current derived token is served")
+
 // Derived returns the user's token for t with at least minValid left (or
 // as much as Keycloak gives), derived from their access token. It is served
 // only while the user's own session is known live: every call first gets
@@ -69,7 +73,10 @@ func (r *Refresher) Derived(ctx context.Context, name string, t Target, minValid
 		// time; ask once more.
 		d, err = r.derivedOnce(ctx, name, t, minValid)
 	}
-	if errors.Is(err, errForgotten) {
+	switch {
+	case errors.Is(err, errKeptCurrent):
+		return d, nil
+	case errors.Is(err, errForgotten):
 		return Tokens{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return d, err
@@ -103,15 +110,13 @@ func (r *Refresher) derivedOnce(ctx context.Context, name string, t Target, minV
 	})
 }
 
-// cachedDerived returns the cached token for t while the user's cached
-// access token is valid and of the same session, and the derived token has
-// minValid left.
+// cachedDerived returns the cached token for t while it was made from the
+// session of the user's cached access token and has minValid left.
 func (r *Refresher) cachedDerived(name string, t Target, minValid time.Duration) (Tokens, bool) {
-	now := r.opts.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	base, d := r.cache[name], r.derived[name][t]
-	if d.Expiry.IsZero() || !base.Expiry.After(now) || d.Session != base.Session || needs(d.claims(), now, minValid) {
+	d, ok := r.derived[name][t]
+	if !ok || d.Session != r.cache[name].Session || needs(d.claims(), r.opts.Now(), minValid) {
 		return Tokens{}, false
 	}
 	return d, true
@@ -169,7 +174,7 @@ func (r *Refresher) deriveFailed(name string, t Target, base Tokens, err error, 
 	d := r.derived[name][t]
 	r.mu.Unlock()
 	if d.Session == base.Session && d.Expiry.After(r.opts.Now()) {
-		return d, nil
+		return d, errKeptCurrent
 	}
 	return Tokens{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 }

@@ -84,6 +84,8 @@ tokenkeeper_hub.configure(
         "TOKENKEEPER_SERVICE_ACCOUNT_CLIENT_ID": "tokenkeeper-sa",
         "TOKENKEEPER_SERVICE_ACCOUNT_SECRET": env["TK_SA_SECRET"],
         "TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": "trino",
+        "TOKENKEEPER_AUDIENCES": "trino",
+        "TOKENKEEPER_IDENTITY_PROVIDERS": "external",
         "TOKENKEEPER_ADMIN_CLIENT_ID": "tokenkeeper-admin",
         "TOKENKEEPER_ADMIN_CLIENT_SECRET": env["TK_ADMIN_SECRET"],
         "TOKENKEEPER_JOB_API_URL": env.get("TK_JOB_API_URL", ""),
