@@ -95,6 +95,49 @@ func waitPast(t *testing.T, ms int64) {
 	}
 }
 
+// loggedIn logs user in (the hub's own login, or through the identity
+// provider alias) and returns a hub token of theirs that may call
+// tokenkeeper.
+func loggedIn(t *testing.T, alias, user string) string {
+	t.Helper()
+	ctx := context.Background()
+	if alias == "" {
+		login(t, user)
+	} else if _, err := LoginVia(ctx, stack.HubURL(), alias, user, user+"-pw"); err != nil {
+		t.Fatal(err)
+	}
+	token, err := stack.UserToken(ctx, user, "access:services!service=tokenkeeper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token
+}
+
+// aroundDerived asks fresh-token with query (and min_valid=0, so that the
+// user's own token is not refreshed) at least two seconds after the user's
+// session was last active, and returns the session's lastAccess before and
+// after, and the answer.
+func aroundDerived(t *testing.T, token, user, query string) (before, after int64, body map[string]any) {
+	t.Helper()
+	if status, body := freshToken(t, token, "?min_valid=25"); status != http.StatusOK {
+		t.Fatalf("fresh-token: %d %v", status, body)
+	}
+	own, _ := accessToken(t, user)
+	before = lastAccess(t, user)
+	waitPast(t, before+2000)
+	status, body := freshToken(t, token, query+"&min_valid=0")
+	if status != http.StatusOK {
+		t.Fatalf("fresh-token%s: %d %v", query, status, body)
+	}
+	if now, _ := accessToken(t, user); now != own {
+		t.Fatal("the user's own token was refreshed; the measurement needs it untouched")
+	}
+	after = lastAccess(t, user)
+	t.Logf("%s's session lastAccess: %d before fresh-token%s, %d after it (%d ms later)",
+		user, before, query, after, time.Now().UnixMilli()-before)
+	return before, after, body
+}
+
 func accessTokenOf(t *testing.T, body map[string]any) string {
 	t.Helper()
 	tok, _ := body["access_token"].(string)
@@ -109,12 +152,7 @@ func accessTokenOf(t *testing.T, body map[string]any) string {
 // audiences and identity providers are refused.
 func TestFreshTokenAudience(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	login(t, "xaud")
-	token, err := stack.UserToken(ctx, "xaud", "access:services!service=tokenkeeper")
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := loggedIn(t, "", "xaud")
 	status, body := freshToken(t, token, "")
 	if status != http.StatusOK {
 		t.Fatalf("fresh-token: %d %v", status, body)
@@ -168,38 +206,19 @@ func TestFreshTokenAudience(t *testing.T) {
 // count as activity of the session, while a refresh does.
 func TestExchangeLeavesTheSessionIdleTimerAlone(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	login(t, "xidle")
-	token, err := stack.UserToken(ctx, "xidle", "access:services!service=tokenkeeper")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if status, body := freshToken(t, token, "?min_valid=25"); status != http.StatusOK {
-		t.Fatalf("fresh-token: %d %v", status, body)
-	}
-	before, exp := accessToken(t, "xidle")
-	first := lastAccess(t, "xidle")
-	waitPast(t, first+2000)
-	// min_valid=0: the user's own token is not refreshed, only exchanged.
-	status, body := freshToken(t, token, "?audience=trino&min_valid=0")
-	if status != http.StatusOK {
-		t.Fatalf("fresh-token?audience=trino: %d %v", status, body)
-	}
-	if after, _ := accessToken(t, "xidle"); after != before {
-		t.Fatal("the user's own token was refreshed; the measurement needs it untouched")
-	}
-	afterExchange := lastAccess(t, "xidle")
-	t.Logf("session lastAccess: %d before the exchange, %d after it (%d ms later)", first, afterExchange, time.Now().UnixMilli()-first)
+	token := loggedIn(t, "", "xidle")
+	first, afterExchange, _ := aroundDerived(t, token, "xidle", "?audience=trino")
 	if afterExchange != first {
 		t.Errorf("lastAccess moved from %d to %d with a token exchange, want it untouched", first, afterExchange)
 	}
 	// The control: a refresh of the user's own token moves it. A token is
 	// refreshed for a caller once less than half its life is left.
+	own, exp := accessToken(t, "xidle")
 	waitPast(t, exp.Add(-14*time.Second).UnixMilli())
 	if status, body := freshToken(t, token, ""); status != http.StatusOK {
 		t.Fatalf("fresh-token: %d %v", status, body)
 	}
-	if after, _ := accessToken(t, "xidle"); after == before {
+	if after, _ := accessToken(t, "xidle"); after == own {
 		t.Fatal("the user's own token was not refreshed for the control")
 	}
 	if afterRefresh := lastAccess(t, "xidle"); afterRefresh <= afterExchange {
@@ -214,22 +233,13 @@ func TestExchangeLeavesTheSessionIdleTimerAlone(t *testing.T) {
 // renewed (by Keycloak, with the provider's refresh token) once it expires.
 func TestBrokeredLoginGetsTheProvidersToken(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	if _, err := LoginVia(ctx, stack.HubURL(), "external", "xavier", "xavier-pw"); err != nil {
-		t.Fatal(err)
+	token := loggedIn(t, "external", "xavier")
+	first, after, body := aroundDerived(t, token, "xavier", "?idp=external")
+	if body["idp"] != "external" || body["user"] != "xavier" {
+		t.Fatalf("fresh-token?idp=external: %v", body)
 	}
-	token, err := stack.UserToken(ctx, "xavier", "access:services!service=tokenkeeper")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if status, body := freshToken(t, token, "?min_valid=25"); status != http.StatusOK {
-		t.Fatalf("fresh-token: %d %v", status, body)
-	}
-	first := lastAccess(t, "xavier")
-	waitPast(t, first)
-	status, body := freshToken(t, token, "?idp=external&min_valid=0")
-	if status != http.StatusOK || body["idp"] != "external" || body["user"] != "xavier" {
-		t.Fatalf("fresh-token?idp=external: %d %v", status, body)
+	if after != first {
+		t.Errorf("lastAccess moved from %d to %d when the provider's token was read, want it untouched", first, after)
 	}
 	idpToken := accessTokenOf(t, body)
 	if c := claimsOf(t, idpToken); c.Iss != stack.ExternalIssuer() || c.PreferredUsername != "xavier" {
@@ -241,15 +251,11 @@ func TestBrokeredLoginGetsTheProvidersToken(t *testing.T) {
 	if status, _ := userinfoAt(t, stack.Issuer(), idpToken); status != http.StatusUnauthorized {
 		t.Errorf("the test realm's userinfo with the provider's token: %d, want 401", status)
 	}
-	if after := lastAccess(t, "xavier"); after != first {
-		t.Errorf("lastAccess moved from %d to %d when the provider's token was read, want it untouched", first, after)
-	}
-	t.Logf("session lastAccess %d before and after reading the provider's token", first)
 
 	// The external realm's tokens live 40 s; Keycloak renews the stored one.
 	exp := time.Unix(claimsOf(t, idpToken).Exp, 0)
 	var renewed string
-	err = Poll(ctx, 2*time.Minute, 2*time.Second, func() (bool, error) {
+	err := Poll(context.Background(), 2*time.Minute, 2*time.Second, func() (bool, error) {
 		status, body := freshToken(t, token, "?idp=external")
 		renewed, _ = body["access_token"].(string)
 		return status == http.StatusOK && renewed != idpToken, nil
@@ -268,12 +274,7 @@ func TestBrokeredLoginGetsTheProvidersToken(t *testing.T) {
 // holds the exchanged token inactive.
 func TestDerivedTokensEndWithTheSession(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	login(t, "xend")
-	token, err := stack.UserToken(ctx, "xend", "access:services!service=tokenkeeper")
-	if err != nil {
-		t.Fatal(err)
-	}
+	token := loggedIn(t, "", "xend")
 	status, body := freshToken(t, token, "?audience=trino")
 	if status != http.StatusOK {
 		t.Fatalf("fresh-token?audience=trino: %d %v", status, body)
@@ -283,7 +284,7 @@ func TestDerivedTokensEndWithTheSession(t *testing.T) {
 		t.Fatalf("the exchanged token is not active before the logout: %v", in)
 	}
 	start := time.Now()
-	if err := stack.KeycloakLogout(ctx, "xend"); err != nil {
+	if err := stack.KeycloakLogout(context.Background(), "xend"); err != nil {
 		t.Fatal(err)
 	}
 	waitLoggedOut(t, "xend", start)

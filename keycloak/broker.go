@@ -50,25 +50,34 @@ const maxBrokerBody = 1 << 20
 // unread. Refusals are *BrokerError.
 func (k *Client) ProviderToken(ctx context.Context, subject config.Secret, alias string) (*oauth2.Token, error) {
 	u := k.realm.issuer + "/broker/" + url.PathEscape(alias) + "/token"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	status, body, err := getJSON(ctx, k.realm.client, u, "Bearer "+subject.Reveal(), maxBrokerBody)
 	if err != nil {
 		return nil, fmt.Errorf("identity provider token: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+subject.Reveal())
-	req.Header.Set("Accept", "application/json")
-	resp, err := k.realm.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("identity provider token: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBrokerBody))
-	if err != nil {
-		return nil, fmt.Errorf("identity provider token: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, brokerError(alias, resp.StatusCode, body)
+	if status != http.StatusOK {
+		return nil, brokerError(alias, status, body)
 	}
 	return storedToken(alias, body)
+}
+
+// getJSON GETs u accepting JSON, with authorization unless it is "", and
+// returns the status and at most limit bytes of the body.
+func getJSON(ctx context.Context, c *http.Client, u, authorization string, limit int64) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	return resp.StatusCode, body, err
 }
 
 // brokerError sorts a non-200 answer of the broker token endpoint.

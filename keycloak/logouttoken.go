@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -235,22 +234,12 @@ func (s *keySet) refetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 
 // get reads the key set, keeping the signing keys go-jose understands.
 func (s *keySet) get(ctx context.Context) ([]jose.JSONWebKey, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	status, body, err := getJSON(ctx, s.client, s.url, "", maxJWKSBody)
 	if err != nil {
 		return nil, fmt.Errorf("keycloak keys: %w", err)
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("keycloak keys: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBody))
-	if err != nil {
-		return nil, fmt.Errorf("keycloak keys: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("keycloak keys: HTTP %d", resp.StatusCode)
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("keycloak keys: HTTP %d", status)
 	}
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`
