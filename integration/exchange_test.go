@@ -3,10 +3,13 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -138,6 +141,24 @@ func aroundDerived(t *testing.T, token, user, query string) (before, after int64
 	return before, after, body
 }
 
+// assertNowhereStored checks that no token's signature is in tokenkeeper's
+// log lines or its SQLite files.
+func assertNowhereStored(t *testing.T, tokens ...string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(stack.StateDir(), "tokenkeeper.db*"))
+	places := map[string][]byte{"the log": tokenkeeperLines(t)}
+	for _, f := range files {
+		places[filepath.Base(f)], _ = os.ReadFile(f)
+	}
+	for _, tok := range tokens {
+		for place, b := range places {
+			if bytes.Contains(b, []byte(tok[strings.LastIndex(tok, ".")+1:])) {
+				t.Errorf("%s holds a derived token's bytes", place)
+			}
+		}
+	}
+}
+
 func accessTokenOf(t *testing.T, body map[string]any) string {
 	t.Helper()
 	tok, _ := body["access_token"].(string)
@@ -199,6 +220,7 @@ func TestFreshTokenAudience(t *testing.T) {
 		!strings.Contains(msg, "not authorized to retrieve tokens from identity provider [external]") {
 		t.Errorf("fresh-token?idp=external for a user of the realm itself: %d %v, want 502 idp_token_refused with Keycloak's reason", status, body)
 	}
+	assertNowhereStored(t, exchanged)
 }
 
 // TestExchangeLeavesTheSessionIdleTimerAlone measures, with the admin API's
@@ -266,6 +288,7 @@ func TestBrokeredLoginGetsTheProvidersToken(t *testing.T) {
 	if status, user := userinfoAt(t, stack.ExternalIssuer(), renewed); status != http.StatusOK || user != "xavier" {
 		t.Errorf("the external realm's userinfo with the renewed token: %d %q, want 200 xavier", status, user)
 	}
+	assertNowhereStored(t, idpToken, renewed)
 }
 
 // TestDerivedTokensEndWithTheSession: once an administrator ends the user's
