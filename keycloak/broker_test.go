@@ -90,6 +90,18 @@ func TestProviderTokenFormats(t *testing.T) {
 	}
 }
 
+// TestProviderTokenBodyIsBounded: at most 1 MiB of the answer is read.
+func TestProviderTokenBodyIsBounded(t *testing.T) {
+	kc := newFakeKeycloak(t)
+	huge := `{"pad":"` + strings.Repeat("x", 1<<20) + `","access_token":"idp-access"}`
+	kc.brokerRespond = func() (int, string, string) { return 200, "application/json", huge }
+	k := New(kc.realm(), "jupyterhub", config.Secret("hub-s3cret"), kc.srv.Client())
+	var berr *BrokerError
+	if _, err := k.ProviderToken(t.Context(), config.Secret("user-access"), "external"); !errors.As(err, &berr) {
+		t.Errorf("ProviderToken() with a 1 MiB answer: error = %v, want the answer cut (not valid JSON)", err)
+	}
+}
+
 // TestProviderTokenRefusals uses Keycloak 26.5's answers word for word.
 func TestProviderTokenRefusals(t *testing.T) {
 	tests := []struct {

@@ -142,7 +142,7 @@ func (r *Refresher) derive(ctx context.Context, name string, t Target, minValid 
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.epochs[name] != epoch || r.users[name] == nil {
+	if r.epochs[name] != epoch {
 		return Tokens{}, errForgotten
 	}
 	if r.derived[name] == nil {
@@ -193,7 +193,9 @@ func derivedTokens(tok *oauth2.Token, base Tokens) Tokens {
 	return d
 }
 
-// epoch returns how often name's tokens have been forgotten.
+// epoch returns how often name's tokens have been forgotten. Epochs are
+// never deleted, not even for users the hub no longer has, so that a
+// derived token made across any forget is discarded.
 func (r *Refresher) epoch(name string) uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()

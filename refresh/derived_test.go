@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -406,9 +408,9 @@ func TestLogoutRacingAnExchangeLeavesNoDerivedToken(t *testing.T) {
 	})
 }
 
-// TestDerivedKeycloakUnavailable: while Keycloak cannot be reached the
-// cached token is served as long as it is valid; a refusal is returned as
-// it is.
+// TestDerivedKeycloakUnavailable: a refusal is returned as it is, even while
+// a cached token is valid; while Keycloak cannot be reached the cached token
+// is served as long as it is valid, with one request per call.
 func TestDerivedKeycloakUnavailable(t *testing.T) {
 	f := newDerivedFixture(t, 5*time.Minute)
 	f.addUser("alice", true, f.now, "rt-alice")
@@ -417,9 +419,18 @@ func TestDerivedKeycloakUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.advance(2*time.Minute + 40*time.Second) // 2m20s left: below half the lifetime
+
+	refusal := &keycloak.ExchangeError{Audience: "trino", Status: 400, Code: "invalid_request",
+		Description: "Requested audience not available: trino"}
+	f.x.answer = func(int) (*oauth2.Token, error) { return nil, refusal }
+	var xerr *keycloak.ExchangeError
+	if d, err := f.r.Derived(ctx, "alice", trino, 3*time.Minute); !errors.As(err, &xerr) || xerr != refusal || d.Access != "" {
+		t.Errorf("Derived when Keycloak refuses = %q, %v; want no token and its *keycloak.ExchangeError", d.Access.Reveal(), err)
+	}
+
 	unavailable := fmt.Errorf("token exchange for %q: %w", "trino", &oauth2.RetrieveError{Response: &http.Response{StatusCode: 503}})
 	f.x.answer = func(int) (*oauth2.Token, error) { return nil, unavailable }
-	f.advance(2*time.Minute + 40*time.Second) // 2m20s left: below half the lifetime
 	d, err := f.r.Derived(ctx, "alice", trino, 3*time.Minute)
 	if err != nil || d.Access != first.Access {
 		t.Errorf("Derived while Keycloak is unavailable = %v; want the cached token", err)
@@ -428,15 +439,28 @@ func TestDerivedKeycloakUnavailable(t *testing.T) {
 	if d, err := f.r.Derived(ctx, "alice", trino, time.Minute); !errors.Is(err, ErrUnavailable) || !errors.Is(err, unavailable) {
 		t.Errorf("Derived once the cached token expired = %q, %v; want ErrUnavailable wrapping Keycloak's error", d.Access.Reveal(), err)
 	}
-	refusal := &keycloak.ExchangeError{Audience: "trino", Status: 400, Code: "invalid_request",
-		Description: "Requested audience not available: trino"}
-	f.x.answer = func(int) (*oauth2.Token, error) { return nil, refusal }
-	var xerr *keycloak.ExchangeError
-	if _, err := f.r.Derived(ctx, "alice", trino, time.Minute); !errors.As(err, &xerr) || xerr != refusal {
-		t.Errorf("Derived when Keycloak refuses: error = %v, want its *keycloak.ExchangeError", err)
+	got := []float64{f.counter(t, KindAudience, "success"), f.counter(t, KindAudience, "refused"), f.counter(t, KindAudience, "transient")}
+	if !cmp.Equal(got, []float64{1, 1, 2}) {
+		t.Errorf("tokenkeeper_derived_tokens_total{audience} success, refused, transient = %v, want [1 1 2]", got)
 	}
-	if got := []float64{f.counter(t, KindAudience, "success"), f.counter(t, KindAudience, "transient"), f.counter(t, KindAudience, "refused")}; !cmp.Equal(got, []float64{1, 2, 1}) {
-		t.Errorf("tokenkeeper_derived_tokens_total{audience} success, transient, refused = %v, want [1 2 1]", got)
+}
+
+// TestDerivedOfAnOldSessionNotServedWhileKeycloakIsUnavailable: with
+// Keycloak unreachable, a token cached for the user's previous session is
+// not served in place of one for the new session.
+func TestDerivedOfAnOldSessionNotServedWhileKeycloakIsUnavailable(t *testing.T) {
+	f := newDerivedFixture(t, 10*time.Minute)
+	f.setState("alice", stateWithSession(f.now, 5*time.Minute, "rt-1", "s1", "a"))
+	f.hub.active["alice"] = true
+	ctx := context.Background()
+	if _, err := f.r.Derived(ctx, "alice", trino, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	f.advance(4*time.Minute + 30*time.Second)
+	f.setState("alice", stateWithSession(f.now, 5*time.Minute, "rt-2", "s2", "b")) // a new login
+	f.x.answer = func(int) (*oauth2.Token, error) { return nil, &url.Error{Op: "Post", URL: "https://kc", Err: io.ErrUnexpectedEOF} }
+	if d, err := f.r.Derived(ctx, "alice", trino, time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Derived for the new session while Keycloak is unavailable = %q, %v; want ErrUnavailable", d.Access.Reveal(), err)
 	}
 }
 

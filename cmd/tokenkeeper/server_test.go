@@ -68,6 +68,15 @@ func TestHTTPClientFollowsNoRedirect(t *testing.T) {
 	if _, err := k.VerifyLogout(context.Background(), "eyJ0eXAiOiJsb2dvdXQrand0IiwiYWxnIjoiUlMyNTYifQ.e30.c2ln"); err == nil {
 		t.Error("VerifyLogout with a redirecting key set: no error")
 	}
+	// The daemon's client itself hands the redirect back, for every other
+	// user of it too.
+	resp, err := newHTTPClient(cfg).Post(issuer+"/token", "application/x-www-form-urlencoded", strings.NewReader("grant_type=refresh_token"))
+	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect {
+		t.Errorf("POST through the daemon's client to a redirecting server: %v, %v; want the 307 itself", resp, err)
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
 	for _, want := range []string{"/token", "/certs"} {
 		if !slices.ContainsFunc(kc.requests(), func(r seen) bool { return strings.HasSuffix(r.Path, want) }) {
 			t.Errorf("the fake Keycloak saw no request to %s: %+v", want, kc.requests())
