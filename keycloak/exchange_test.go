@@ -1,8 +1,8 @@
 package keycloak
 
 import (
+	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -80,11 +80,13 @@ func TestExchangeRefusals(t *testing.T) {
 		{"wrong client secret", 401, "unauthorized_client", "Invalid client or Invalid client credentials"},
 		{"exchange not enabled", 400, "invalid_request", "Standard token exchange is not enabled for the requested client"},
 		{"requester not in the subject's audience", 403, "access_denied", "Client is not within the token audience"},
+		{"control characters", 400, "invalid_request\n", "bad\n\u001b[31mline"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			kc := newFakeKeycloak(t)
-			body := fmt.Sprintf(`{"error":%q,"error_description":%q}`, tt.code, tt.desc)
+			b, _ := json.Marshal(map[string]string{"error": tt.code, "error_description": tt.desc})
+			body := string(b)
 			kc.respond = func(int) (int, string) { return tt.status, body }
 			k := New(kc.realm(), "jupyterhub", config.Secret("hub-s3cret"), kc.srv.Client())
 			_, err := k.Exchange(t.Context(), config.Secret("user-access"), "trino")
@@ -92,7 +94,10 @@ func TestExchangeRefusals(t *testing.T) {
 			if !errors.As(err, &xerr) || !Refused(err) {
 				t.Fatalf("Exchange() on %d %s: error = %v, want *ExchangeError", tt.status, body, err)
 			}
-			want := ExchangeError{Audience: "trino", Status: tt.status, Code: tt.code, Description: tt.desc}
+			want := ExchangeError{Audience: "trino", Status: tt.status, Code: printable(tt.code), Description: printable(tt.desc)}
+			if tt.name == "control characters" && (want.Code != "invalid_request" || want.Description != "bad[31mline") {
+				t.Fatalf("printable does not strip control characters: %q %q", want.Code, want.Description)
+			}
 			if diff := cmp.Diff(want, *xerr, cmpopts.IgnoreFields(ExchangeError{}, "Err")); diff != "" {
 				t.Errorf("ExchangeError (-want +got):\n%s", diff)
 			}
