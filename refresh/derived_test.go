@@ -525,3 +525,25 @@ func TestDerivedAfterStopAsksNothing(t *testing.T) {
 		t.Errorf("identity-provider token requests after Stop = %d, want 0", n)
 	}
 }
+
+// TestUserGoneFromTheHubLeavesNoDerivedTokens: a sweep that finds a user
+// gone forgets their derived tokens too.
+func TestUserGoneFromTheHubLeavesNoDerivedTokens(t *testing.T) {
+	f := newDerivedFixture(t, 5*time.Minute)
+	f.addUser("alice", true, f.now, "rt-alice")
+	ctx := context.Background()
+	if _, err := f.r.Derived(ctx, "alice", trino, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	f.hub.mu.Lock()
+	delete(f.hub.states, "alice")
+	f.hub.mu.Unlock()
+	if err := f.r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	if n := len(f.r.derived); n != 0 {
+		t.Errorf("derived tokens held for users the hub no longer has: %d, want 0", n)
+	}
+}

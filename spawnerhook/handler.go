@@ -227,22 +227,20 @@ func (h *handler) freshToken(c *gin.Context) {
 	c.JSON(http.StatusOK, resp)
 }
 
-// parseTarget reads ?audience=A or ?idp=ALIAS, at most one of them, each
-// given at most once and not empty; derived is false when neither is.
+// parseTarget reads ?audience=A or ?idp=ALIAS, at most one of them, given
+// once and not empty; derived is false when neither is.
 func parseTarget(c *gin.Context) (t refresh.Target, derived bool, err error) {
 	q := c.Request.URL.Query()
 	aud, idp := q["audience"], q["idp"]
 	switch {
 	case len(aud) > 0 && len(idp) > 0:
 		return t, false, badRequest("Ask for an audience or an identity provider, not both.")
-	case len(aud) > 1 || len(idp) > 1:
-		return t, false, badRequest("audience and idp may each be given once.")
 	case len(aud) == 1 && aud[0] != "":
 		return refresh.Target{Kind: refresh.KindAudience, Name: aud[0]}, true, nil
 	case len(idp) == 1 && idp[0] != "":
 		return refresh.Target{Kind: refresh.KindProvider, Name: idp[0]}, true, nil
 	case len(aud)+len(idp) > 0:
-		return t, false, badRequest("audience and idp must not be empty.")
+		return t, false, badRequest("audience or idp must be given once, and not empty.")
 	}
 	return t, false, nil
 }
