@@ -115,8 +115,7 @@ func followProvider(ctx context.Context, c *http.Client, page string, base *url.
 	if err != nil {
 		return "", fmt.Errorf("identity provider link %q: %w", link, err)
 	}
-	next, _, err := getPage(ctx, c, u.String())
-	return next, err
+	return get(ctx, c, u.String())
 }
 
 func get(ctx context.Context, c *http.Client, u string) (string, error) {
