@@ -99,10 +99,11 @@ func (r *Refresher) allows(t Target) error {
 // derivedOnce checks the user's session, then serves the cached derived
 // token or makes one in the target's single flight.
 func (r *Refresher) derivedOnce(ctx context.Context, name string, t Target, minValid time.Duration) (Tokens, error) {
-	if _, err := r.Fresh(ctx, name, minValid); err != nil {
+	base, err := r.Fresh(ctx, name, minValid)
+	if err != nil {
 		return Tokens{}, err
 	}
-	if d, ok := r.cachedDerived(name, t, minValid); ok {
+	if d, ok := r.cachedDerived(name, t, base.Session, minValid); ok {
 		return d, nil
 	}
 	return r.inFlight(ctx, t.key(name), func(ctx context.Context) (Tokens, error) {
@@ -110,13 +111,13 @@ func (r *Refresher) derivedOnce(ctx context.Context, name string, t Target, minV
 	})
 }
 
-// cachedDerived returns the cached token for t while it was made from the
-// session of the user's cached access token and has minValid left.
-func (r *Refresher) cachedDerived(name string, t Target, minValid time.Duration) (Tokens, bool) {
+// cachedDerived returns the cached token for t while it was made in session
+// (that of the user's access token just got) and has minValid left.
+func (r *Refresher) cachedDerived(name string, t Target, session string, minValid time.Duration) (Tokens, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d, ok := r.derived[name][t]
-	if !ok || d.Session != r.cache[name].Session || needs(d.claims(), r.opts.Now(), minValid) {
+	if !ok || d.Session != session || needs(d.claims(), r.opts.Now(), minValid) {
 		return Tokens{}, false
 	}
 	return d, true
