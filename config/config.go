@@ -61,6 +61,11 @@ type Config struct {
 	SweepInterval Duration `json:"sweep_interval"`
 	// Concurrency bounds requests in flight toward the hub and grants toward Keycloak.
 	Concurrency int `json:"concurrency"`
+	// HubMaxRPS caps tokenkeeper's requests to the hub per second, for every
+	// kind of request together. The default, 25, is about a tenth of what a
+	// hub answered for GET /users/{name} with auth_state on 2 cores (see
+	// BENCHMARKS.md).
+	HubMaxRPS float64 `json:"hub_max_rps"`
 	// Database is the SQLite file holding per-user schedule state.
 	Database string `json:"database"`
 	// Keep is KeepRunning or KeepAll.
@@ -146,6 +151,7 @@ func Default() Config {
 		RefreshWindow:   Duration(60 * time.Second),
 		SweepInterval:   Duration(15 * time.Second),
 		Concurrency:     8,
+		HubMaxRPS:       25,
 		Database:        "tokenkeeper.db",
 		Keep:            KeepRunning,
 		HTTPTimeout:     Duration(10 * time.Second),
@@ -196,6 +202,9 @@ func (c Config) Validate() error {
 	}
 	if c.HTTPTimeout <= 0 {
 		bad("http_timeout: must be positive, got %s", c.HTTPTimeout)
+	}
+	if c.HubMaxRPS <= 0 || c.HubMaxRPS > 10000 {
+		bad("hub_max_rps: must be above 0 and at most 10000, got %g", c.HubMaxRPS)
 	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		bad("concurrency: must be between 1 and 256, got %d", c.Concurrency)

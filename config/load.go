@@ -234,6 +234,13 @@ func loadEnv(c *Config, getenv func(string) string) error {
 			}
 		}
 	}
+	if v := getenv("TOKENKEEPER_HUB_MAX_RPS"); v != "" {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("TOKENKEEPER_HUB_MAX_RPS: %w", err))
+		}
+		c.HubMaxRPS = n
+	}
 	if v := getenv("TOKENKEEPER_CONCURRENCY"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {

@@ -228,6 +228,39 @@ func TestTokenCommandInsideServer(t *testing.T) {
 	if c, err := refresh.ParseClaims(token); err != nil || time.Until(c.Expiry) < 15*time.Second {
 		t.Errorf("token from tokenkeeper token: expiry %v, %v; want at least 20 s left", c.Expiry, err)
 	}
+	t.Run("python", func(t *testing.T) { testPythonClientInsideServer(t, env) })
+}
+
+// testPythonClientInsideServer runs the notebook package's console script
+// and `python -m tokenkeeper` from the server's virtualenv with exactly the
+// environment the hub gave the server.
+func testPythonClientInsideServer(t *testing.T, env map[string]string) {
+	var environ []string
+	for k, v := range env {
+		environ = append(environ, k+"="+v)
+	}
+	bin := filepath.Join(stack.venv(), "bin")
+	for _, argv := range [][]string{
+		{filepath.Join(bin, "tokenkeeper-token"), "--min-valid", "10s"},
+		{filepath.Join(bin, "python"), "-m", "tokenkeeper", "--min-valid", "10"},
+	} {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = environ
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", strings.Join(argv, " "), err, stderr.String())
+		}
+		if stderr.Len() != 0 {
+			t.Errorf("%s wrote to stderr: %s", strings.Join(argv, " "), stderr.String())
+		}
+		token := strings.TrimSpace(string(out))
+		assertUserinfoOK(t, token)
+		if c, err := refresh.ParseClaims(token); err != nil || time.Until(c.Expiry) < 5*time.Second {
+			t.Errorf("%s: expiry %v, %v; want at least 10 s left", strings.Join(argv, " "), c.Expiry, err)
+		}
+	}
 }
 
 func mustRefreshToken(t *testing.T, user string) string {

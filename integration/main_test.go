@@ -84,7 +84,12 @@ func runTests(m *testing.M) int {
 	}
 	defer jobs.Close()
 	jobService = jobs
-	s, err := New(Config{Repo: repo, Cache: DefaultCache(), RunDir: runDir, PortBase: base,
+	venv, err := HubVenv(os.Getenv("TK_HUB_VERSION"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	s, err := New(Config{Repo: repo, Cache: DefaultCache(), RunDir: runDir, PortBase: base, Venv: venv,
 		Env: []string{"TOKENKEEPER_HUB_API_URL=" + proxy.URL(), "TK_JOB_API_URL=" + jobs.URL()}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "integration:", err)
@@ -99,7 +104,8 @@ func runTests(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "integration: stack did not start: %v\nlogs: %s %s\n", err, s.KeycloakLog(), s.HubLog())
 		return 1
 	}
-	fmt.Printf("integration: stack up in %s (logs in %s)\n", time.Since(start).Round(100*time.Millisecond), runDir)
+	fmt.Printf("integration: stack up in %s with the hub from %s (logs in %s)\n",
+		time.Since(start).Round(100*time.Millisecond), venv, runDir)
 	code := m.Run()
 	if code != 0 {
 		fmt.Printf("integration: logs kept in %s\n", runDir)

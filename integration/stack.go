@@ -6,6 +6,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -39,6 +40,22 @@ type Config struct {
 	PortBase int
 	// Env adds variables to the hub's environment (TOKENKEEPER_* ones reach tokenkeeper).
 	Env []string
+	// Venv is the virtualenv under Cache that runs the hub and the
+	// single-user servers (see HubVenv); empty means "venv".
+	Venv string
+}
+
+// HubVenv returns the virtualenv install.sh made for a JupyterHub major
+// version: "venv" for 6 (or ""), "venv-jh5" for 5, the version Zero to
+// JupyterHub pins.
+func HubVenv(version string) (string, error) {
+	switch version {
+	case "", "6":
+		return "venv", nil
+	case "5":
+		return "venv-jh5", nil
+	}
+	return "", fmt.Errorf("TK_HUB_VERSION=%q: want 5 or 6", version)
 }
 
 // Stack is a running set of processes. Its methods are safe to call from
@@ -60,6 +77,9 @@ type Stack struct {
 	// TestToken is the hub API token of the tk-test-admin service, which
 	// administers users and servers and holds tokenkeeper's custom scopes.
 	TestToken string
+	// cryptKey is the hub's JUPYTERHUB_CRYPT_KEY, the same at every hub
+	// start so that users' auth_state survives a restart.
+	cryptKey string
 
 	mu       sync.Mutex // guards keycloak and hub
 	keycloak *process
@@ -86,7 +106,7 @@ func New(cfg Config) (*Stack, error) {
 	}
 	return &Stack{
 		cfg: cfg, ClientSecret: randomHex(16), SASecret: randomHex(16), AdminSecret: randomHex(16), BrokerSecret: randomHex(16),
-		StateKey: base64.StdEncoding.EncodeToString(key), TestToken: randomHex(24),
+		StateKey: base64.StdEncoding.EncodeToString(key), TestToken: randomHex(24), cryptKey: randomHex(32),
 	}, nil
 }
 
@@ -94,6 +114,11 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// venv is the virtualenv's directory.
+func (s *Stack) venv() string {
+	return filepath.Join(s.cfg.Cache, cmp.Or(s.cfg.Venv, "venv"))
 }
 
 // HubURL is the hub's public URL, served by the proxy.
@@ -254,34 +279,41 @@ func (s *Stack) StopKeycloak() {
 
 // StartHub starts JupyterHub and waits for its API and for tokenkeeper.
 func (s *Stack) StartHub(ctx context.Context) error {
-	if err := s.portsFree(0, 1, 23, 81); err != nil {
+	p, err := s.startHub(ctx, s.cfg.Env)
+	if err != nil {
 		return err
 	}
+	return waitHTTP(ctx, s.ServiceURL(), time.Minute, p)
+}
+
+// startHub starts JupyterHub with env added to its environment and waits
+// for its API.
+func (s *Stack) startHub(ctx context.Context, extra []string) (*process, error) {
+	if err := s.portsFree(0, 1, 23, 81); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(s.StateDir(), 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
+		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	env := append(os.Environ(),
 		"TK_PORT_BASE="+strconv.Itoa(s.cfg.PortBase), "TK_REPO="+s.cfg.Repo, "TK_CACHE="+s.cfg.Cache,
-		"TK_STATE_DIR="+s.StateDir(), "TK_BIN="+filepath.Join(s.cfg.Repo, "bin", "tokenkeeper"),
+		"TK_STATE_DIR="+s.StateDir(), "TK_BIN="+filepath.Join(s.cfg.Repo, "bin", "tokenkeeper"), "TK_VENV="+s.venv(),
 		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_ADMIN_SECRET="+s.AdminSecret,
 		"TK_STATE_KEY="+s.StateKey,
-		"TK_TEST_ADMIN_TOKEN="+s.TestToken, "JUPYTERHUB_CRYPT_KEY="+randomHex(32),
+		"TK_TEST_ADMIN_TOKEN="+s.TestToken, "JUPYTERHUB_CRYPT_KEY="+s.cryptKey,
 	)
-	env = append(env, s.cfg.Env...)
-	hub := filepath.Join(s.cfg.Cache, "venv", "bin", "jupyterhub")
+	env = append(env, extra...)
+	hub := filepath.Join(s.venv(), "bin", "jupyterhub")
 	p, err := startProcess(s.HubLog(), env, hub, "-f",
 		filepath.Join(s.cfg.Repo, "integration", "stack", "jupyterhub_config.py"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Lock()
 	s.hub = p
 	s.mu.Unlock()
 	// Through the proxy: its route to the hub is added after the hub's API is up.
-	if err := waitHTTP(ctx, s.HubURL()+"/hub/api/", 2*time.Minute, p); err != nil {
-		return err
-	}
-	return waitHTTP(ctx, s.ServiceURL(), time.Minute, p)
+	return p, waitHTTP(ctx, s.HubURL()+"/hub/api/", 2*time.Minute, p)
 }
 
 // StopHub stops the hub, and with it the proxy, tokenkeeper and any servers.

@@ -458,7 +458,9 @@ func TestDerivedOfAnOldSessionNotServedWhileKeycloakIsUnavailable(t *testing.T) 
 	}
 	f.advance(4*time.Minute + 30*time.Second)
 	f.setState("alice", stateWithSession(f.now, 5*time.Minute, "rt-2", "s2", "b")) // a new login
-	f.x.answer = func(int) (*oauth2.Token, error) { return nil, &url.Error{Op: "Post", URL: "https://kc", Err: io.ErrUnexpectedEOF} }
+	f.x.answer = func(int) (*oauth2.Token, error) {
+		return nil, &url.Error{Op: "Post", URL: "https://kc", Err: io.ErrUnexpectedEOF}
+	}
 	if d, err := f.r.Derived(ctx, "alice", trino, time.Minute); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Derived for the new session while Keycloak is unavailable = %q, %v; want ErrUnavailable", d.Access.Reveal(), err)
 	}

@@ -37,7 +37,7 @@ func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, gra
 		r.log.Info("adopted tokens refreshed elsewhere", "user", name)
 		return r.settle(ctx, name, now, "", ""), nil
 	}
-	return Tokens{}, r.markEnded(ctx, name, st, grantErr, expired(st, r.opts.Now()))
+	return Tokens{}, r.markEnded(ctx, name, st, grantErr, nearExpiry(st, r.opts.Now()))
 }
 
 // expirySkew allows for clocks that differ between tokenkeeper and Keycloak.
@@ -47,9 +47,18 @@ const expirySkew = 10 * time.Second
 // before anyone tried it: its SSO idle or maximum time passed.
 var errRefreshExpired = errors.New("the refresh token expired: the SSO session reached its idle or maximum time")
 
-// expired reports whether st's refresh token has expired by its own exp,
-// which is when Keycloak's SSO idle or maximum time ends the session.
+// expired reports whether st's refresh token has surely expired by its own
+// exp, which is when Keycloak's SSO idle or maximum time ends the session:
+// later than exp by the clock skew allowed, so that a session a grant could
+// still keep alive is never given up early.
 func expired(st AuthState, now time.Time) bool {
+	return !st.RefreshExpiry.IsZero() && !now.Before(st.RefreshExpiry.Add(expirySkew))
+}
+
+// nearExpiry reports whether a grant refused at now was refused because the
+// refresh token reached its exp, allowing for the clock skew either way: an
+// expected ending, not one for the mass-failure guard.
+func nearExpiry(st AuthState, now time.Time) bool {
 	return !st.RefreshExpiry.IsZero() && !now.Before(st.RefreshExpiry.Add(-expirySkew))
 }
 

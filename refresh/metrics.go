@@ -69,8 +69,10 @@ func (m *Metrics) logout(reason string) {
 var expiryBuckets = []float64{0, 30, 60, 120, 300, 600, 1800, 3600}
 
 var (
-	usersDesc  = prometheus.NewDesc("tokenkeeper_users", "Users known to the schedule, by status.", []string{"status"}, nil)
-	dueDesc    = prometheus.NewDesc("tokenkeeper_due_users", "Users whose refresh is due now.", nil, nil)
+	usersDesc = prometheus.NewDesc("tokenkeeper_users", "Users known to the schedule, by status.", []string{"status"}, nil)
+	dueDesc   = prometheus.NewDesc("tokenkeeper_due_users", "Users whose refresh is due now.", nil, nil)
+	shortDesc = prometheus.NewDesc("tokenkeeper_hub_budget_short_users",
+		"Due users of the last sweep whose access token expires before the hub request budget reaches them.", nil, nil)
 	expiryDesc = prometheus.NewDesc("tokenkeeper_access_token_seconds_to_expiry",
 		"Seconds until users' access tokens expire, as a histogram over users.", nil, nil)
 )
@@ -79,6 +81,7 @@ var (
 func (r *Refresher) Describe(ch chan<- *prometheus.Desc) {
 	ch <- usersDesc
 	ch <- dueDesc
+	ch <- shortDesc
 	ch <- expiryDesc
 }
 
@@ -108,7 +111,9 @@ func (r *Refresher) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	short := r.short
 	r.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(shortDesc, prometheus.GaugeValue, float64(short))
 	for s, n := range byStatus {
 		ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, n, string(s))
 	}

@@ -20,6 +20,7 @@ import (
 	"iter"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,6 +69,10 @@ type Options struct {
 	Recheck time.Duration
 	// Concurrency bounds the users refreshed at once by a sweep.
 	Concurrency int
+	// HubRPS is the hub request budget per second (hubclient's rate
+	// limit), zero when unlimited. Due users are refreshed soonest-expiring
+	// first, and health says when the budget cannot reach them all in time.
+	HubRPS float64
 	// GrantTimeout bounds one user's read, grant and write-back.
 	GrantTimeout time.Duration
 	// RefreshAdmins lets tokenkeeper spend hub admins' refresh tokens. The
@@ -140,7 +145,7 @@ type Refresher struct {
 	hubErr   error       // set while the hub cannot be listed
 	guard    guardWindow // counts unexpected session endings
 	held     int         // logouts the tripped guard holds back
-	seen     map[string]listed
+	short    int         // due users the hub budget cannot reach before expiry
 	rand     *rand.Rand
 }
 
@@ -158,7 +163,6 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		derived: make(map[string]map[Target]Tokens),
 		epochs:  make(map[string]uint64),
 		unsaved: make(map[string]store.Pending),
-		seen:    make(map[string]listed),
 		rand:    opts.Rand,
 	}
 	for _, s := range states {
@@ -190,6 +194,7 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		return fmt.Errorf("sweep: %w", err)
 	}
 	due, ended := r.sync(ctx, users)
+	r.budget(due)
 	failed := r.refreshAll(ctx, due)
 	r.log.Debug("sweep", "users", len(users), "due", len(due), "sessions_ended", len(failed), "awaiting_logout", len(ended))
 	r.logoutEnded(ctx, append(ended, failed...))
@@ -197,6 +202,34 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		r.log.Error("prune store", "err", err)
 	}
 	return ctx.Err()
+}
+
+// requestsPerUpdate is about what one user's refresh costs the hub: the
+// read, the re-read before the write-back, and the write-back.
+const requestsPerUpdate = 3
+
+// budget orders due soonest-expiring first and counts the users whose
+// access token will have expired before the hub budget reaches them.
+func (r *Refresher) budget(due []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	expiry := func(name string) time.Time { return r.users[name].AccessExpiry }
+	slices.SortStableFunc(due, func(a, b string) int { return expiry(a).Compare(expiry(b)) })
+	if r.opts.HubRPS <= 0 {
+		return
+	}
+	now, short := r.opts.Now(), 0
+	for i, name := range due {
+		reach := now.Add(time.Duration(float64((i+1)*requestsPerUpdate) / r.opts.HubRPS * float64(time.Second)))
+		if exp := expiry(name); !exp.IsZero() && reach.After(exp) {
+			short++
+		}
+	}
+	if short > 0 && r.short == 0 {
+		r.log.Warn("the hub request budget cannot refresh every due user before their token expires; raise hub_max_rps",
+			"due", len(due), "short", short, "hub_max_rps", r.opts.HubRPS)
+	}
+	r.short = short
 }
 
 // refreshAll updates the due users, at most Concurrency at once, and
@@ -267,15 +300,17 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 	r.mu.Lock()
 	for name, l := range users {
 		u, ok := r.users[name]
-		prev, seen := r.seen[name]
-		r.seen[name] = l
 		switch {
 		case !ok:
-			u = &store.UserState{Name: name, Due: now, Status: store.StatusNew}
+			u = &store.UserState{Name: name, Due: now, Status: store.StatusNew, Kept: l.kept, Activity: l.activity}
 			r.users[name] = u
 			changed = append(changed, *u)
-		case seen && (prev.activity != l.activity || prev.kept != l.kept) && !pendingLogout(u):
-			u.Due = now
+		case u.Activity != l.activity || u.Kept != l.kept:
+			if !pendingLogout(u) {
+				u.Due = now // a login, or a server started or stopped: read again
+			}
+			u.Activity, u.Kept = l.activity, l.kept
+			changed = append(changed, *u)
 		}
 	}
 	for name, u := range r.users {
@@ -284,7 +319,6 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 			gone = append(gone, name)
 			delete(r.users, name)
 			r.forget(name)
-			delete(r.seen, name)
 		case u.Due.After(now):
 		case pendingLogout(u):
 			ended = append(ended, name)
@@ -318,8 +352,8 @@ func hasUser(users map[string]listed, name string) bool {
 func (r *Refresher) kept(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.seen[name]
-	return !ok || l.kept
+	u, ok := r.users[name]
+	return !ok || u.Kept
 }
 
 // Fresh returns the user's access token with at least minValid left (or as

@@ -149,6 +149,7 @@ var problemTexts = map[refresh.ProblemClass]string{
 	refresh.ProblemLogoutsPaused: "Logouts are paused: many sessions ended at once. " +
 		"Nobody is logged out until an admin releases the guard.",
 	refresh.ProblemStuckUsers: "The hub refuses to store some users' new tokens; they are kept in the journal.",
+	refresh.ProblemHubBudget:  "hub_max_rps cannot refresh every due user before their token expires.",
 }
 
 type problemBody struct {

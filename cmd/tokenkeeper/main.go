@@ -144,6 +144,7 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	reg := prometheus.NewRegistry()
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency),
+		hubclient.WithRateLimit(cfg.HubMaxRPS, cfg.Concurrency),
 		hubclient.WithObserver(hubObserver(reg)))
 	if err := retryHub(ctx, log, func(ctx context.Context) error { return checkScopes(ctx, hub, cfg) }); err != nil {
 		return nil, &startError{class: "hub_scopes", err: err}
@@ -267,6 +268,7 @@ func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error
 		Concurrency:   cfg.Concurrency,
 		GrantTimeout:  3 * time.Duration(cfg.HTTPTimeout),
 		RefreshAdmins: cfg.RefreshAdmins,
+		HubRPS:        cfg.HubMaxRPS,
 		Actions:       refresh.LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers},
 		Guard:         refresh.Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
 		Keys:          keyring,

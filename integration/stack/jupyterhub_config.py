@@ -3,16 +3,20 @@
 Everything listens on 127.0.0.1. Ports come from TK_PORT_BASE (B): the hub's
 public URL B, the proxy API B+1, the hub API B+81, Keycloak B+80 and
 tokenkeeper B+23. The stack (integration/stack.go) sets the TK_* variables.
+
+The part between the "README example" markers is README.md's example
+jupyterhub_config.py with the test stack's values in place of the
+example's; test_readme_example.py keeps the two identical in substance.
+What only the tests need comes before and after it, and within it only as
+``**`` spreads (``test_options``, ``test_settings``).
 """
 import os
-import sys
 
 env = os.environ
 base = int(env["TK_PORT_BASE"])
 repo = env["TK_REPO"]
 state = env["TK_STATE_DIR"]
 cache = env["TK_CACHE"]
-issuer = f"http://127.0.0.1:{base + 80}/realms/jupyter"
 
 c.JupyterHub.bind_url = f"http://127.0.0.1:{base}"
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{base + 81}"
@@ -22,39 +26,23 @@ c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{base + 1}"
 c.ConfigurableHTTPProxy.command = [f"{cache}/node/node_modules/.bin/configurable-http-proxy"]
 c.ConfigurableHTTPProxy.pid_file = f"{state}/proxy.pid"
 
-c.JupyterHub.authenticator_class = "generic-oauth"
-c.GenericOAuthenticator.client_id = "jupyterhub"
-c.GenericOAuthenticator.client_secret = env["TK_CLIENT_SECRET"]
-c.GenericOAuthenticator.oauth_callback_url = f"http://127.0.0.1:{base}/hub/oauth_callback"
-c.GenericOAuthenticator.authorize_url = f"{issuer}/protocol/openid-connect/auth"
-c.GenericOAuthenticator.token_url = f"{issuer}/protocol/openid-connect/token"
-c.GenericOAuthenticator.userdata_url = f"{issuer}/protocol/openid-connect/userinfo"
-c.GenericOAuthenticator.logout_redirect_url = (
-    f"{issuer}/protocol/openid-connect/logout?client_id=jupyterhub"
-    f"&post_logout_redirect_uri=http://127.0.0.1:{base}/hub/"
-)
-c.GenericOAuthenticator.username_claim = "preferred_username"
-c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
-c.GenericOAuthenticator.allow_all = True
-c.Authenticator.auth_refresh_age = 5  # cheap with tokenkeeper's hook; bounds a logged-out browser
+# The secrets the README example reads, under its names, from this run's.
+env["OAUTH_CLIENT_SECRET"] = env["TK_CLIENT_SECRET"]
+env["TOKENKEEPER_STATE_KEY"] = env["TK_STATE_KEY"]
+env["KEYCLOAK_SA_SECRET"] = env["TK_SA_SECRET"]
+env["KEYCLOAK_ADMIN_CLIENT_SECRET"] = env["TK_ADMIN_SECRET"]
+
 # Hub admins: tokenkeeper leaves them to OAuthenticator's own refresh unless
 # TOKENKEEPER_REFRESH_ADMINS is true. mallory is for the admin tests; fay
 # for the cross-user test.
 c.Authenticator.admin_users = {"mallory", "fay"}
 
-# Land on the home page after login instead of spawning at once, so a user
-# can be logged in without a running server.
-c.JupyterHub.default_url = "/hub/home"
-
-c.JupyterHub.spawner_class = "simple"
+# The servers record their environment (singleuser.sh) and run from the
+# virtualenv of the hub under test.
 c.Spawner.ip = "127.0.0.1"
-c.Spawner.cmd = [f"{repo}/integration/stack/singleuser.sh"]
-c.Spawner.environment = {"TK_STATE_DIR": state, "TK_VENV": f"{cache}/venv"}
+c.Spawner.environment = {"TK_STATE_DIR": state, "TK_VENV": env["TK_VENV"]}
 c.Spawner.http_timeout = 60
 c.Spawner.start_timeout = 90
-
-sys.path.insert(0, f"{repo}/hub")
-import tokenkeeper_hub  # noqa: E402
 
 
 def flag(name):
@@ -65,34 +53,99 @@ def flag(name):
 # No test asserts that a logout revokes hub tokens, so the stack runs with
 # the least privileges, as configure() defaults to. A test that needs one of
 # these options sets the variable in the stack's environment.
+test_options = {
+    "revoke_tokens": flag("TOKENKEEPER_REVOKE_TOKENS"),
+    "stop_servers": flag("TOKENKEEPER_STOP_SERVERS"),
+    "refresh_admins": flag("TOKENKEEPER_REFRESH_ADMINS"),
+}
+# Faster timings, debug logs, the tests' job API, audience and identity
+# provider; any TOKENKEEPER_* variable in the stack's environment wins.
+test_settings = {
+    "TOKENKEEPER_SWEEP_INTERVAL": env.get("TK_SWEEP_INTERVAL", "2s"),
+    "TOKENKEEPER_REFRESH_WINDOW": "5s",
+    "TOKENKEEPER_LOG_LEVEL": "debug",
+    "TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": "trino",
+    "TOKENKEEPER_AUDIENCES": "trino",
+    "TOKENKEEPER_IDENTITY_PROVIDERS": "external",
+    "TOKENKEEPER_JOB_API_URL": env.get("TK_JOB_API_URL", ""),
+    "TOKENKEEPER_JOB_POLL_INTERVAL": "2s",
+    **{k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")},
+}
+
+from jupyterhub.services import service as hub_service  # noqa: E402
+from traitlets import default  # noqa: E402
+
+
+class QuickRestartServiceSpawner(hub_service._ServiceSpawner):
+    """Notices a managed service's exit within a second (the hub's default is 30 s)."""
+
+    @default("poll_interval")
+    def _poll_interval_default(self):
+        return 1
+
+
+# Tests that kill tokenkeeper wait for the hub to restart it.
+hub_service._ServiceSpawner = QuickRestartServiceSpawner
+
+# Tests change tokenkeeper's settings (keep, concurrency, ...) by writing this
+# JSON file and restarting tokenkeeper; TOKENKEEPER_* variables take precedence.
+settings = f"{state}/tokenkeeper-settings.json"
+if not os.path.exists(settings):
+    with open(settings, "w") as f:
+        f.write("{}\n")
+test_settings["TOKENKEEPER_CONFIG"] = settings
+
+# --- README example begins ---
+import os  # noqa: E402
+import sys  # noqa: E402
+
+import tokenkeeper_hub  # noqa: E402  (installed by make python-install)
+
+issuer = f"http://127.0.0.1:{base + 80}/realms/jupyter"
+hub_url = f"http://127.0.0.1:{base}"
+
+c.JupyterHub.authenticator_class = "generic-oauth"
+c.GenericOAuthenticator.client_id = "jupyterhub"
+c.GenericOAuthenticator.client_secret = os.environ["OAUTH_CLIENT_SECRET"]
+c.GenericOAuthenticator.oauth_callback_url = f"{hub_url}/hub/oauth_callback"
+c.GenericOAuthenticator.authorize_url = f"{issuer}/protocol/openid-connect/auth"
+c.GenericOAuthenticator.token_url = f"{issuer}/protocol/openid-connect/token"
+c.GenericOAuthenticator.userdata_url = f"{issuer}/protocol/openid-connect/userinfo"
+c.GenericOAuthenticator.username_claim = "preferred_username"
+c.GenericOAuthenticator.scope = ["openid", "profile", "email"]
+c.GenericOAuthenticator.allow_all = True
+c.GenericOAuthenticator.logout_redirect_url = (
+    f"{issuer}/protocol/openid-connect/logout"
+    f"?client_id=jupyterhub&post_logout_redirect_uri={hub_url}/hub/"
+)
+c.Authenticator.auth_refresh_age = 5  # tests wait for a logged-out browser
+
+# Land on the home page after login instead of spawning at once, so a user
+# can be logged in without a running server.
+c.JupyterHub.default_url = "/hub/home"
+
+c.JupyterHub.spawner_class = "simple"
+c.Spawner.cmd = [f"{repo}/integration/stack/singleuser.sh"]
+
 tokenkeeper_hub.configure(
     c,
     command=[env["TK_BIN"]],
     url=f"http://127.0.0.1:{base + 23}",
-    revoke_tokens=flag("TOKENKEEPER_REVOKE_TOKENS"),
-    stop_servers=flag("TOKENKEEPER_STOP_SERVERS"),
-    refresh_admins=flag("TOKENKEEPER_REFRESH_ADMINS"),
+    **test_options,
     environment={
         "TOKENKEEPER_ISSUER_URL": issuer,
         "TOKENKEEPER_CLIENT_ID": "jupyterhub",
-        "TOKENKEEPER_CLIENT_SECRET": env["TK_CLIENT_SECRET"],
-        "TOKENKEEPER_STATE_KEY": env["TK_STATE_KEY"],
+        "TOKENKEEPER_CLIENT_SECRET": os.environ["OAUTH_CLIENT_SECRET"],
+        "TOKENKEEPER_STATE_KEY": os.environ["TOKENKEEPER_STATE_KEY"],
         "TOKENKEEPER_DATABASE": f"{state}/tokenkeeper.db",
-        "TOKENKEEPER_SWEEP_INTERVAL": env.get("TK_SWEEP_INTERVAL", "2s"),
-        "TOKENKEEPER_REFRESH_WINDOW": "5s",
-        "TOKENKEEPER_LOG_LEVEL": "debug",
         "TOKENKEEPER_SERVICE_ACCOUNT_CLIENT_ID": "tokenkeeper-sa",
-        "TOKENKEEPER_SERVICE_ACCOUNT_SECRET": env["TK_SA_SECRET"],
-        "TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": "trino",
-        "TOKENKEEPER_AUDIENCES": "trino",
-        "TOKENKEEPER_IDENTITY_PROVIDERS": "external",
+        "TOKENKEEPER_SERVICE_ACCOUNT_SECRET": os.environ["KEYCLOAK_SA_SECRET"],
         "TOKENKEEPER_ADMIN_CLIENT_ID": "tokenkeeper-admin",
-        "TOKENKEEPER_ADMIN_CLIENT_SECRET": env["TK_ADMIN_SECRET"],
-        "TOKENKEEPER_JOB_API_URL": env.get("TK_JOB_API_URL", ""),
-        "TOKENKEEPER_JOB_POLL_INTERVAL": "2s",
-        **{k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")},
+        "TOKENKEEPER_ADMIN_CLIENT_SECRET": os.environ["KEYCLOAK_ADMIN_CLIENT_SECRET"],
+        **test_settings,
     },
 )
+# --- README example ends ---
 
 if env.get("TK_TEST_ADMIN_TOKEN"):
     # The tests' own service: administers users, lists services and holds

@@ -1,0 +1,5 @@
+// Package z2jh tests deploy/z2jh/values.yaml, tokenkeeper's values for the
+// Zero to JupyterHub chart: it renders the chart with helm and loads the hub
+// configuration the rendered chart gives. The tests carry the z2jh build tag
+// (make z2jh runs them).
+package z2jh

@@ -1,0 +1,401 @@
+//go:build z2jh
+
+package z2jh
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	gocmp "github.com/google/go-cmp/cmp"
+)
+
+// rendered is what load_hub_config.py prints.
+type rendered struct {
+	Objects map[string]map[string]object `json:"objects"`
+	Secret  map[string]string            `json:"secret"`
+	Config  map[string]map[string]any    `json:"config"`
+}
+
+type object struct {
+	Spec struct {
+		Template struct {
+			Metadata struct {
+				Labels map[string]string `json:"labels"`
+			} `json:"metadata"`
+			Spec podSpec `json:"spec"`
+		} `json:"template"`
+		Ports   []servicePort `json:"ports"`
+		Ingress []rule        `json:"ingress"`
+		Egress  []rule        `json:"egress"`
+	} `json:"spec"`
+}
+
+type podSpec struct {
+	Containers []container `json:"containers"`
+	Volumes    []struct {
+		Name string `json:"name"`
+	} `json:"volumes"`
+}
+
+type container struct {
+	Name  string   `json:"name"`
+	Image string   `json:"image"`
+	Env   []envVar `json:"env"`
+	Ports []struct {
+		Name          string `json:"name"`
+		ContainerPort int    `json:"containerPort"`
+	} `json:"ports"`
+	VolumeMounts []struct {
+		Name      string `json:"name"`
+		MountPath string `json:"mountPath"`
+	} `json:"volumeMounts"`
+	SecurityContext map[string]any `json:"securityContext"`
+}
+
+type envVar struct {
+	Name      string `json:"name"`
+	Value     string `json:"value,omitempty"`
+	ValueFrom *struct {
+		SecretKeyRef *secretRef `json:"secretKeyRef"`
+	} `json:"valueFrom,omitempty"`
+}
+
+type secretRef struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+type servicePort struct {
+	Name       string `json:"name"`
+	Port       int    `json:"port"`
+	TargetPort any    `json:"targetPort"`
+}
+
+type rule struct {
+	Ports []struct {
+		Port any `json:"port"`
+	} `json:"ports"`
+	From []peer `json:"from"`
+	To   []peer `json:"to"`
+}
+
+type peer struct {
+	PodSelector *struct {
+		MatchLabels map[string]string `json:"matchLabels"`
+	} `json:"podSelector"`
+}
+
+var (
+	renderOnce sync.Once
+	rendering  rendered
+	renderOK   bool
+)
+
+// render renders the chart with deploy/z2jh/values.yaml (validating the
+// values against the chart's schema) and loads the hub configuration, once
+// for all tests.
+func render(t *testing.T) rendered {
+	t.Helper()
+	renderOnce.Do(func() {
+		rendering = renderChart(t)
+		renderOK = true
+	})
+	if !renderOK {
+		t.Fatal("rendering the chart failed (see the first test's failure)")
+	}
+	return rendering
+}
+
+func renderChart(t *testing.T) rendered {
+	t.Helper()
+	helm := os.Getenv("TK_HELM")
+	if helm == "" {
+		t.Fatal("TK_HELM is not set: `make z2jh` builds helm and runs this test")
+	}
+	python := cmp.Or(os.Getenv("TK_PYTHON"), filepath.Join(cacheDir(), "venv-jh5", "bin", "python"))
+	chart := copyChart(t, cmp.Or(os.Getenv("TK_Z2JH_CHART"), filepath.Join("..", "..", "..", "shared", "z2jh", "jupyterhub")))
+	// The chart validates values only against values.schema.json, which its
+	// release tooling makes from the YAML.
+	run(t, python, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), open(sys.argv[2], 'w'))",
+		filepath.Join(chart, "values.schema.yaml"), filepath.Join(chart, "values.schema.json"))
+	manifests := run(t, helm, "template", "jupyterhub", chart, "-f", filepath.Join("..", "..", "deploy", "z2jh", "values.yaml"),
+		"--kube-version", "1.33.0")
+	out := filepath.Join(t.TempDir(), "rendered.yaml")
+	if err := os.WriteFile(out, manifests, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var r rendered
+	if err := json.Unmarshal(run(t, python, "load_hub_config.py", out, chart, t.TempDir()), &r); err != nil {
+		t.Fatalf("load_hub_config.py: %v", err)
+	}
+	return r
+}
+
+func cacheDir() string {
+	if c := os.Getenv("TOKENKEEPER_CACHE"); c != "" {
+		return c
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "tokenkeeper")
+}
+
+func run(t *testing.T, name string, args ...string) []byte {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args[:min(2, len(args))], " "), err, stderr.String())
+	}
+	return out
+}
+
+// copyChart copies the chart into a temporary directory (the shared copy is read-only).
+func copyChart(t *testing.T, from string) string {
+	t.Helper()
+	to := filepath.Join(t.TempDir(), "jupyterhub")
+	if err := os.CopyFS(to, os.DirFS(from)); err != nil {
+		t.Fatalf("copy the chart from %s: %v", from, err)
+	}
+	return to
+}
+
+func sidecar(t *testing.T, r rendered) (container, podSpec) {
+	t.Helper()
+	pod := r.Objects["Deployment"]["hub"].Spec.Template.Spec
+	i := slices.IndexFunc(pod.Containers, func(c container) bool { return c.Name == "tokenkeeper" })
+	if i < 0 {
+		t.Fatalf("the hub pod has no tokenkeeper container: %v", pod.Containers)
+	}
+	return pod.Containers[i], pod
+}
+
+func env(c container) map[string]envVar {
+	m := map[string]envVar{}
+	for _, e := range c.Env {
+		m[e.Name] = e
+	}
+	return m
+}
+
+func TestSidecarInTheHubPod(t *testing.T) {
+	r := render(t)
+	tk, pod := sidecar(t, r)
+	if len(tk.Ports) != 1 || tk.Ports[0].ContainerPort != 10101 || tk.Ports[0].Name != "tokenkeeper" {
+		t.Errorf("sidecar ports = %+v, want tokenkeeper 10101", tk.Ports)
+	}
+	e := env(tk)
+	token := e["JUPYTERHUB_API_TOKEN"]
+	if token.ValueFrom == nil || gocmp.Diff(token.ValueFrom.SecretKeyRef, &secretRef{"hub", "hub.services.tokenkeeper.apiToken"}) != "" {
+		t.Errorf("JUPYTERHUB_API_TOKEN = %+v, want the chart's Secret hub, key hub.services.tokenkeeper.apiToken", token)
+	}
+	for name, want := range map[string]string{
+		"JUPYTERHUB_API_URL":        "http://127.0.0.1:8081/hub/api",
+		"JUPYTERHUB_SERVICE_URL":    "http://0.0.0.0:10101",
+		"JUPYTERHUB_SERVICE_NAME":   "tokenkeeper",
+		"JUPYTERHUB_SERVICE_PREFIX": "/services/tokenkeeper/",
+		"TOKENKEEPER_CLIENT_ID":     "jupyterhub",
+		"TOKENKEEPER_DATABASE":      "/srv/jupyterhub/tokenkeeper.db",
+	} {
+		if got := e[name].Value; got != want {
+			t.Errorf("sidecar %s = %q, want %q", name, got, want)
+		}
+	}
+	for name, key := range map[string]string{
+		"TOKENKEEPER_CLIENT_SECRET": "client-secret", "TOKENKEEPER_STATE_KEY": "state-key",
+		"TOKENKEEPER_SERVICE_ACCOUNT_SECRET": "sa-secret", "TOKENKEEPER_ADMIN_CLIENT_SECRET": "admin-client-secret",
+	} {
+		if v := e[name]; v.Value != "" || v.ValueFrom == nil || gocmp.Diff(v.ValueFrom.SecretKeyRef, &secretRef{"tokenkeeper", key}) != "" {
+			t.Errorf("sidecar %s = %+v, want Secret tokenkeeper key %s and no plain value", name, v, key)
+		}
+	}
+	mounted := slices.ContainsFunc(tk.VolumeMounts, func(m struct {
+		Name      string `json:"name"`
+		MountPath string `json:"mountPath"`
+	}) bool {
+		return m.MountPath == "/srv/jupyterhub" && slices.ContainsFunc(pod.Volumes, func(v struct {
+			Name string `json:"name"`
+		}) bool {
+			return v.Name == m.Name
+		})
+	})
+	if !mounted {
+		t.Errorf("the sidecar does not mount a volume of the pod at /srv/jupyterhub: %+v", tk.VolumeMounts)
+	}
+	for k, want := range map[string]any{"runAsNonRoot": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false} {
+		if tk.SecurityContext[k] != want {
+			t.Errorf("sidecar securityContext %s = %v, want %v", k, tk.SecurityContext[k], want)
+		}
+	}
+	hub := pod.Containers[slices.IndexFunc(pod.Containers, func(c container) bool { return c.Name == "hub" })]
+	if v := env(hub)["OAUTH_CLIENT_SECRET"]; v.ValueFrom == nil || gocmp.Diff(v.ValueFrom.SecretKeyRef, &secretRef{"tokenkeeper", "client-secret"}) != "" {
+		t.Errorf("hub OAUTH_CLIENT_SECRET = %+v, want Secret tokenkeeper key client-secret", v)
+	}
+}
+
+// TestSidecarEnvironmentIsAValidConfiguration runs bin/tokenkeeper
+// --check-config with the sidecar's environment, secrets filled in.
+func TestSidecarEnvironmentIsAValidConfiguration(t *testing.T) {
+	r := render(t)
+	tk, _ := sidecar(t, r)
+	stateKey := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	var environ []string
+	for _, e := range tk.Env {
+		v := e.Value
+		if e.ValueFrom != nil {
+			v = map[string]string{"state-key": stateKey}[e.ValueFrom.SecretKeyRef.Key]
+			v = cmp.Or(v, "secret-"+e.ValueFrom.SecretKeyRef.Key)
+		}
+		environ = append(environ, e.Name+"="+v)
+	}
+	cmd := exec.Command(filepath.Join("..", "..", "bin", "tokenkeeper"), "--check-config")
+	cmd.Env = environ
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "configuration OK") {
+		t.Errorf("tokenkeeper --check-config with the sidecar's environment: %v\n%s", err, out)
+	}
+}
+
+func TestServicePortAndNetworkPolicies(t *testing.T) {
+	r := render(t)
+	ports := r.Objects["Service"]["hub"].Spec.Ports
+	if !slices.ContainsFunc(ports, func(p servicePort) bool { return p.Port == 10101 && p.TargetPort == "tokenkeeper" }) {
+		t.Errorf("hub Service ports = %+v, want 10101 to the sidecar's port", ports)
+	}
+	access := map[string]string{"hub.jupyter.org/network-access-hub": "true"}
+	hubIn := r.Objects["NetworkPolicy"]["hub"].Spec.Ingress
+	if !slices.ContainsFunc(hubIn, func(ru rule) bool { return opens(ru, 10101, ru.From, access) }) {
+		t.Errorf("hub NetworkPolicy ingress opens no 10101 to pods labelled %v: %+v", access, hubIn)
+	}
+	proxyOut := r.Objects["NetworkPolicy"]["proxy"].Spec.Egress
+	hubPods := r.Objects["Deployment"]["hub"].Spec.Template.Metadata.Labels
+	if !slices.ContainsFunc(proxyOut, func(ru rule) bool { return opens(ru, 10101, ru.To, nil) && selects(ru.To, hubPods) }) {
+		t.Errorf("proxy NetworkPolicy egress reaches no hub pod (labels %v) on 10101: %+v", hubPods, proxyOut)
+	}
+	proxyPods := r.Objects["Deployment"]["proxy"].Spec.Template.Metadata.Labels
+	if proxyPods["hub.jupyter.org/network-access-hub"] != "true" {
+		t.Errorf("proxy pods lack the label that the hub's ingress rule selects: %v", proxyPods)
+	}
+}
+
+// opens reports whether ru allows port, from (or to) peers selecting labels when given.
+func opens(ru rule, port int, peers []peer, labels map[string]string) bool {
+	if !slices.ContainsFunc(ru.Ports, func(p struct {
+		Port any `json:"port"`
+	}) bool {
+		return p.Port == float64(port)
+	}) {
+		return false
+	}
+	return labels == nil || slices.ContainsFunc(peers, func(p peer) bool {
+		return p.PodSelector != nil && gocmp.Diff(p.PodSelector.MatchLabels, labels) == ""
+	})
+}
+
+// selects reports whether some peer's pod selector matches pods with labels.
+func selects(peers []peer, labels map[string]string) bool {
+	return slices.ContainsFunc(peers, func(p peer) bool {
+		if p.PodSelector == nil {
+			return false
+		}
+		for k, v := range p.PodSelector.MatchLabels {
+			if labels[k] != v {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestHubConfigRegistersTheServiceAndRoles(t *testing.T) {
+	r := render(t)
+	hub := r.Config["JupyterHub"]
+	var services []map[string]any
+	for _, s := range hub["services"].([]any) {
+		if m := s.(map[string]any); m["name"] == "tokenkeeper" {
+			services = append(services, m)
+		}
+	}
+	token := r.Secret["hub.services.tokenkeeper.apiToken"]
+	if len(token) < 32 {
+		t.Fatalf("the chart's Secret holds no API token for tokenkeeper: %q", token)
+	}
+	want := []map[string]any{{"name": "tokenkeeper", "api_token": token, "url": "http://hub:10101", "display": false}}
+	if diff := gocmp.Diff(want, services); diff != "" {
+		t.Errorf("tokenkeeper's service entries (-want +got):\n%s", diff)
+	}
+	roles := map[string][]any{}
+	members := map[string]any{}
+	for _, ro := range hub["load_roles"].([]any) {
+		m := ro.(map[string]any)
+		if _, dup := roles[m["name"].(string)]; dup {
+			t.Errorf("role %s defined twice: the hub would refuse to start", m["name"])
+		}
+		roles[m["name"].(string)] = m["scopes"].([]any)
+		members[m["name"].(string)] = m["services"]
+	}
+	access := "access:services!service=tokenkeeper"
+	for name, want := range map[string][]any{
+		"tokenkeeper-service": {"admin:users", "read:servers"},
+		// JupyterHub 5's default server and user roles, extended.
+		"server": {"users:activity!user", "access:servers!server", access},
+		"user":   {"self", access},
+	} {
+		if diff := gocmp.Diff(want, roles[name]); diff != "" {
+			t.Errorf("role %s scopes (-want +got):\n%s", name, diff)
+		}
+	}
+	if diff := gocmp.Diff([]any{"tokenkeeper"}, members["tokenkeeper-service"]); diff != "" {
+		t.Errorf("tokenkeeper-service members (-want +got):\n%s", diff)
+	}
+	scopes, _ := hub["custom_scopes"].(map[string]any)
+	lazy, _ := scopes["lazy"].(map[string]any)
+	defined, _ := lazy["update"].(map[string]any)
+	for _, s := range []string{"custom:tokenkeeper:tokens", "custom:tokenkeeper:service-account"} {
+		if _, ok := defined[s]; !ok {
+			t.Errorf("custom scope %s not defined: %v", s, scopes)
+		}
+	}
+}
+
+func TestHubConfigInstallsTheHooks(t *testing.T) {
+	r := render(t)
+	for section, keys := range map[string][]string{
+		"Spawner":        {"pre_spawn_hook"},
+		"OAuthenticator": {"refresh_user_hook", "enable_auth_state"},
+		"Authenticator":  {"post_auth_hook"},
+	} {
+		for _, k := range keys {
+			got := r.Config[section][k]
+			if k == "enable_auth_state" {
+				if got != true {
+					t.Errorf("%s.%s = %v, want true", section, k, got)
+				}
+				continue
+			}
+			if s, _ := got.(string); !strings.HasPrefix(s, "<callable make_") {
+				t.Errorf("%s.%s = %v, want tokenkeeper's hook", section, k, got)
+			}
+		}
+	}
+	oauth := r.Config["GenericOAuthenticator"]
+	if oauth["client_secret"] != "<tokenkeeper/client-secret>" {
+		t.Errorf("GenericOAuthenticator.client_secret = %v, want the hub's OAUTH_CLIENT_SECRET from Secret tokenkeeper", oauth["client_secret"])
+	}
+	if oauth["token_url"] != "https://keycloak.example.org/realms/jupyter/protocol/openid-connect/token" {
+		t.Errorf("GenericOAuthenticator.token_url = %v", oauth["token_url"])
+	}
+	if r.Config["JupyterHub"]["default_url"] != "/hub/home" {
+		t.Errorf("JupyterHub.default_url = %v, want /hub/home", r.Config["JupyterHub"]["default_url"])
+	}
+}

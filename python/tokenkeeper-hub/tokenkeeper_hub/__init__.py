@@ -1,0 +1,210 @@
+"""JupyterHub configuration for tokenkeeper.
+
+Install this package into the hub's environment (``pip install
+tokenkeeper-hub``) and call :func:`configure` from ``jupyterhub_config.py``,
+after your own roles and hooks::
+
+    import os
+    import tokenkeeper_hub
+
+    tokenkeeper_hub.configure(
+        c,
+        command=["/usr/local/bin/tokenkeeper"],
+        url="http://127.0.0.1:10101",
+        environment={
+            "TOKENKEEPER_ISSUER_URL": "https://keycloak.example.org/realms/jupyter",
+            "TOKENKEEPER_CLIENT_ID": "jupyterhub",
+            "TOKENKEEPER_CLIENT_SECRET": os.environ["OAUTH_CLIENT_SECRET"],
+            "TOKENKEEPER_STATE_KEY": os.environ["TOKENKEEPER_STATE_KEY"],
+        },
+    )
+
+It registers tokenkeeper as a service with the least privileges it needs,
+defines tokenkeeper's custom scopes, lets users' and servers' tokens call it
+(extending the ``user`` and ``server`` roles), and installs three hooks,
+chained with any the configuration already has: a ``pre_spawn_hook`` that
+puts a fresh access token into each server's environment (asking with the
+server's own token, so no hub token exists that can read every user's
+token), a ``refresh_user_hook`` that makes tokenkeeper the only party that
+spends non-admin users' refresh tokens (two refreshers racing on one refresh
+token end the Keycloak session when refresh-token rotation is on), and a
+``post_auth_hook`` that refuses a login without a refresh token.
+
+It works with JupyterHub 5 and 6 and OAuthenticator 17.3 or later.
+"""
+
+from urllib.parse import quote
+
+from traitlets.config import Config
+
+from .hooks import (
+    CLOCK_LEEWAY,
+    RETRY_FOR,
+    TokenkeeperUnreachable,
+    chain_post_auth_hooks,
+    chain_pre_spawn_hooks,
+    chain_refresh_user_hooks,
+    make_post_auth_hook,
+    make_pre_spawn_hook,
+    make_refresh_user_hook,
+    refresh_expiry,
+    refresh_user_hook,
+)
+from .roles import (
+    CUSTOM_SCOPES,
+    SCOPE_SERVICE_ACCOUNT,
+    SCOPE_TOKENS,
+    access_scope,
+    configured_entries,
+    extend_role,
+    extend_server_token_scopes,
+    service_roles,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CLOCK_LEEWAY", "CUSTOM_SCOPES", "RETRY_FOR", "SCOPE_SERVICE_ACCOUNT", "SCOPE_TOKENS",
+    "TokenkeeperUnreachable", "access_scope", "chain_post_auth_hooks", "chain_pre_spawn_hooks",
+    "chain_refresh_user_hooks", "configure", "install_hook", "make_post_auth_hook",
+    "make_pre_spawn_hook", "make_refresh_user_hook", "refresh_expiry", "refresh_user_hook",
+    "service_roles",
+]
+
+
+def configure(c, *, url, command=None, environment=None, api_token=None, name="tokenkeeper",
+              hook_url=None, notebook_url=None, env_name="KEYCLOAK_ACCESS_TOKEN", spawn_min_valid=300,
+              revoke_tokens=False, stop_servers=False, refresh_admins=False, spawn_requires_token=True):
+    """Configure JupyterHub ``c`` to run tokenkeeper and use it.
+
+    ``url`` is where the hub and its proxy reach the service. With
+    ``command`` the hub starts it (a managed service) and passes it
+    ``environment``, its settings (a managed service does not inherit the
+    hub's environment). Without ``command`` tokenkeeper runs on its own (a
+    sidecar, a system service) with its settings in its own environment,
+    and the service needs a hub token: ``api_token``, or the one of a
+    service entry of the same ``name`` already configured (as Zero to
+    JupyterHub's ``hub.services`` makes). An entry of that name already
+    configured is completed, not duplicated.
+
+    ``revoke_tokens``, ``stop_servers`` and ``refresh_admins`` set both the
+    service's role and, for a managed service, its
+    ``TOKENKEEPER_REVOKE_TOKENS``, ``TOKENKEEPER_STOP_SERVERS`` and
+    ``TOKENKEEPER_REFRESH_ADMINS`` (set them to match in a sidecar's
+    environment). ``revoke_tokens`` gives tokenkeeper the ``tokens`` scope,
+    which also creates hub tokens for any user, hub admins included: see
+    :func:`service_roles`.
+
+    ``refresh_admins`` makes tokenkeeper refresh hub admins too. JupyterHub
+    lets only an admin write an admin's auth_state, so tokenkeeper's service
+    then gets the ``admin`` role: every scope, including creating tokens for
+    anyone, starting and stopping every server, and changing roles. Whoever
+    holds tokenkeeper's hub token then owns the hub. JupyterHub keeps role
+    memberships in its database: turning this off again does not take the
+    role away (see README.md, "Scopes and roles").
+
+    The pre-spawn hook asks the service at ``hook_url`` (default ``url``;
+    the hub's own address for the service, such as ``http://127.0.0.1:10101``
+    for a sidecar) for a token with ``spawn_min_valid`` seconds left, puts it
+    into ``env_name`` and tells the server to ask ``notebook_url`` later
+    (``TOKENKEEPER_URL``; default the hook's URL with the service prefix).
+    It authenticates with each server's own token, which needs
+    ``access:services!service=<name>``: the ``server`` role is extended with
+    it (and ``c.Spawner.server_token_scopes``, if set). So is the ``user``
+    role, so that users' own tokens may call tokenkeeper too.
+
+    Existing ``pre_spawn_hook``, ``refresh_user_hook`` and ``post_auth_hook``
+    settings are chained with tokenkeeper's (see :func:`install_hook`); call
+    ``configure`` after setting them and after defining your roles.
+    """
+    access = access_scope(name)
+    _add_service(c, name, url, command, environment, api_token, refresh_admins,
+                 {"TOKENKEEPER_REVOKE_TOKENS": ("revoke_tokens", revoke_tokens),
+                  "TOKENKEEPER_STOP_SERVERS": ("stop_servers", stop_servers),
+                  "TOKENKEEPER_REFRESH_ADMINS": ("refresh_admins", refresh_admins)})
+    c.JupyterHub.custom_scopes.update(CUSTOM_SCOPES)
+    c.JupyterHub.load_roles.extend(service_roles(name, revoke_tokens=revoke_tokens, stop_servers=stop_servers))
+    extend_role(c, "server", access)
+    extend_role(c, "user", access)
+    extend_server_token_scopes(c, access)
+    service_url = f"{(hook_url or url).rstrip('/')}/services/{quote(name)}/"
+    install_hook(c, "Spawner", "pre_spawn_hook", make_pre_spawn_hook(
+        service_url, env_name=env_name, notebook_url=notebook_url, min_valid=spawn_min_valid,
+        required=spawn_requires_token,
+    ), chain_pre_spawn_hooks)
+    install_hook(c, "OAuthenticator", "refresh_user_hook", make_refresh_user_hook(refresh_admins),
+                 chain_refresh_user_hooks)
+    install_hook(c, "Authenticator", "post_auth_hook", make_post_auth_hook(), chain_post_auth_hooks)
+    c.OAuthenticator.enable_auth_state = True
+
+
+def _add_service(c, name, url, command, environment, api_token, refresh_admins, flags):
+    """Add tokenkeeper's service entry to ``c``, or complete the one of that name already there."""
+    service = next((s for s in configured_entries(c.JupyterHub.services) if s.get("name") == name), None)
+    if service is None:
+        service = {"name": name}
+        c.JupyterHub.services.append(service)
+    if service.get("url", url) != url:
+        raise ValueError(f"tokenkeeper: service {name!r} is already configured with url {service['url']!r}, not {url!r}")
+    service["url"] = url
+    if api_token:
+        service["api_token"] = api_token
+    if command:
+        env = {**service.get("environment", {}), **(environment or {})}
+        for key, (option, value) in flags.items():
+            _bool_env(env, key, option, value)
+        service.update(command=list(command), environment=env)
+    elif environment:
+        raise ValueError("tokenkeeper: environment is passed only to a managed service (with command); "
+                         "set it in the environment of the process that runs tokenkeeper")
+    elif not service.get("api_token"):
+        raise ValueError(f"tokenkeeper: service {name!r} runs outside the hub (no command) "
+                         "and needs an api_token (or a service entry with one)")
+    if refresh_admins:
+        # The service's admin flag puts it into the admin role and leaves the
+        # role's other members alone. (An admin role in load_roles would make
+        # the role's user list exactly c.Authenticator.admin_users, dropping
+        # admins made in the admin page.)
+        service["admin"] = True
+
+
+def install_hook(c, base, name, ours, chain):
+    """Set hook ``name`` of class section ``base`` to ``ours``, chained with any already configured.
+
+    A hook may be configured on ``base`` or on a subclass's section (say
+    ``c.KubeSpawner.pre_spawn_hook`` or ``c.GenericOAuthenticator.
+    refresh_user_hook``), and the most specific one wins. So every section
+    that sets ``name`` gets ``chain(theirs, ours)`` in its place, and
+    ``base`` gets ``ours`` unless it had its own: whichever section wins,
+    tokenkeeper's hook runs once, after the admin's.
+    """
+    chained_base = False
+    for section in list(c.keys()):
+        settings = c[section]
+        if isinstance(settings, Config) and name in settings and settings[name] is not None:
+            settings[name] = chain(settings[name], ours)
+            chained_base = chained_base or section == base
+    if not chained_base:
+        c[base][name] = ours
+
+
+# _BOOLS are the spellings tokenkeeper's configuration accepts (Go's strconv.ParseBool).
+_BOOLS = {**dict.fromkeys(["1", "t", "T", "TRUE", "true", "True"], True),
+          **dict.fromkeys(["0", "f", "F", "FALSE", "false", "False"], False)}
+
+
+def _bool_env(environment, key, option, value):
+    """Set ``environment[key]`` to configure()'s ``option``; refuse a contradicting value already there."""
+    given = environment.get(key)
+    if given is not None:
+        parsed = _BOOLS.get(str(given))
+        if parsed is None:
+            raise ValueError(f"tokenkeeper: environment {key}={given!r} is not a boolean")
+        if parsed != value:
+            raise ValueError(
+                f"tokenkeeper: environment {key}={given!r} contradicts configure({option}={value}); "
+                f"set {option} only"
+            )
+    environment[key] = "true" if value else "false"
+
+
