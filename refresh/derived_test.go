@@ -312,18 +312,27 @@ func TestDerivedNotServedOnceTheSessionEnded(t *testing.T) {
 	}
 }
 
-// TestDerivedFromANewSessionIsMadeAgain: a user who logged in again gets a
-// token derived from the new session, not the one cached for the old.
-func TestDerivedFromANewSessionIsMadeAgain(t *testing.T) {
+// loggedInAgain is alice with a trino token made in session s1 (derived
+// tokens live 10 minutes), who logs in again (session s2) 4m30s later, when
+// her own s1 token needs a refresh.
+func loggedInAgain(t *testing.T) *derivedFixture {
+	t.Helper()
 	f := newDerivedFixture(t, 10*time.Minute)
 	f.setState("alice", stateWithSession(f.now, 5*time.Minute, "rt-1", "s1", "a"))
 	f.hub.active["alice"] = true
-	ctx := context.Background()
-	if _, err := f.r.Derived(ctx, "alice", trino, time.Minute); err != nil {
+	if _, err := f.r.Derived(context.Background(), "alice", trino, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	f.advance(4*time.Minute + 30*time.Second)
-	f.setState("alice", stateWithSession(f.now, 5*time.Minute, "rt-2", "s2", "b")) // a new login
+	f.setState("alice", stateWithSession(f.now, 5*time.Minute, "rt-2", "s2", "b"))
+	return f
+}
+
+// TestDerivedFromANewSessionIsMadeAgain: a user who logged in again gets a
+// token derived from the new session, not the one cached for the old.
+func TestDerivedFromANewSessionIsMadeAgain(t *testing.T) {
+	f := loggedInAgain(t)
+	ctx := context.Background()
 	d, err := f.r.Derived(ctx, "alice", trino, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -449,15 +458,8 @@ func TestDerivedKeycloakUnavailable(t *testing.T) {
 // Keycloak unreachable, a token cached for the user's previous session is
 // not served in place of one for the new session.
 func TestDerivedOfAnOldSessionNotServedWhileKeycloakIsUnavailable(t *testing.T) {
-	f := newDerivedFixture(t, 10*time.Minute)
-	f.setState("alice", stateWithSession(f.now, 5*time.Minute, "rt-1", "s1", "a"))
-	f.hub.active["alice"] = true
+	f := loggedInAgain(t)
 	ctx := context.Background()
-	if _, err := f.r.Derived(ctx, "alice", trino, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	f.advance(4*time.Minute + 30*time.Second)
-	f.setState("alice", stateWithSession(f.now, 5*time.Minute, "rt-2", "s2", "b")) // a new login
 	f.x.answer = func(int) (*oauth2.Token, error) {
 		return nil, &url.Error{Op: "Post", URL: "https://kc", Err: io.ErrUnexpectedEOF}
 	}
