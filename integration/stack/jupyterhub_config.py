@@ -26,6 +26,10 @@ c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{base + 1}"
 c.ConfigurableHTTPProxy.command = [f"{cache}/node/node_modules/.bin/configurable-http-proxy"]
 c.ConfigurableHTTPProxy.pid_file = f"{state}/proxy.pid"
 
+# What a test set for tokenkeeper (TOKENKEEPER_* in the stack's environment),
+# taken before the lines below give the README example its variables.
+test_overrides = {k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")}
+
 # The secrets the README example reads, under its names, from this run's.
 env["OAUTH_CLIENT_SECRET"] = env["TK_CLIENT_SECRET"]
 env["TOKENKEEPER_STATE_KEY"] = env["TK_STATE_KEY"]
@@ -69,7 +73,7 @@ test_settings = {
     "TOKENKEEPER_IDENTITY_PROVIDERS": "external",
     "TOKENKEEPER_JOB_API_URL": env.get("TK_JOB_API_URL", ""),
     "TOKENKEEPER_JOB_POLL_INTERVAL": "2s",
-    **{k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")},
+    **test_overrides,
 }
 
 from jupyterhub.services import service as hub_service  # noqa: E402
