@@ -110,6 +110,15 @@ type Config struct {
 	// standard token exchange. Others are refused. Empty allows none.
 	ServiceTokenAudiences []string `json:"service_token_audiences"`
 
+	// Audiences are the clients of the realm that fresh-token?audience=A
+	// exchanges a user's access token for (Keycloak's standard token
+	// exchange, with the hub's client). Others are refused. Empty allows none.
+	Audiences []string `json:"audiences"`
+	// IdentityProviders are the aliases of the external identity providers
+	// whose stored tokens fresh-token?idp=ALIAS hands out (Keycloak identity
+	// brokering). Others are refused. Empty allows none.
+	IdentityProviders []string `json:"identity_providers"`
+
 	// AdminClientID is a second confidential Keycloak client with service
 	// accounts enabled, used only for Keycloak admin API calls (the sessions
 	// shown by status, and end_keycloak_sessions). Its service-account user
@@ -248,11 +257,40 @@ func (c Config) validateClients() []error {
 		bad("service_token_audiences: needs service_account_client_id")
 	}
 	for _, a := range c.ServiceTokenAudiences {
-		if a == "" || strings.ContainsAny(a, " \t\n,") {
+		if !isClientID(a) {
 			bad("service_token_audiences: %q is not a client id", a)
 		}
 	}
+	for _, a := range c.Audiences {
+		if !isClientID(a) {
+			bad("audiences: %q is not a client id", a)
+		}
+	}
+	for _, a := range c.IdentityProviders {
+		if !isAlias(a) {
+			bad("identity_providers: %q is not an identity provider alias (1 to 64 letters, digits, '.', '_' or '-')", a)
+		}
+	}
 	return errs
+}
+
+// isClientID reports whether s can be a Keycloak client id in a list.
+func isClientID(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \t\n,")
+}
+
+// isAlias reports whether s is an identity provider alias tokenkeeper puts
+// into a URL path: 1 to 64 letters, digits, '.', '_' or '-', not "." or "..".
+func isAlias(s string) bool {
+	if s == "" || len(s) > 64 || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkRemoteURL checks a URL that tokens and secrets are sent to: https,

@@ -198,8 +198,14 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	setString(&c.AdminClientID, getenv("TOKENKEEPER_ADMIN_CLIENT_ID"))
 	c.AdminClientSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_ADMIN_CLIENT_SECRET"), c.AdminClientSecret.Reveal()))
 	setString(&c.AdminClientSecretFile, getenv("TOKENKEEPER_ADMIN_CLIENT_SECRET_FILE"))
-	if v := getenv("TOKENKEEPER_SERVICE_TOKEN_AUDIENCES"); v != "" {
-		c.ServiceTokenAudiences = splitList(v)
+	for name, list := range map[string]*[]string{
+		"TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": &c.ServiceTokenAudiences,
+		"TOKENKEEPER_AUDIENCES":               &c.Audiences,
+		"TOKENKEEPER_IDENTITY_PROVIDERS":      &c.IdentityProviders,
+	} {
+		if v := getenv(name); v != "" {
+			*list = splitList(v)
+		}
 	}
 	for name, b := range map[string]*bool{
 		"TOKENKEEPER_REVOKE_TOKENS":         &c.RevokeTokens,

@@ -6,15 +6,16 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 // grantFailed handles a failed grant according to its class.
 func (r *Refresher) grantFailed(ctx context.Context, name string, st AuthState, err error) (Tokens, error) {
-	switch Classify(err) {
-	case Terminal:
+	switch keycloak.Classify(err) {
+	case keycloak.Terminal:
 		return r.terminal(ctx, name, st, err)
-	case Operator:
+	case keycloak.Operator:
 		r.setOperator(err)
 		r.backoff(ctx, name, st, err)
 	default:
@@ -69,7 +70,7 @@ func (r *Refresher) markEnded(ctx context.Context, name string, st AuthState, re
 	now := r.opts.Now()
 	due := now // an expected ending is logged out by the next sweep
 	r.mu.Lock()
-	delete(r.cache, name)
+	r.forget(name)
 	if !expected {
 		r.guard.fail(now)
 		// An unexpected one waits until the failed access token has

@@ -83,7 +83,7 @@ func (r *Refresher) logout(ctx context.Context, name string, st AuthState, reaso
 		return fmt.Errorf("logout %q: clear auth_state: %w", name, err)
 	}
 	r.mu.Lock()
-	delete(r.cache, name)
+	r.forget(name)
 	delete(r.unsaved, name)
 	r.mu.Unlock()
 	done, errs := r.logoutActions(ctx, name, st.AccessClaims.Subject)

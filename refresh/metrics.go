@@ -13,6 +13,8 @@ type Metrics struct {
 	grants        *prometheus.CounterVec
 	grantDuration prometheus.Histogram
 	logouts       *prometheus.CounterVec
+	derived       *prometheus.CounterVec
+	deriveTime    *prometheus.HistogramVec
 }
 
 // NewMetrics registers the refresher's counters and histograms with reg.
@@ -28,8 +30,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		logouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenkeeper_logouts_total", Help: "Users logged out of the hub, by reason.",
 		}, []string{"reason"}),
+		derived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenkeeper_derived_tokens_total",
+			Help: "Derived tokens asked of Keycloak, by kind (audience, identity_provider) and outcome (success, refused, transient).",
+		}, []string{"kind", "outcome"}),
+		deriveTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tokenkeeper_derived_token_duration_seconds", Help: "Duration of token exchanges and identity-provider token requests at Keycloak.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.grants, m.grantDuration, m.logouts)
+	reg.MustRegister(m.grants, m.grantDuration, m.logouts, m.derived, m.deriveTime)
 	return m
 }
 
@@ -39,6 +49,14 @@ func (m *Metrics) grant(outcome string, d time.Duration) {
 	}
 	m.grants.WithLabelValues(outcome).Inc()
 	m.grantDuration.Observe(d.Seconds())
+}
+
+func (m *Metrics) derivedToken(kind Kind, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.derived.WithLabelValues(string(kind), outcome).Inc()
+	m.deriveTime.WithLabelValues(string(kind)).Observe(d.Seconds())
 }
 
 func (m *Metrics) logout(reason string) {

@@ -1,8 +1,11 @@
-// Package refresh keeps users' Keycloak tokens in JupyterHub's auth_state
-// fresh: it schedules each user by their access token's expiry, spends the
-// refresh token with the hub's own OAuth client, writes the new tokens back in
-// OAuthenticator's layout, and sorts grant failures into transient, terminal
-// (the SSO session ended) and operator (configuration) problems.
+// Package refresh is the engine that keeps users' Keycloak tokens in
+// JupyterHub's auth_state fresh: it schedules each user by their access
+// token's expiry, has the refresh token spent (package keycloak speaks to
+// Keycloak), writes the new tokens back in OAuthenticator's layout, acts on
+// failed grants by their class (transient, terminal: the SSO session ended,
+// operator: configuration), logs out users whose session ended, and serves
+// users' access tokens and tokens derived from them (exchanged for another
+// audience, or an external identity provider's) from caches a logout clears.
 //
 // Every change to a user's auth_state (write-back, journal replay, logout)
 // runs holding that user's lock, and each is compare-and-set: it acts only
@@ -27,6 +30,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
@@ -82,7 +86,15 @@ type Options struct {
 	Guard Guard
 	// Keys seal the write-back journal.
 	Keys *Keyring
-	// Metrics, when set, counts grants and logouts.
+	// Exchange trades a user's access token for one narrowed to an
+	// audience; Audiences are those Derived serves.
+	Exchange  DeriveFunc
+	Audiences []string
+	// ProviderToken returns a user's token at an external identity
+	// provider; Providers are the aliases Derived serves.
+	ProviderToken DeriveFunc
+	Providers     []string
+	// Metrics, when set, counts grants, derived tokens and logouts.
 	Metrics *Metrics
 	Now     func() time.Time
 	Rand    *rand.Rand
@@ -96,11 +108,14 @@ type Tokens struct {
 	Type   string
 	// Issued is the access token's iat, zero when unknown.
 	Issued time.Time
+	// Session is Keycloak's sid of the user's session the token belongs to.
+	Session string
 }
 
 // tokensOf returns st's access token as Tokens.
 func tokensOf(st AuthState) Tokens {
-	return Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer", Issued: st.AccessClaims.IssuedAt}
+	c := st.AccessClaims
+	return Tokens{Access: st.Access, Expiry: c.Expiry, Type: "Bearer", Issued: c.IssuedAt, Session: c.SessionID}
 }
 
 // claims returns what needs looks at.
@@ -121,9 +136,11 @@ type Refresher struct {
 	mu       sync.Mutex // guards the fields below
 	users    map[string]*store.UserState
 	cache    map[string]Tokens
-	unsaved  map[string]store.Pending // journal entries the store failed to take
-	operator error                    // set while refreshing is stopped for an operator problem
-	probeAt  time.Time                // while operator is set: when the next grant may probe
+	derived  map[string]map[Target]Tokens // by user: tokens made for users someone asked Derived
+	epochs   map[string]uint64            // by user: how often their tokens were forgotten
+	unsaved  map[string]store.Pending     // journal entries the store failed to take
+	operator error                        // set while refreshing is stopped for an operator problem
+	probeAt  time.Time                    // while operator is set: when the next grant may probe
 	probes   int
 	hubErr   error       // set while the hub cannot be listed
 	guard    guardWindow // counts unexpected session endings
@@ -143,6 +160,8 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		hub: hub, sessions: sessions, grant: grant, store: st, opts: opts, log: opts.Logger,
 		users:   make(map[string]*store.UserState, len(states)),
 		cache:   make(map[string]Tokens),
+		derived: make(map[string]map[Target]Tokens),
+		epochs:  make(map[string]uint64),
 		unsaved: make(map[string]store.Pending),
 		rand:    opts.Rand,
 	}
@@ -299,7 +318,7 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 		case !hasUser(users, name):
 			gone = append(gone, name)
 			delete(r.users, name)
-			delete(r.cache, name)
+			r.forget(name)
 		case u.Due.After(now):
 		case pendingLogout(u):
 			ended = append(ended, name)
@@ -399,17 +418,25 @@ type needFunc func(name string, st AuthState, now time.Time) bool
 // and counted, so that Stop waits for it. No work starts once ctx has ended
 // or Stop has begun.
 func (r *Refresher) do(ctx context.Context, name string, need needFunc) (Tokens, error) {
+	return r.inFlight(ctx, name, func(ctx context.Context) (Tokens, error) {
+		return r.update(ctx, name, need)
+	})
+}
+
+// inFlight runs work once for all callers of key at the same time, detached
+// from their cancellation, bounded by GrantTimeout and counted for Stop.
+func (r *Refresher) inFlight(ctx context.Context, key string, work func(context.Context) (Tokens, error)) (Tokens, error) {
 	if err := ctx.Err(); err != nil {
 		return Tokens{}, err
 	}
-	ch := r.flight.DoChan(name, func() (any, error) {
+	ch := r.flight.DoChan(key, func() (any, error) {
 		if !r.work.start() {
 			return Tokens{}, ErrStopping
 		}
 		defer r.work.done()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.GrantTimeout)
 		defer cancel()
-		return r.update(ctx, name, need)
+		return work(ctx)
 	})
 	select {
 	case res := <-ch:
@@ -470,7 +497,7 @@ func (r *Refresher) spend(ctx context.Context, name string, st AuthState) (Token
 	start := time.Now()
 	tok, err := r.grant(ctx, st.Refresh)
 	if err != nil {
-		r.opts.Metrics.grant(Classify(err).String(), time.Since(start))
+		r.opts.Metrics.grant(keycloak.Classify(err).String(), time.Since(start))
 		return r.grantFailed(ctx, name, st, err)
 	}
 	r.opts.Metrics.grant("success", time.Since(start))

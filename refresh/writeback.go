@@ -259,7 +259,7 @@ func (r *Refresher) unusable(ctx context.Context, name string, err error) error 
 // reschedule records a status and looks at the user again after Recheck.
 func (r *Refresher) reschedule(ctx context.Context, name string, status store.Status, reason string) {
 	r.mu.Lock()
-	delete(r.cache, name)
+	r.forget(name)
 	prev := r.users[name]
 	r.mu.Unlock()
 	u := store.UserState{Name: name, Status: status, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)}

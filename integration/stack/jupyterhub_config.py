@@ -62,13 +62,15 @@ test_options = {
     "stop_servers": flag("TOKENKEEPER_STOP_SERVERS"),
     "refresh_admins": flag("TOKENKEEPER_REFRESH_ADMINS"),
 }
-# Faster timings, debug logs, the tests' job API and audience; any
-# TOKENKEEPER_* variable in the stack's environment wins.
+# Faster timings, debug logs, the tests' job API, audience and identity
+# provider; any TOKENKEEPER_* variable in the stack's environment wins.
 test_settings = {
     "TOKENKEEPER_SWEEP_INTERVAL": env.get("TK_SWEEP_INTERVAL", "2s"),
     "TOKENKEEPER_REFRESH_WINDOW": "5s",
     "TOKENKEEPER_LOG_LEVEL": "debug",
     "TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": "trino",
+    "TOKENKEEPER_AUDIENCES": "trino",
+    "TOKENKEEPER_IDENTITY_PROVIDERS": "external",
     "TOKENKEEPER_JOB_API_URL": env.get("TK_JOB_API_URL", ""),
     "TOKENKEEPER_JOB_POLL_INTERVAL": "2s",
     **test_overrides,
