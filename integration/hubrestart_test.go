@@ -172,7 +172,7 @@ func jsonError(body []byte, code string) bool {
 // landing in one sweep by chance is rare.
 func TestDefaultWindowSpreadsRefreshes30sTokens(t *testing.T) {
 	const (
-		watch          = 2 * time.Minute
+		watch = 2 * time.Minute
 		// Due at ⅔–80 % of 30 s from the token's iat (a whole second),
 		// found by the next 2 s sweep.
 		minGap, maxGap = 19 * time.Second, 27 * time.Second

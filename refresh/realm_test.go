@@ -308,3 +308,21 @@ func TestHubBudgetShortfallInHealth(t *testing.T) {
 		}
 	}
 }
+
+// TestEndedSessionNotServedWhileItsLogoutWaits: once a grant found the
+// session ended, fresh-token answers ErrSessionEnded even to a caller whose
+// min_valid the old access token still meets, and the pending logout stays.
+func TestEndedSessionNotServedWhileItsLogoutWaits(t *testing.T) {
+	f := newFixture(t)
+	f.addUser("alice", true, f.now.Add(-200*time.Second), "rt-alice") // 100 s left
+	f.grant.fail = func(string) error { return grantError(400, "invalid_grant", "Session not active") }
+	if _, err := f.r.Fresh(context.Background(), "alice", 2*time.Minute); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("Fresh forcing a grant = %v, want ErrSessionEnded", err)
+	}
+	if _, err := f.r.Fresh(context.Background(), "alice", time.Second); !errors.Is(err, ErrSessionEnded) {
+		t.Errorf("Fresh with a min_valid the old token meets = %v, want ErrSessionEnded", err)
+	}
+	if u, _ := f.r.user("alice"); u.Status != store.StatusEnded {
+		t.Errorf("status = %q, want ended (the logout still pending)", u.Status)
+	}
+}

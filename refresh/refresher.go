@@ -474,6 +474,11 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	if expired(st, r.opts.Now()) {
 		return Tokens{}, r.markEnded(ctx, name, st, errRefreshExpired, true)
 	}
+	if u, ok := r.user(name); ok && pendingLogout(&u) && u.EndedOn == digest(st.Refresh.Reveal()) {
+		// A grant with these very tokens found the session ended; the logout
+		// is pending. Its access token is not served meanwhile.
+		return Tokens{}, fmt.Errorf("%w (%s)", ErrSessionEnded, u.Reason)
+	}
 	if !need(name, st, r.opts.Now()) {
 		t := r.settle(ctx, name, st, "", "")
 		r.log.Debug("not due", "user", name, "kept", r.kept(name), "access_expires_at", t.Expiry.UTC().Format(time.RFC3339))

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 )
 
 // newModelWorld is a world with one user, logged in, and no tokenkeeper.
@@ -62,8 +63,8 @@ func TestSimKeycloakRotation(t *testing.T) {
 		if _, body := grantBody(t, err); !strings.Contains(body, "Session doesn't have required client") {
 			t.Errorf("newest token after reuse = %s, want the session gone for the client", body)
 		}
-		if Classify(err) != Terminal {
-			t.Errorf("Classify(%v) = %v, want terminal", err, Classify(err))
+		if keycloak.Classify(err) != keycloak.Terminal {
+			t.Errorf("Classify(%v) = %v, want terminal", err, keycloak.Classify(err))
 		}
 		if len(w.violations) != 1 || !strings.HasPrefix(w.violations[0], "(f)") {
 			t.Errorf("violations = %q, want one (f)", w.violations)
@@ -140,12 +141,12 @@ func TestSimKeycloakLogoutAndOutages(t *testing.T) {
 			{kind: "network", from: now.Add(time.Minute), until: now.Add(2 * time.Minute)}}
 		w.mu.Unlock()
 		_, err := w.kc.grant(ctx, tk, w.hubRefresh(u))
-		if status, _ := grantBody(t, err); status != http.StatusServiceUnavailable || Classify(err) != Transient {
-			t.Errorf("grant during a 503 outage = %v (%v), want a transient 503", err, Classify(err))
+		if status, _ := grantBody(t, err); status != http.StatusServiceUnavailable || keycloak.Classify(err) != keycloak.Transient {
+			t.Errorf("grant during a 503 outage = %v (%v), want a transient 503", err, keycloak.Classify(err))
 		}
 		time.Sleep(time.Minute)
 		_, err = w.kc.grant(ctx, tk, w.hubRefresh(u))
-		if !errors.As(err, new(*url.Error)) || Classify(err) != Transient {
+		if !errors.As(err, new(*url.Error)) || keycloak.Classify(err) != keycloak.Transient {
 			t.Errorf("grant while Keycloak is unreachable = %v, want a transient *url.Error", err)
 		}
 		time.Sleep(time.Minute)
