@@ -387,6 +387,15 @@ def test_session_end_removes_every_file_at_once(keeper, clock, issuer, tmp_path)
     assert sorted(os.listdir(tmp_path / "t")) == ["base", "hdr", "trino"]
 
 
+def test_a_refused_server_token_removes_the_files(keeper, clock, issuer, tmp_path):
+    k, _ = keeper()
+    k.step()
+    issuer.refuse["*"] = (401, {"error": "unauthorized", "message": "The JupyterHub token is invalid or expired."})
+    clock.now += 20
+    k.step()
+    assert not (tmp_path / "tokens" / "base").exists()
+
+
 def test_login_required_for_one_identity_provider_leaves_the_other_files(keeper, issuer, clock, tmp_path):
     files = (TokenFile("base", str(tmp_path / "t" / "base")),
              TokenFile("gh", str(tmp_path / "t" / "gh"), idp="github"))

@@ -28,6 +28,16 @@ def test_without_the_environment_it_says_what_is_missing():
         tokenkeeper.get_token()
 
 
+def test_401_raises_login_required_saying_the_hub_refuses_the_servers_token(fakes):
+    f = fakes(status=401, body={"error": "unauthorized", "message": "The JupyterHub token is invalid or expired."})
+    with pytest.raises(tokenkeeper.LoginRequired) as err:
+        tokenkeeper.get_token(url=f.url)
+    assert str(err.value) == ("the hub refuses this server's JupyterHub token (HTTP 401: The JupyterHub token is "
+                              "invalid or expired.): log in to JupyterHub again, or restart the server if that does "
+                              "not help")
+    assert err.value.status == 401
+
+
 def test_409_raises_login_required(fakes):
     f = fakes(status=409, body={"error": "login_required", "message": "Log in to JupyterHub again."})
     with pytest.raises(tokenkeeper.LoginRequired, match="^Log in to JupyterHub again.$"):

@@ -52,7 +52,12 @@ class TokenkeeperError(RuntimeError):
 
 
 class LoginRequired(TokenkeeperError):
-    """The user's Keycloak session has ended: log in to JupyterHub again."""
+    """The user's Keycloak session has ended: log in to JupyterHub again.
+
+    Raised when tokenkeeper says so (HTTP 409), and when the hub refuses
+    the server's own token (401), as JupyterHub 5 does once the user must
+    log in again.
+    """
 
 
 class NotAllowed(TokenkeeperError):
@@ -98,7 +103,8 @@ def get_token(min_valid=60, url=None, hub_token=None, timeout=30, *, audience=No
     When the token has less time left than asked for (the realm's tokens
     are shorter, or Keycloak could not be reached), a
     :class:`ShortTokenWarning` says why. Raises :class:`LoginRequired` when
-    the user's Keycloak session has ended, :class:`NotAllowed` when
+    the user's Keycloak session has ended (or the hub refuses the server's
+    token), :class:`NotAllowed` when
     tokenkeeper serves no token for that audience or identity provider,
     :class:`ExchangeRefused` when Keycloak refused to make it,
     :class:`TokenkeeperUnreachable` when tokenkeeper refused or reset
@@ -220,6 +226,11 @@ def _http_error(e, target):
     code, message = _error_body(e)
     if e.code == 409:
         return LoginRequired(message, status=409, code=code)
+    if e.code == 401:
+        # The hub refuses the server's own token: JupyterHub 5 (and 6 with
+        # auth_refresh_strict) does so once the user must log in again.
+        return LoginRequired(f"the hub refuses this server's JupyterHub token (HTTP 401: {message}): log in to "
+                             "JupyterHub again, or restart the server if that does not help", status=401, code=code)
     cls = _ERRORS.get(code, TokenkeeperError)
     if cls is NotAllowed and target:
         name, value = next(iter(target.items()))
