@@ -54,6 +54,24 @@ def flag(name):
     return env.get(name, "false").lower() in ("1", "t", "true")
 
 
+# The token-file tests' users (tokenfiles_test.go) get token files; nobody
+# else does, since a server's files are refreshed at two thirds of each
+# token's life, which would change what the schedule tests see.
+TOKEN_FILE_USERS = {"tess", "theo"}
+
+
+def token_files(spawner):
+    """The token files of the token-file tests' servers: each format, and an audience."""
+    if spawner.user.name not in TOKEN_FILE_USERS:
+        return None
+    return {
+        "base": {},
+        "header": {"format": "header"},
+        "json": {"format": "json"},
+        "trino": {"audience": "trino", "format": "json"},
+    }
+
+
 # No test asserts that a logout revokes hub tokens, so the stack runs with
 # the least privileges, as configure() defaults to. A test that needs one of
 # these options sets the variable in the stack's environment.
@@ -61,6 +79,8 @@ test_options = {
     "revoke_tokens": flag("TOKENKEEPER_REVOKE_TOKENS"),
     "stop_servers": flag("TOKENKEEPER_STOP_SERVERS"),
     "refresh_admins": flag("TOKENKEEPER_REFRESH_ADMINS"),
+    "token_files": token_files,
+    "token_dir": f"{state}/tokens/{{username}}",
 }
 # Faster timings, debug logs, the tests' job API, audience and identity
 # provider; any TOKENKEEPER_* variable in the stack's environment wins.

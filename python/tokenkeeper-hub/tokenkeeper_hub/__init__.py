@@ -28,7 +28,9 @@ server's own token, so no hub token exists that can read every user's
 token), a ``refresh_user_hook`` that makes tokenkeeper the only party that
 spends non-admin users' refresh tokens (two refreshers racing on one refresh
 token end the Keycloak session when refresh-token rotation is on), and a
-``post_auth_hook`` that refuses a login without a refresh token.
+``post_auth_hook`` that refuses a login without a refresh token. With
+``token_files`` the pre-spawn hook also tells each server which token files
+to keep fresh.
 
 It works with JupyterHub 5 and 6 and OAuthenticator 17.3 or later.
 """
@@ -60,21 +62,23 @@ from .roles import (
     extend_server_token_scopes,
     service_roles,
 )
+from .tokenfiles import DEFAULT_TOKEN_DIR, normalize_token_files, token_file_environment
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CLOCK_LEEWAY", "CUSTOM_SCOPES", "RETRY_FOR", "SCOPE_SERVICE_ACCOUNT", "SCOPE_TOKENS",
+    "CLOCK_LEEWAY", "CUSTOM_SCOPES", "DEFAULT_TOKEN_DIR", "RETRY_FOR", "SCOPE_SERVICE_ACCOUNT", "SCOPE_TOKENS",
     "TokenkeeperUnreachable", "access_scope", "chain_post_auth_hooks", "chain_pre_spawn_hooks",
     "chain_refresh_user_hooks", "configure", "install_hook", "make_post_auth_hook",
-    "make_pre_spawn_hook", "make_refresh_user_hook", "refresh_expiry", "refresh_user_hook",
-    "service_roles",
+    "make_pre_spawn_hook", "make_refresh_user_hook", "normalize_token_files", "refresh_expiry",
+    "refresh_user_hook", "service_roles", "token_file_environment",
 ]
 
 
 def configure(c, *, url, command=None, environment=None, api_token=None, name="tokenkeeper",
               hook_url=None, notebook_url=None, env_name="KEYCLOAK_ACCESS_TOKEN", spawn_min_valid=300,
-              revoke_tokens=False, stop_servers=False, refresh_admins=False, spawn_requires_token=True):
+              revoke_tokens=False, stop_servers=False, refresh_admins=False, spawn_requires_token=True,
+              token_files=None, token_dir=DEFAULT_TOKEN_DIR):
     """Configure JupyterHub ``c`` to run tokenkeeper and use it.
 
     ``url`` is where the hub and its proxy reach the service. With
@@ -113,6 +117,17 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     it (and ``c.Spawner.server_token_scopes``, if set). So is the ``user``
     role, so that users' own tokens may call tokenkeeper too.
 
+    ``token_files`` asks each server to keep token files fresh (the
+    notebook package's Jupyter server extension does), one per token: the
+    user's own, one per audience, one per identity provider, each in the
+    format the admin chooses, in ``token_dir`` (default
+    ``/tmp/tokenkeeper-{username}``) unless it names its own path. The
+    pre-spawn hook puts the spec into ``TOKENKEEPER_TOKEN_FILES`` and each
+    file's path into ``TOKENKEEPER_TOKEN_FILE_<NAME>``. It is a dict from
+    file names to settings (see :mod:`tokenkeeper_hub.tokenfiles`), or a
+    function of the spawner returning one or None. For example
+    ``{"base": {}, "trino": {"audience": "trino", "format": "json"}}``.
+
     Existing ``pre_spawn_hook``, ``refresh_user_hook`` and ``post_auth_hook``
     settings are chained with tokenkeeper's (see :func:`install_hook`); call
     ``configure`` after setting them and after defining your roles.
@@ -130,7 +145,7 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     service_url = f"{(hook_url or url).rstrip('/')}/services/{quote(name)}/"
     install_hook(c, "Spawner", "pre_spawn_hook", make_pre_spawn_hook(
         service_url, env_name=env_name, notebook_url=notebook_url, min_valid=spawn_min_valid,
-        required=spawn_requires_token,
+        required=spawn_requires_token, token_files=token_files, token_dir=token_dir,
     ), chain_pre_spawn_hooks)
     install_hook(c, "OAuthenticator", "refresh_user_hook", make_refresh_user_hook(refresh_admins),
                  chain_refresh_user_hooks)

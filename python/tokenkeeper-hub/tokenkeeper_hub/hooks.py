@@ -22,6 +22,8 @@ from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.simple_httpclient import HTTPStreamClosedError, SimpleAsyncHTTPClient
 
+from .tokenfiles import DEFAULT_TOKEN_DIR, normalize_token_files, token_file_environment
+
 # CLOCK_LEEWAY is how many seconds past its expiry a refresh token still
 # counts as valid, so that a hub clock running ahead of Keycloak's does not
 # send users to the login page early.
@@ -48,8 +50,8 @@ async def _maybe_await(value):
 
 
 def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebook_url=None,
-                        min_valid=300, required=True, timeout=20, retry_for=RETRY_FOR,
-                        sleep=asyncio.sleep, clock=time.monotonic):
+                        min_valid=300, required=True, token_files=None, token_dir=DEFAULT_TOKEN_DIR,
+                        timeout=20, retry_for=RETRY_FOR, sleep=asyncio.sleep, clock=time.monotonic):
     """Return an async ``pre_spawn_hook`` that puts a fresh access token into the server's environment.
 
     The hook asks tokenkeeper (at ``service_url``, including the service
@@ -68,10 +70,34 @@ def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebo
     so. With ``required`` a failure stops the spawn: 403 asking the user to
     log in again when their Keycloak session has ended, else 503 with
     tokenkeeper's message; without it the server starts without a token.
+
+    ``token_files`` (see :mod:`tokenkeeper_hub.tokenfiles`) tells the
+    server which token files to keep fresh, in ``token_dir`` unless a file
+    names its own path: a dict, or a function of the spawner that returns
+    one (or None for no files; it may be async), say to give files to some
+    groups only. A
+    dict with a problem raises ValueError here; a function's answer with a
+    problem fails the spawn with 500 saying what it is. The files'
+    variables are set along with the token.
     """
     base = service_url.rstrip("/") + "/"
+    if token_files is not None and not callable(token_files):
+        token_files = normalize_token_files(token_files, token_dir)
+
+    async def files_environment(spawner):
+        files = await _maybe_await(token_files(spawner)) if callable(token_files) else token_files
+        if not files:
+            return {}
+        if callable(token_files):
+            files = normalize_token_files(files, token_dir)
+        return token_file_environment(files, spawner.user.name)
 
     async def pre_spawn_hook(spawner):
+        try:
+            files_env = await files_environment(spawner)
+        except Exception as e:
+            spawner.log.error("tokenkeeper: token files for %s: %s", spawner.user.name, e)
+            raise web.HTTPError(500, f"The hub's token_files setting is wrong: {e}") from None
         try:
             answer = await _fetch_token(base, spawner.api_token, min_valid, timeout,
                                         retry_for=retry_for, sleep=sleep, clock=clock)
@@ -90,6 +116,7 @@ def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebo
             **spawner.environment,
             env_name: answer["access_token"],
             "TOKENKEEPER_URL": notebook_url or base,
+            **files_env,
         }
 
     return pre_spawn_hook

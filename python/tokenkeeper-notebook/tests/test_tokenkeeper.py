@@ -1,106 +1,17 @@
 """Tests of the notebook client against fake tokenkeepers on loopback (standard library only besides pytest)."""
 
-import base64
-import http.server
-import json
 import os
 import socket
 import stat
 import struct
 import threading
 import warnings
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 import tokenkeeper
+from fakes import NOW, TOKEN, FakeTime, free_port, jwt, listening_socket
 from tokenkeeper.__main__ import main
-
-NOW = 1_800_000_000
-
-
-def jwt(**claims):
-    def seg(d):
-        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
-    return f"{seg({'alg': 'RS256'})}.{seg(claims)}.c2ln"
-
-
-TOKEN = jwt(iat=NOW, exp=NOW + 600)
-
-
-class Fake:
-    """A fake tokenkeeper: answers every GET with status, body and headers; records requests."""
-
-    def __init__(self, status=200, body=None, headers=None, sock=None):
-        self.status, self.headers, self.seen = status, headers or {}, []
-        self.body = {"user": "alice", "access_token": TOKEN, "expires_in": 600} if body is None else body
-        fake = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                u = urlsplit(self.path)
-                fake.seen.append((u.path, parse_qs(u.query), self.headers.get("Authorization")))
-                data = json.dumps(fake.body).encode()
-                self.send_response(fake.status)
-                for k, v in fake.headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=sock is None)
-        if sock is not None:
-            self.server.socket.close()
-            self.server.socket = sock
-        self.port = self.server.server_address[1] if sock is None else sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/services/tokenkeeper/"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def fakes():
-    started = []
-    yield lambda **kw: started.append(Fake(**kw)) or started[-1]
-    for f in started:
-        f.close()
-
-
-@pytest.fixture(autouse=True)
-def env(monkeypatch):
-    monkeypatch.delenv("TOKENKEEPER_URL", raising=False)
-    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "server-token")
-
-
-class FakeTime:
-    """A clock that moves only when the client sleeps; on_sleep runs at each sleep."""
-
-    def __init__(self, on_sleep=None):
-        self.now, self.sleeps, self.on_sleep = 0.0, [], on_sleep
-
-    def clock(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
-        if self.on_sleep:
-            self.on_sleep(len(self.sleeps))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_get_token_asks_with_the_servers_token(fakes, monkeypatch):
@@ -115,6 +26,16 @@ def test_get_token_asks_with_the_servers_token(fakes, monkeypatch):
 def test_without_the_environment_it_says_what_is_missing():
     with pytest.raises(tokenkeeper.TokenkeeperError, match="TOKENKEEPER_URL and JUPYTERHUB_API_TOKEN"):
         tokenkeeper.get_token()
+
+
+def test_401_raises_login_required_saying_the_hub_refuses_the_servers_token(fakes):
+    f = fakes(status=401, body={"error": "unauthorized", "message": "The JupyterHub token is invalid or expired."})
+    with pytest.raises(tokenkeeper.LoginRequired) as err:
+        tokenkeeper.get_token(url=f.url)
+    assert str(err.value) == ("the hub refuses this server's JupyterHub token (HTTP 401: The JupyterHub token is "
+                              "invalid or expired.): log in to JupyterHub again, or restart the server if that does "
+                              "not help")
+    assert err.value.status == 401
 
 
 def test_409_raises_login_required(fakes):
@@ -138,6 +59,91 @@ def test_other_errors_carry_tokenkeepers_message(fakes, status, body, want):
     assert want in str(err.value)
 
 
+AUDIENCE_TOKEN = jwt(iat=NOW, exp=NOW + 300, aud="trino")
+
+
+def echoing(query):
+    """A tokenkeeper that serves audience and identity-provider tokens, naming them in its answer."""
+    body = {"user": "alice", "access_token": AUDIENCE_TOKEN, "token_type": "Bearer", "expires_in": 300}
+    for name in ("audience", "idp"):
+        if name in query:
+            body[name] = query[name][0]
+    return 200, body
+
+
+@pytest.mark.parametrize("kwargs, query", [
+    ({"audience": "trino"}, {"min_valid": ["60"], "audience": ["trino"]}),
+    ({"idp": "github"}, {"min_valid": ["60"], "idp": ["github"]}),
+    ({"audience": "a b&c"}, {"min_valid": ["60"], "audience": ["a b&c"]}),
+])
+def test_audience_and_idp_are_asked_for(fakes, kwargs, query):
+    f = fakes(answer=echoing)
+    assert tokenkeeper.get_token(url=f.url, **kwargs) == AUDIENCE_TOKEN
+    assert f.seen == [("/services/tokenkeeper/fresh-token", query, "token server-token")]
+
+
+@pytest.mark.parametrize("kwargs, what", [
+    ({"audience": "trino"}, "audience 'trino'"),
+    ({"idp": "github"}, "identity provider 'github'"),
+])
+def test_an_answer_that_does_not_name_the_token_asked_for_is_refused(fakes, kwargs, what):
+    # tokenkeeper versions without audience tokens ignore the parameter and
+    # answer with the user's own token, which must not go to another service.
+    f = fakes()
+    with pytest.raises(tokenkeeper.TokenkeeperError) as err:
+        tokenkeeper.get_token(url=f.url, **kwargs)
+    assert f"tokenkeeper answered without the token for {what}: this tokenkeeper does not serve" in str(err.value)
+    f = fakes(answer=lambda q: (200, {**echoing(q)[1], "audience": "other"}))
+    with pytest.raises(tokenkeeper.TokenkeeperError, match="answered without the token for audience 'trino'"):
+        tokenkeeper.get_token(url=f.url, audience="trino")
+
+
+@pytest.mark.parametrize("kwargs, want", [
+    ({"audience": "trino", "idp": "github"}, "not both"),
+    ({"audience": ""}, "audience must be a non-empty string"),
+    ({"idp": 7}, "idp must be a non-empty string"),
+])
+def test_a_bad_audience_or_idp_is_refused_before_asking(fakes, kwargs, want):
+    f = fakes(answer=echoing)
+    with pytest.raises(ValueError, match=want):
+        tokenkeeper.get_token(url=f.url, **kwargs)
+    assert f.seen == []
+
+
+@pytest.mark.parametrize("kwargs, status, body, cls, want", [
+    ({"audience": "minio"}, 403,
+     {"error": "audience_not_allowed", "message": "tokenkeeper hands out no token for this audience."},
+     tokenkeeper.NotAllowed,
+     "HTTP 403: tokenkeeper hands out no token for this audience. (audience 'minio'; an admin allows it in "
+     "tokenkeeper's audiences setting)"),
+    ({"idp": "gitlab"}, 403,
+     {"error": "identity_provider_not_allowed", "message": "tokenkeeper hands out no token of this identity provider."},
+     tokenkeeper.NotAllowed, "(idp 'gitlab'; an admin allows it in tokenkeeper's identity_providers setting)"),
+    ({"audience": "trino"}, 502,
+     {"error": "exchange_refused", "message": 'Keycloak refused a token for audience "trino": access_denied: not allowed'},
+     tokenkeeper.ExchangeRefused, 'HTTP 502: Keycloak refused a token for audience "trino": access_denied: not allowed'),
+    ({"idp": "github"}, 502,
+     {"error": "idp_token_refused", "message": 'Keycloak gave no token of identity provider "github" (HTTP 400): no token'},
+     tokenkeeper.ExchangeRefused, 'identity provider "github" (HTTP 400): no token'),
+    ({"audience": "trino"}, 409, {"error": "login_required", "message": "Log in to JupyterHub again."},
+     tokenkeeper.LoginRequired, "Log in to JupyterHub again."),
+])
+def test_refusals_raise_their_own_errors(fakes, kwargs, status, body, cls, want):
+    f = fakes(status=status, body=body)
+    with pytest.raises(cls) as err:
+        tokenkeeper.get_token(url=f.url, **kwargs)
+    assert want in str(err.value)
+    assert (err.value.status, err.value.code) == (status, body["error"])
+
+
+def test_a_forbidden_answer_of_another_kind_is_not_a_refused_audience(fakes):
+    f = fakes(status=403, body={"error": "forbidden", "message": "no access"})
+    with pytest.raises(tokenkeeper.TokenkeeperError) as err:
+        tokenkeeper.get_token(url=f.url, audience="trino")
+    assert type(err.value) is tokenkeeper.TokenkeeperError
+    assert str(err.value) == "HTTP 403: no access"
+
+
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_redirect_is_not_followed(fakes, status):
     elsewhere = fakes()
@@ -155,11 +161,7 @@ def test_connection_refused_is_retried_until_tokenkeeper_is_back(fakes):
 
     def on_sleep(n):
         if n == 3:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", port))
-            sock.listen()
-            started.append(fakes(sock=sock))
+            started.append(fakes(sock=listening_socket(port)))
 
     t = FakeTime(on_sleep)
     token = tokenkeeper.get_token(url=f"http://127.0.0.1:{port}/services/tokenkeeper/", sleep=t.sleep, clock=t.clock)
@@ -276,6 +278,41 @@ def test_the_command_warns_of_a_short_token(fakes, capsys):
     assert err.startswith("tokenkeeper-token: warning: the token has 29 s left")
 
 
+@pytest.mark.parametrize("argv, query", [
+    (["--audience", "trino"], {"min_valid": ["60"], "audience": ["trino"]}),
+    (["--idp", "github", "--min-valid", "1m"], {"min_valid": ["60"], "idp": ["github"]}),
+])
+def test_the_command_asks_for_an_audience_or_idp(fakes, capsys, argv, query):
+    f = fakes(answer=echoing)
+    assert main(["--url", f.url, *argv]) == 0
+    assert capsys.readouterr().out == AUDIENCE_TOKEN + "\n"
+    assert f.seen[0][1] == query
+
+
+def test_the_command_says_why_an_audience_is_refused(fakes, capsys):
+    f = fakes(status=403, body={"error": "audience_not_allowed", "message": "tokenkeeper hands out no token for this audience."})
+    assert main(["--url", f.url, "--audience", "minio"]) == 1
+    assert capsys.readouterr().err == ("tokenkeeper-token: HTTP 403: tokenkeeper hands out no token for this audience. "
+                                       "(audience 'minio'; an admin allows it in tokenkeeper's audiences setting)\n")
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["--audience", "a", "--idp", "b"], "not allowed with argument"),
+    (["--audience", ""], "must not be empty"),
+])
+def test_the_command_refuses_bad_arguments(capsys, argv, want):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert want in capsys.readouterr().err
+
+
+def test_the_command_says_why_it_cannot_write_the_file(fakes, tmp_path, capsys):
+    f = fakes()
+    assert main(["--url", f.url, "--file", str(tmp_path / "missing" / "token")]) == 1
+    assert "No such file or directory" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text, want", [("90", 90), ("90s", 90), ("5m", 300), ("1h", 3600)])
 def test_durations(text, want):
     from tokenkeeper.__main__ import seconds
@@ -293,7 +330,7 @@ def test_the_package_imports_nothing_outside_the_standard_library():
     import subprocess
     import sys
 
-    code = ("import sys, tokenkeeper, tokenkeeper.__main__; "
+    code = ("import sys, tokenkeeper, tokenkeeper.__main__, tokenkeeper.tokenfiles, tokenkeeper.serverextension; "
             "std = set(sys.stdlib_module_names); "
             "bad = sorted(m for m in sys.modules if m.split('.')[0] not in std and m.split('.')[0] not in ('tokenkeeper', '__main__')); "
             "print(bad)")

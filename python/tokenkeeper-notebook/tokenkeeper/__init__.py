@@ -4,11 +4,15 @@ Standard library only::
 
     from tokenkeeper import get_token
     headers = {"Authorization": f"Bearer {get_token()}"}
+    trino = get_token(audience="trino")   # exchanged for a token for client trino
+    github = get_token(idp="github")      # the identity provider's own token
 
 The server's own JupyterHub token (``JUPYTERHUB_API_TOKEN``) authenticates the
 call; tokenkeeper's URL comes from ``TOKENKEEPER_URL``, which the hub's
 pre-spawn hook sets. Only access tokens are ever returned, never refresh
-tokens.
+tokens. Token files that stay fresh without any code are kept by
+:mod:`tokenkeeper.tokenfiles`, which the package's Jupyter server extension
+starts.
 """
 
 import base64
@@ -24,7 +28,10 @@ import warnings
 
 __version__ = "0.1.0"
 
-__all__ = ["get_token", "LoginRequired", "ShortTokenWarning", "TokenkeeperError", "TokenkeeperUnreachable"]
+__all__ = [
+    "get_token", "fresh_token", "ExchangeRefused", "LoginRequired", "NotAllowed", "ShortTokenWarning",
+    "TokenkeeperError", "TokenkeeperUnreachable",
+]
 
 # RETRY_FOR is how long, in seconds, a call keeps retrying while tokenkeeper
 # refuses or resets connections: after a crash the hub restarts its managed
@@ -33,11 +40,36 @@ RETRY_FOR = 45
 
 
 class TokenkeeperError(RuntimeError):
-    """tokenkeeper could not provide a token."""
+    """tokenkeeper could not provide a token.
+
+    ``status`` is tokenkeeper's HTTP status and ``code`` the ``error`` of its
+    JSON answer, when it answered with an error (else both are None).
+    """
+
+    def __init__(self, message, status=None, code=None):
+        super().__init__(message)
+        self.status, self.code = status, code
 
 
 class LoginRequired(TokenkeeperError):
-    """The user's Keycloak session has ended: log in to JupyterHub again."""
+    """The user's Keycloak session has ended: log in to JupyterHub again.
+
+    Raised when tokenkeeper says so (HTTP 409), and when the hub refuses
+    the server's own token (401), as JupyterHub 5 does once the user must
+    log in again.
+    """
+
+
+class NotAllowed(TokenkeeperError):
+    """tokenkeeper hands out no token for this audience or identity provider.
+
+    The admin lists the audiences and identity providers tokenkeeper serves
+    in its ``audiences`` and ``identity_providers`` settings.
+    """
+
+
+class ExchangeRefused(TokenkeeperError):
+    """Keycloak refused to make the token asked for; the message carries its reason."""
 
 
 class TokenkeeperUnreachable(TokenkeeperError):
@@ -58,38 +90,56 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirect)
 
 
-def get_token(min_valid=60, url=None, hub_token=None, timeout=30, *, retry_for=RETRY_FOR,
-              sleep=time.sleep, clock=time.monotonic):
+def get_token(min_valid=60, url=None, hub_token=None, timeout=30, *, audience=None, idp=None,
+              retry_for=RETRY_FOR, sleep=time.sleep, clock=time.monotonic):
     """Return an access token with at least ``min_valid`` seconds left.
 
-    When the token has less (the realm's tokens are shorter, or Keycloak
-    could not be reached), a :class:`ShortTokenWarning` says why. Raises
-    :class:`LoginRequired` when the user's Keycloak session has ended,
+    By default the token is the user's own Keycloak access token. With
+    ``audience`` it is that token exchanged for one whose audience is the
+    Keycloak client ``audience`` alone; with ``idp`` it is the access token
+    of the external identity provider (its Keycloak alias) the user logged
+    in through. Ask for one of them at most.
+
+    When the token has less time left than asked for (the realm's tokens
+    are shorter, or Keycloak could not be reached), a
+    :class:`ShortTokenWarning` says why. Raises :class:`LoginRequired` when
+    the user's Keycloak session has ended (or the hub refuses the server's
+    token), :class:`NotAllowed` when
+    tokenkeeper serves no token for that audience or identity provider,
+    :class:`ExchangeRefused` when Keycloak refused to make it,
     :class:`TokenkeeperUnreachable` when tokenkeeper refused or reset
     connections for ``retry_for`` seconds, and :class:`TokenkeeperError`
     otherwise.
     """
-    answer = fresh_token(min_valid, url, hub_token, timeout, retry_for=retry_for, sleep=sleep, clock=clock)
+    answer = fresh_token(min_valid, url, hub_token, timeout, audience=audience, idp=idp,
+                         retry_for=retry_for, sleep=sleep, clock=clock)
     shortfall = short_token_message(answer, min_valid)
     if shortfall:
         warnings.warn(shortfall, ShortTokenWarning, stacklevel=2)
     return answer["access_token"]
 
 
-def fresh_token(min_valid=60, url=None, hub_token=None, timeout=30, *, retry_for=RETRY_FOR,
-                sleep=time.sleep, clock=time.monotonic):
-    """Return tokenkeeper's whole answer: ``access_token``, ``expires_in``, ``expires_at``, ``user``."""
+def fresh_token(min_valid=60, url=None, hub_token=None, timeout=30, *, audience=None, idp=None,
+                retry_for=RETRY_FOR, sleep=time.sleep, clock=time.monotonic):
+    """Return tokenkeeper's whole answer: ``access_token``, ``token_type``, ``expires_in``, ``expires_at``, ``user``.
+
+    With ``audience`` or ``idp`` (see :func:`get_token`) the answer also
+    names it, and an answer that does not is refused: tokenkeeper versions
+    that do not serve such tokens ignore the parameter and would hand out
+    the user's own token in its place.
+    """
     base = (url or os.environ.get("TOKENKEEPER_URL") or "").rstrip("/")
     token = hub_token or os.environ.get("JUPYTERHUB_API_TOKEN")
     if not base or not token:
         raise TokenkeeperError("TOKENKEEPER_URL and JUPYTERHUB_API_TOKEN must be set (run inside a JupyterHub server)")
-    query = urllib.parse.urlencode({"min_valid": int(min_valid)})
+    target = _target(audience, idp)
+    query = urllib.parse.urlencode({"min_valid": int(min_valid), **target})
     req = urllib.request.Request(f"{base}/fresh-token?{query}", headers={"Authorization": f"token {token}"})
     deadline = clock() + retry_for
     delay = 0.5
     while True:
         try:
-            return _ask(req, timeout)
+            return _confirmed(_ask(req, timeout, target), target)
         except _Transient as e:
             if clock() + delay > deadline:
                 raise TokenkeeperUnreachable(
@@ -100,17 +150,42 @@ def fresh_token(min_valid=60, url=None, hub_token=None, timeout=30, *, retry_for
             delay = min(delay * 2, 5)
 
 
+def _target(audience, idp):
+    """Return the query parameters naming the token asked for: {}, {"audience": A} or {"idp": ALIAS}."""
+    if audience is not None and idp is not None:
+        raise ValueError("ask for a token for an audience or of an identity provider, not both")
+    for name, value in (("audience", audience), ("idp", idp)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"{name} must be a non-empty string, not {value!r}")
+        if value is not None:
+            return {name: value}
+    return {}
+
+
+def _confirmed(answer, target):
+    """Return answer if it names the audience or identity provider asked for (target)."""
+    for name, value in target.items():
+        if answer.get(name) != value:
+            what = "audience" if name == "audience" else "identity provider"
+            raise TokenkeeperError(
+                f"tokenkeeper answered without the token for {what} {value!r}: this tokenkeeper does not "
+                f"serve {what} tokens (its fresh-token ignored ?{name}=), so its answer is not used"
+            )
+    return answer
+
+
 class _Transient(Exception):
     """A refused or reset connection, worth trying again."""
 
 
-def _ask(req, timeout):
+def _ask(req, timeout, target):
     """Make one request; return the answer, or raise TokenkeeperError or _Transient."""
     try:
         with _opener.open(req, timeout=timeout) as resp:
             answer = json.load(resp)
     except urllib.error.HTTPError as e:
-        raise _http_error(e) from None
+        with e:
+            raise _http_error(e, target) from None
     except (ConnectionRefusedError, ConnectionResetError) as e:
         raise _Transient() from e
     except urllib.error.URLError as e:
@@ -131,24 +206,46 @@ def _where(req):
     return req.full_url.split("?")[0]
 
 
-def _http_error(e):
-    """Return the error for tokenkeeper's error answer ``e``."""
+# _ERRORS maps tokenkeeper's error codes to the exceptions raised for them.
+_ERRORS = {
+    "audience_not_allowed": NotAllowed,
+    "identity_provider_not_allowed": NotAllowed,
+    "exchange_refused": ExchangeRefused,
+    "idp_token_refused": ExchangeRefused,
+}
+
+
+def _http_error(e, target):
+    """Return the error for tokenkeeper's error answer ``e`` to a request for ``target``."""
     if 300 <= e.code < 400:
         return TokenkeeperError(
             f"tokenkeeper answered HTTP {e.code} redirecting to {e.headers.get('Location', '?')}; "
-            "not followed, since it would carry the server's token there: check TOKENKEEPER_URL"
+            "not followed, since it would carry the server's token there: check TOKENKEEPER_URL",
+            status=e.code,
         )
-    message = _message(e)
+    code, message = _error_body(e)
     if e.code == 409:
-        return LoginRequired(message)
-    return TokenkeeperError(f"HTTP {e.code}: {message}")
+        return LoginRequired(message, status=409, code=code)
+    if e.code == 401:
+        # The hub refuses the server's own token: JupyterHub 5 (and 6 with
+        # auth_refresh_strict) does so once the user must log in again.
+        return LoginRequired(f"the hub refuses this server's JupyterHub token (HTTP 401: {message}): log in to "
+                             "JupyterHub again, or restart the server if that does not help", status=401, code=code)
+    cls = _ERRORS.get(code, TokenkeeperError)
+    if cls is NotAllowed and target:
+        name, value = next(iter(target.items()))
+        setting = "audiences" if name == "audience" else "identity_providers"
+        message = f"{message} ({name} {value!r}; an admin allows it in tokenkeeper's {setting} setting)"
+    return cls(f"HTTP {e.code}: {message}", status=e.code, code=code)
 
 
-def _message(e):
+def _error_body(e):
+    """Return the error code and message of tokenkeeper's JSON error answer, or (None, the HTTP reason)."""
     try:
-        return json.load(e)["message"]
+        body = json.load(e)
+        return body.get("error"), body["message"]
     except Exception:
-        return e.reason
+        return None, e.reason
 
 
 def short_token_message(answer, min_valid):

@@ -1,18 +1,20 @@
 """``tokenkeeper-token`` (or ``python -m tokenkeeper``): print a fresh access token.
 
-Run inside a single-user server. Prints the server's user's access token, or
-with ``--file`` writes it to a file of mode 0600. Exit status 0 on success, 1
-on any failure with the reason on standard error; a token with less time
-left than asked for is printed, with a warning on standard error saying why.
+Run inside a single-user server. Prints the server's user's access token
+(with ``--audience A`` one exchanged for client A, with ``--idp ALIAS`` the
+identity provider's own), or with ``--file`` writes it to a file of mode
+0600. Exit status 0 on success, 1 on any failure with the reason on standard
+error; a token with less time left than asked for is printed, with a warning
+on standard error saying why.
 """
 
 import argparse
-import os
 import re
 import sys
 import warnings
 
 from . import ShortTokenWarning, TokenkeeperError, get_token
+from .tokenfiles import write_atomically
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
@@ -25,18 +27,11 @@ def seconds(text):
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
-def write_token_file(path, token):
-    """Write token to path with mode 0600, replacing it whole (a reader never sees half a token)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _name(text):
+    """Check an audience or identity-provider alias: not empty."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def main(argv=None):
@@ -46,20 +41,29 @@ def main(argv=None):
     )
     parser.add_argument("--min-valid", type=seconds, default=60, metavar="TIME",
                         help="least time the token must have left (default 60s)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--audience", type=_name, metavar="A",
+                       help="the user's token exchanged for one whose audience is the Keycloak client A")
+    which.add_argument("--idp", type=_name, metavar="ALIAS",
+                       help="the access token of the identity provider ALIAS the user logged in through")
     parser.add_argument("--url", help="tokenkeeper's URL with the service prefix (default $TOKENKEEPER_URL)")
     parser.add_argument("--file", help="write the token to this file (mode 0600) instead of standard output")
     args = parser.parse_args(argv)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ShortTokenWarning)
         try:
-            token = get_token(min_valid=args.min_valid, url=args.url)
+            token = get_token(min_valid=args.min_valid, url=args.url, audience=args.audience, idp=args.idp)
         except TokenkeeperError as e:
             print(f"tokenkeeper-token: {e}", file=sys.stderr)
             return 1
     for w in caught:
         print(f"tokenkeeper-token: warning: {w.message}", file=sys.stderr)
     if args.file:
-        write_token_file(args.file, token)
+        try:
+            write_atomically(args.file, token + "\n")
+        except OSError as e:
+            print(f"tokenkeeper-token: {args.file}: {e.strerror or e}", file=sys.stderr)
+            return 1
     else:
         print(token)
     return 0

@@ -1,0 +1,357 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/refresh"
+)
+
+// The token-file tests' users have servers with token files (the stack's
+// jupyterhub_config.py gives files to them alone): base (raw), header,
+// json, and trino (json, audience trino). The notebook package's Jupyter
+// server extension keeps them fresh inside the single-user server.
+
+// tokenFileLife is the test realm's access-token lifetime.
+const tokenFileLife = 30 * time.Second
+
+// ensureKeycloakUser creates user in the test realm, with password
+// user+"-pw", unless it exists.
+func ensureKeycloakUser(t *testing.T, user string) {
+	t.Helper()
+	body := map[string]any{
+		"username": user, "enabled": true, "email": user + "@example.org", "emailVerified": true,
+		"firstName": user, "lastName": "Tester",
+		"credentials": []map[string]any{{"type": "password", "value": user + "-pw", "temporary": false}},
+	}
+	err := stack.KeycloakAdmin(context.Background(), http.MethodPost, "/users", body, nil)
+	if err != nil && !IsStatus(err, http.StatusConflict) {
+		t.Fatalf("create Keycloak user %s: %v", user, err)
+	}
+}
+
+// tokenFiles reads the paths of a server's token files from its environment
+// and checks they agree with TOKENKEEPER_TOKEN_FILES.
+func tokenFiles(t *testing.T, env map[string]string) map[string]string {
+	t.Helper()
+	var spec map[string]struct {
+		Path   string `json:"path"`
+		Format string `json:"format"`
+	}
+	if err := json.Unmarshal([]byte(env["TOKENKEEPER_TOKEN_FILES"]), &spec); err != nil {
+		t.Fatalf("TOKENKEEPER_TOKEN_FILES in the server's environment: %v", err)
+	}
+	paths := map[string]string{}
+	for name, f := range spec {
+		paths[name] = f.Path
+		if v := env["TOKENKEEPER_TOKEN_FILE_"+strings.ToUpper(name)]; v != f.Path {
+			t.Errorf("TOKENKEEPER_TOKEN_FILE_%s = %q, want %q", strings.ToUpper(name), v, f.Path)
+		}
+	}
+	if got := slices.Sorted(maps.Keys(paths)); !slices.Equal(got, []string{"base", "header", "json", "trino"}) {
+		t.Fatalf("token files in the server's environment: %v", got)
+	}
+	return paths
+}
+
+// readTokenFile reads a token file in its format and returns the access
+// token; for json it also checks expires_at agrees with the token.
+func readTokenFile(path, format string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if fi.Mode().Perm() != 0o600 {
+		return "", fmt.Errorf("%s has mode %v, want 0600", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	text := string(b)
+	switch format {
+	case "raw":
+		if !strings.HasSuffix(text, "\n") || strings.Count(text, "\n") != 1 {
+			return "", fmt.Errorf("%s: want the token and one newline, got %q", path, text)
+		}
+		return strings.TrimSpace(text), nil
+	case "header":
+		tok, ok := strings.CutPrefix(strings.TrimSuffix(text, "\n"), "Authorization: Bearer ")
+		if !ok {
+			return "", fmt.Errorf("%s: not an Authorization header line: %q", path, text)
+		}
+		return tok, nil
+	}
+	var f struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		ExpiresAt   string `json:"expires_at"`
+		User        string `json:"user"`
+		Audience    string `json:"audience"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	c, err := refresh.ParseClaims(f.AccessToken)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if exp, err := time.Parse(time.RFC3339, f.ExpiresAt); err != nil || !exp.Equal(c.Expiry) {
+		return "", fmt.Errorf("%s: expires_at %q, want the token's expiry %s (%v)", path, f.ExpiresAt, c.Expiry, err)
+	}
+	if f.TokenType == "" || f.User == "" {
+		return "", fmt.Errorf("%s: token_type %q, user %q: want both", path, f.TokenType, f.User)
+	}
+	return f.AccessToken, nil
+}
+
+// watchTokenFiles waits for the files to appear, then reads them every
+// 250 ms for the given time: every read must find a token of mode 0600 that
+// has not expired and that Keycloak's userinfo accepts, and each token must
+// be replaced at two thirds of its life. It returns how many distinct
+// tokens each file held.
+func watchTokenFiles(t *testing.T, files, formats map[string]string, watch time.Duration) map[string]int {
+	t.Helper()
+	ctx := context.Background()
+	err := Poll(ctx, 20*time.Second, 250*time.Millisecond, func() (bool, error) {
+		for name, format := range formats {
+			if _, err := readTokenFile(files[name], format); err != nil {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("token files did not appear: %v", err)
+	}
+	watches := map[string]*fileWatch{}
+	for name, format := range formats {
+		watches[name] = &fileWatch{name: name, path: files[name], format: format, seen: map[string]bool{}}
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for end := time.Now().Add(watch); time.Now().Before(end); <-tick.C {
+		for _, w := range watches {
+			if err := w.check(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	counts := map[string]int{}
+	for name, w := range watches {
+		counts[name] = len(w.seen)
+	}
+	return counts
+}
+
+// fileWatch is what watchTokenFiles knows of one file.
+type fileWatch struct {
+	name, path, format string
+	seen               map[string]bool // the tokens the file held
+	issued             time.Time       // when its current token was issued
+}
+
+// check reads the file once and records its token.
+func (w *fileWatch) check(ctx context.Context) error {
+	now := time.Now()
+	tok, err := readTokenFile(w.path, w.format)
+	if err != nil {
+		return fmt.Errorf("token file %s: %w", w.name, err)
+	}
+	c, err := refresh.ParseClaims(tok)
+	if err != nil || !c.Expiry.After(now) {
+		return fmt.Errorf("token file %s holds an expired or unreadable token (%v, expiry %s)", w.name, err, c.Expiry)
+	}
+	if w.seen[tok] {
+		return nil
+	}
+	// The keeper rewrites a file at two thirds of its token's life.
+	if age := now.Sub(w.issued); len(w.seen) > 0 && (age < tokenFileLife/2 || age > tokenFileLife*2/3+6*time.Second) {
+		return fmt.Errorf("token file %s replaced %s after its token was issued, want about %s", w.name,
+			age.Round(100*time.Millisecond), tokenFileLife*2/3)
+	}
+	if status, err := stack.Userinfo(ctx, tok); err != nil || status != http.StatusOK {
+		return fmt.Errorf("Keycloak userinfo with token file %s's token: %d, %v", w.name, status, err)
+	}
+	w.seen[tok], w.issued = true, c.IssuedAt
+	return nil
+}
+
+// runPythonInServer runs the server's Python with exactly the environment
+// the hub gave the server; it returns the output and the exit status.
+func runPythonInServer(t *testing.T, env map[string]string, code string) (string, int) {
+	t.Helper()
+	var environ []string
+	for k, v := range env {
+		environ = append(environ, k+"="+v)
+	}
+	cmd := exec.Command(filepath.Join(stack.venv(), "bin", "python"), "-c", code)
+	cmd.Env, cmd.Dir = environ, t.TempDir()
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("python in the server's environment: %v", err)
+	}
+	return string(out), cmd.ProcessState.ExitCode()
+}
+
+// getTokenScript calls get_token and exits 0 with a token, 3 for
+// LoginRequired, 4 for any other TokenkeeperError, printing the message.
+const getTokenScript = `
+import sys, tokenkeeper
+try:
+    tokenkeeper.get_token(min_valid=5)
+except tokenkeeper.LoginRequired as e:
+    print("LoginRequired:", e); sys.exit(3)
+except tokenkeeper.TokenkeeperError as e:
+    print("TokenkeeperError:", e); sys.exit(4)
+print("token")
+`
+
+func TestServerKeepsTokenFilesFreshUntilTheSessionEnds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ensureKeycloakUser(t, "tess")
+	login(t, "tess")
+	startServer(t, "tess")
+	stopServerAtEnd(t, "tess")
+	env := serverEnv(t, "tess")
+	files := tokenFiles(t, env)
+	if fi, err := os.Stat(filepath.Dir(files["base"])); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("token files' directory: %v, %v; want mode 0700", fi.Mode().Perm(), err)
+	}
+	formats := map[string]string{"base": "raw", "header": "header", "json": "json"}
+	counts := watchTokenFiles(t, files, formats, 3*tokenFileLife+2*time.Second)
+	for name, n := range counts {
+		// A file holds a new token every 20 s: its first and at least four more in 92 s.
+		if n < 5 {
+			t.Errorf("token file %s held %d tokens over three lifetimes, want at least 5", name, n)
+		}
+	}
+	t.Run("audience", func(t *testing.T) { testAudienceTokenFile(t, env, files["trino"]) })
+
+	start := time.Now()
+	if err := stack.KeycloakLogout(ctx, "tess"); err != nil {
+		t.Fatal(err)
+	}
+	// The keeper asks tokenkeeper at the latest two thirds of a lifetime
+	// later and removes the files when it answers 409 (JupyterHub 6), or
+	// when the hub refuses the server's token (401, JupyterHub 5).
+	err := Poll(ctx, tokenFileLife*2/3+10*time.Second, 250*time.Millisecond, func() (bool, error) {
+		for name, path := range files {
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				return false, fmt.Errorf("token file %s still there (%v)", name, err)
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("after the Keycloak logout: %v", err)
+	}
+	t.Logf("token files removed %s after the logout", time.Since(start).Round(100*time.Millisecond))
+	if out, code := runPythonInServer(t, env, getTokenScript); code != 3 || !strings.Contains(out, "log in to JupyterHub again") {
+		t.Errorf("get_token inside the server after the logout: exit %d, %q; want LoginRequired", code, out)
+	}
+	// Removed because the session ended, not because their tokens expired.
+	want := "tokenkeeper: token file base removed: " + map[bool]string{
+		true:  "the hub refuses this server's JupyterHub token",
+		false: "The user has no valid Keycloak session",
+	}[hubMajor() == 5]
+	if lines := hubLogContaining(t, "tokenkeeper: token file base removed: "); len(lines) != 1 || !strings.Contains(lines[0], want) {
+		t.Errorf("the server's log of the base file's removal: %q, want one line with %q", lines, want)
+	}
+}
+
+// testAudienceTokenFile checks the trino file holds the user's token
+// exchanged for audience trino, in the same Keycloak session. It skips
+// when tokenkeeper does not serve audience tokens.
+func testAudienceTokenFile(t *testing.T, env map[string]string, path string) {
+	status, body := freshToken(t, env["JUPYTERHUB_API_TOKEN"], "?audience=trino")
+	switch {
+	case status == http.StatusBadRequest:
+		t.Skipf("tokenkeeper's fresh-token refuses ?audience= (400 %v): it serves no audience tokens yet", body["message"])
+	case status == http.StatusOK && body["audience"] != "trino":
+		t.Skipf("tokenkeeper's fresh-token ignores ?audience= (its answer names no audience): it serves no audience tokens yet")
+	case status != http.StatusOK:
+		t.Fatalf("fresh-token?audience=trino with the server's token: %d %v", status, body)
+	}
+	var tok string
+	err := Poll(context.Background(), 20*time.Second, 250*time.Millisecond, func() (bool, error) {
+		var err error
+		tok, err = readTokenFile(path, "json")
+		return err == nil, err
+	})
+	if err != nil {
+		t.Fatalf("trino token file: %v", err)
+	}
+	if aud := audiences(t, tok); len(aud) != 1 || aud[0] != "trino" {
+		t.Errorf("trino token file's token has aud %q, want exactly [trino]", aud)
+	}
+	if !introspect(t, tok) {
+		t.Error("Keycloak's introspection of the trino token file's token: not active")
+	}
+	base, err := readTokenFile(filepath.Join(filepath.Dir(path), "base"), "raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b struct {
+		Sid string `json:"sid"`
+	}
+	if decodeClaims(tok, &a) != nil || decodeClaims(base, &b) != nil || a.Sid == "" || a.Sid != b.Sid {
+		t.Errorf("trino token's sid %q, the user's token's %q: want the same session", a.Sid, b.Sid)
+	}
+}
+
+// hubLogContaining returns the lines of the hub's log (which holds the
+// single-user servers' output too) that contain text.
+func hubLogContaining(t *testing.T, text string) []string {
+	t.Helper()
+	b, err := os.ReadFile(stack.HubLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, text) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func TestTokenFilesGoWithTheServer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ensureKeycloakUser(t, "theo")
+	login(t, "theo")
+	startServer(t, "theo")
+	files := tokenFiles(t, serverEnv(t, "theo"))
+	err := Poll(ctx, 20*time.Second, 250*time.Millisecond, func() (bool, error) {
+		tok, err := readTokenFile(files["base"], "raw")
+		return err == nil && tok != "", err
+	})
+	if err != nil {
+		t.Fatalf("token file base: %v", err)
+	}
+	if err := stack.StopServer(ctx, "theo"); err != nil {
+		t.Fatal(err)
+	}
+	for name, path := range files {
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("token file %s outlived the server (%v)", name, err)
+		}
+	}
+}

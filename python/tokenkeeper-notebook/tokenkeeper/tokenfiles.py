@@ -1,0 +1,389 @@
+"""Token files that stay fresh, for programs that read a token from a file.
+
+The hub (``tokenkeeper_hub.configure(token_files=...)``) puts the files'
+spec into the server's environment as ``TOKENKEEPER_TOKEN_FILES``, a JSON
+object from each file's name to its settings::
+
+    {"base": {"path": "/tmp/tokenkeeper-alice/base", "format": "raw"},
+     "trino": {"path": "/tmp/tokenkeeper-alice/trino", "format": "json", "audience": "trino"}}
+
+and each file's path as ``TOKENKEEPER_TOKEN_FILE_<NAME>``. The package's
+Jupyter server extension (:mod:`tokenkeeper.serverextension`) runs a
+:class:`Keeper` for that spec inside the server, in a thread of its own:
+
+- each file holds one token: the user's own (no ``audience`` or ``idp``),
+  one exchanged for ``audience``, or the identity provider ``idp``'s;
+- a file is rewritten at two thirds of its token's lifetime, by atomic
+  rename (a temporary file in the same directory, written, flushed to disk,
+  then renamed over the file), so a reader sees the old token or the new
+  one, never part of one; files have mode 0600, in a directory owned by
+  the user (or root) that nobody else may write to (one that does not exist
+  is made with mode 0700);
+- ``format`` is ``raw`` (the token and a newline), ``json`` (``access_token``,
+  ``token_type``, ``expires_at``, ``user``, and ``audience`` or ``idp``) or
+  ``header`` (``Authorization: Bearer <token>`` and a newline);
+- when tokenkeeper answers that the user must log in again (their Keycloak
+  session has ended) the file is removed, and every other file is checked
+  at once; the keeper keeps asking, with backoff up to a minute, and writes
+  the files again once the user has logged in again. A file whose token
+  has expired while tokenkeeper could not be asked (or answered with an
+  error) is removed too: a file that exists holds a token that has not
+  expired;
+- the files are removed when the keeper stops (with the server), and files
+  left at those paths by an earlier server are removed when it starts.
+"""
+
+import json
+import logging
+import math
+import os
+import re
+import stat
+import tempfile
+import threading
+import time
+
+from . import RETRY_FOR, LoginRequired, TokenkeeperError, _claim, fresh_token
+
+__all__ = [
+    "FORMATS", "SPEC_VARIABLE", "Keeper", "SpecError", "TokenFile", "parse_spec", "private_directory",
+    "render", "start_from_environment", "write_atomically",
+]
+
+# SPEC_VARIABLE is the environment variable that holds the files' spec.
+SPEC_VARIABLE = "TOKENKEEPER_TOKEN_FILES"
+
+# FORMATS are the file formats: the token alone, JSON with its expiry, or an HTTP header line.
+FORMATS = ("raw", "json", "header")
+
+# RETRY_FIRST and RETRY_MAX bound the backoff, in seconds, after a failed refresh.
+RETRY_FIRST, RETRY_MAX = 2, 60
+
+# FIRST_MIN_VALID is what a file's first request asks for, in seconds; later
+# requests ask for half the lifetime of the file's last token.
+FIRST_MIN_VALID = 60
+
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
+_KEYS = {"path", "format", "audience", "idp"}
+
+
+class SpecError(ValueError):
+    """The token files' spec is not valid; the message lists every problem."""
+
+
+class TokenFile:
+    """One token file: its ``name``, ``path`` and ``format``, and which token (``audience`` or ``idp``)."""
+
+    def __init__(self, name, path, format="raw", audience=None, idp=None):
+        self.name, self.path, self.format, self.audience, self.idp = name, path, format, audience, idp
+
+    @property
+    def target(self):
+        """The keyword arguments of :func:`tokenkeeper.fresh_token` that ask for this file's token."""
+        return {k: v for k, v in (("audience", self.audience), ("idp", self.idp)) if v is not None}
+
+    def __repr__(self):
+        return f"TokenFile({self.name!r}, {self.path!r}, {self.format!r}, audience={self.audience!r}, idp={self.idp!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, TokenFile) and vars(self) == vars(other)
+
+
+def parse_spec(text):
+    """Return the :class:`TokenFile` list of a JSON spec; raise :class:`SpecError` listing every problem."""
+    try:
+        spec = json.loads(text)
+    except ValueError as e:
+        raise SpecError(f"not JSON: {e}") from None
+    if not isinstance(spec, dict):
+        raise SpecError("want a JSON object from file names to their settings")
+    files, problems = [], []
+    for name, settings in spec.items():
+        problems += [f"{name!r}: {p}" for p in _problems(name, settings)]
+        if not problems:
+            files.append(TokenFile(name, **settings))
+    paths = [f.path for f in files]
+    problems += [f"path {p!r} is given to more than one file" for p in sorted(set(paths)) if paths.count(p) > 1]
+    if problems:
+        raise SpecError("; ".join(problems))
+    return files
+
+
+def _problems(name, settings):
+    """Yield what is wrong with one file's name and settings."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        yield "a name is a lower-case letter, then up to 31 lower-case letters, digits or '_'"
+    if not isinstance(settings, dict):
+        yield "settings must be a JSON object"
+        return
+    for key in sorted(set(settings) - _KEYS):
+        yield f"unknown setting {key!r} (want path, format, audience or idp)"
+    path = settings.get("path")
+    if not isinstance(path, str) or not os.path.isabs(path) or os.path.normpath(path) != path:
+        yield f"path must be an absolute, normalised path, not {path!r}"
+    if settings.get("format", "raw") not in FORMATS:
+        yield f"format must be one of {', '.join(FORMATS)}, not {settings['format']!r}"
+    for key in ("audience", "idp"):
+        value = settings.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            yield f"{key} must be a non-empty string, not {value!r}"
+    if settings.get("audience") is not None and settings.get("idp") is not None:
+        yield "a file holds a token for an audience or of an identity provider, not both"
+
+
+def render(file_format, answer):
+    """Return a file's content in ``file_format`` for tokenkeeper's fresh-token ``answer``."""
+    token = answer["access_token"]
+    if file_format == "raw":
+        return token + "\n"
+    if file_format == "header":
+        scheme = answer.get("token_type") or "Bearer"
+        return f"Authorization: {'Bearer' if scheme.lower() == 'bearer' else scheme} {token}\n"
+    if file_format == "json":
+        keys = ("access_token", "token_type", "expires_at", "user", "audience", "idp")
+        return json.dumps({k: answer[k] for k in keys if answer.get(k) is not None}, indent=1) + "\n"
+    raise ValueError(f"unknown token file format {file_format!r}")
+
+
+def write_atomically(path, text):
+    """Replace the file at ``path`` by one of mode 0600 holding ``text``, by atomic rename.
+
+    The text goes to a new temporary file in the same directory (created
+    exclusively, mode 0600), is flushed to disk, and the file is renamed
+    over ``path``: a reader sees the old content or the new, never part.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class UnsafeDirectory(OSError):
+    """A token file's directory could be written by someone else."""
+
+
+def private_directory(path):
+    """Make directory ``path`` (mode 0700) if it does not exist; refuse one others could write to.
+
+    A directory someone else may write to (group or others may write, or
+    its owner is neither this user nor root) lets them put a file of theirs
+    at a token file's path; :class:`UnsafeDirectory` says which.
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirectory(f"{path} is not a directory")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise UnsafeDirectory(f"{path} belongs to user id {st.st_uid}, not to this user or root")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeDirectory(f"{path} may be written by group or others (mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+class _Stopped(Exception):
+    """The keeper is stopping."""
+
+
+class _State:
+    """What the keeper knows of one file."""
+
+    def __init__(self, file):
+        self.file = file
+        self.next_at = 0.0  # when to refresh (time.time() seconds); due at once
+        self.expires = None  # when the token in the file expires; None while there is no file
+        self.lifetime = None  # the last token's lifetime in seconds
+        self.backoff = RETRY_FIRST
+
+    def min_valid(self):
+        """The min_valid to ask for: half the last token's lifetime (what tokenkeeper grants at most)."""
+        if self.lifetime is None:
+            return FIRST_MIN_VALID
+        return min(86400, math.ceil(self.lifetime / 2))
+
+    def retry_later(self, now):
+        """Schedule a retry after the backoff (never after the file's token expires) and lengthen it."""
+        self.next_at = now + self.backoff
+        if self.expires is not None:
+            self.next_at = min(self.next_at, self.expires)
+        self.backoff = min(2 * self.backoff, RETRY_MAX)
+
+
+class Keeper:
+    """Keeps token files fresh from tokenkeeper (see the module's documentation).
+
+    ``url`` and ``hub_token`` are tokenkeeper's URL and the server's hub
+    token (default ``TOKENKEEPER_URL`` and ``JUPYTERHUB_API_TOKEN``). ``now``
+    is the wall clock that schedules refreshes; ``clock`` and ``sleep`` pace
+    the retries while tokenkeeper refuses connections (default: a sleep that
+    :meth:`stop` ends). :meth:`start` runs it in a thread; tests call
+    :meth:`step`.
+    """
+
+    def __init__(self, files, url=None, hub_token=None, *, now=time.time, clock=time.monotonic, sleep=None,
+                 timeout=30, log=None):
+        self._states = [_State(f) for f in files]
+        self._url, self._hub_token, self._timeout = url, hub_token, timeout
+        self._now, self._clock = now, clock
+        self._sleep = sleep or self._pause
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # guards writing and removing files, and _stopped
+        self._stopped = False
+        self._thread = None
+        self.log = log or logging.getLogger(__name__)
+
+    def start(self):
+        """Remove files an earlier server left at the configured paths, and keep the files fresh in a thread."""
+        for st in self._states:
+            self._remove(st)
+        self._thread = threading.Thread(target=self._run, name="tokenkeeper-token-files", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout=5):
+        """Stop keeping the files and remove them; wait up to ``timeout`` seconds for the thread.
+
+        No file is written after this returns, even by a request still in
+        flight.
+        """
+        self._stopping.set()
+        with self._lock:
+            self._stopped = True
+        for st in self._states:
+            self._remove(st)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self):
+        while not self._stopping.is_set():
+            self._stopping.wait(self.step())
+
+    def _pause(self, seconds):
+        if self._stopping.wait(seconds):
+            raise _Stopped()
+
+    def step(self):
+        """Refresh every file that is due; return the seconds until the next one is."""
+        for st in self._states:
+            if st.next_at <= self._now():
+                try:
+                    self._refresh(st)
+                except _Stopped:
+                    return 0.0
+                except Exception as e:  # a bug must not end the thread that keeps every file
+                    self.log.error("tokenkeeper: token file %s: %r", st.file.name, e, exc_info=True)
+                    st.retry_later(self._now())
+        return max(0.0, min(st.next_at for st in self._states) - self._now()) if self._states else 3600.0
+
+    def _refresh(self, st):
+        asked = st.min_valid()
+        try:
+            answer = fresh_token(asked, self._url, self._hub_token, self._timeout, retry_for=RETRY_FOR,
+                                 sleep=self._sleep, clock=self._clock, **st.file.target)
+            left = answer.get("expires_in")
+            if not isinstance(left, (int, float)) or isinstance(left, bool) or left <= 0:
+                raise TokenkeeperError(f"tokenkeeper's answer has no time left on the token (expires_in {left!r})")
+            received = self._now()
+            self._write(st, answer)
+        except LoginRequired as e:
+            self._session_ended(st, e)
+            return
+        except (TokenkeeperError, OSError) as e:
+            self._failed(st, e)
+            return
+        self._schedule(st, answer, asked, received)
+
+    def _schedule(self, st, answer, asked, received):
+        """Set when to rewrite st's file: at two thirds of its new token's lifetime."""
+        left = answer["expires_in"]
+        iat, exp = _claim(answer["access_token"], "iat"), _claim(answer["access_token"], "exp")
+        lifetime = exp - iat if iat is not None and exp is not None and exp - iat >= left else left
+        st.lifetime, st.expires = lifetime, received + left
+        due = st.expires - lifetime / 3
+        if due > received:
+            st.next_at, st.backoff = due, RETRY_FIRST
+        elif asked < st.min_valid():
+            st.next_at = received  # asked for too little before the lifetime was known: ask again now
+        else:
+            # Past two thirds already: tokenkeeper returned the current token
+            # (Keycloak unreachable). Try again later, until it expires.
+            self.log.warning("tokenkeeper: token file %s holds a token with %s s left; asking again later",
+                             st.file.name, left)
+            st.retry_later(received)
+        self.log.debug("tokenkeeper: token file %s written, next in %.0f s", st.file.name, st.next_at - received)
+
+    def _session_ended(self, st, e):
+        now = self._now()
+        if st.expires is not None:
+            self.log.warning("tokenkeeper: token file %s removed: %s", st.file.name, e)
+        else:
+            self.log.debug("tokenkeeper: no token file %s: %s", st.file.name, e)
+        self._remove(st)
+        st.retry_later(now)
+        for other in self._states:
+            if other.expires is not None:
+                other.next_at = min(other.next_at, now)  # has the session ended for it too?
+
+    def _failed(self, st, e):
+        now = self._now()
+        if st.expires is not None and now >= st.expires:
+            self.log.warning("tokenkeeper: token file %s removed: its token has expired", st.file.name)
+            self._remove(st)
+        st.retry_later(now)
+        self.log.warning("tokenkeeper: token file %s not refreshed, trying again in %.0f s: %s",
+                         st.file.name, st.next_at - now, e)
+
+    def _write(self, st, answer):
+        with self._lock:
+            if self._stopped:
+                raise _Stopped()
+            private_directory(os.path.dirname(st.file.path))
+            write_atomically(st.file.path, render(st.file.format, answer))
+
+    def _remove(self, st):
+        with self._lock:
+            try:
+                os.remove(st.file.path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                self.log.error("tokenkeeper: token file %s: cannot remove %s: %s", st.file.name, st.file.path, e)
+            st.expires = None
+
+
+def start_from_environment(environ=None, log=None):
+    """Start a :class:`Keeper` for the spec in ``TOKENKEEPER_TOKEN_FILES``; return it, or None.
+
+    Without the variable there is nothing to keep. A spec that is not
+    valid, or a server without ``TOKENKEEPER_URL`` and
+    ``JUPYTERHUB_API_TOKEN``, is logged as an error and keeps nothing.
+    """
+    environ = os.environ if environ is None else environ
+    log = log or logging.getLogger(__name__)
+    text = environ.get(SPEC_VARIABLE)
+    if not text:
+        return None
+    try:
+        files = parse_spec(text)
+    except SpecError as e:
+        log.error("tokenkeeper: %s is not valid, so no token files are kept: %s", SPEC_VARIABLE, e)
+        return None
+    if not files:
+        return None
+    url, hub_token = environ.get("TOKENKEEPER_URL"), environ.get("JUPYTERHUB_API_TOKEN")
+    if not url or not hub_token:
+        log.error("tokenkeeper: %s is set, but TOKENKEEPER_URL and JUPYTERHUB_API_TOKEN are not, "
+                  "so no token files are kept", SPEC_VARIABLE)
+        return None
+    keeper = Keeper(files, url, hub_token, log=log)
+    keeper.start()
+    log.info("tokenkeeper: keeping token files fresh: %s",
+             ", ".join(f"{f.name} ({f.path}, {f.format})" for f in files))
+    return keeper
