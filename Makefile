@@ -59,7 +59,7 @@ IT_FILTER  := grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|integration:)
 integration: integration-jh6 integration-jh5
 
 integration-jh6: install-stack build python-install
-	TK_HUB_VERSION=6 $(GO) test -tags integration -count=1 -timeout 30m -v ./integration/ 2>&1 | tee .cache/integration.log | $(IT_FILTER); exit $${PIPESTATUS[0]}
+	TK_HUB_VERSION=6 $(GO) test -tags integration -count=1 -timeout 60m -v ./integration/ 2>&1 | tee .cache/integration.log | $(IT_FILTER); exit $${PIPESTATUS[0]}
 
 integration-jh5: install-stack build python-install
 	TK_HUB_VERSION=5 $(GO) test -tags integration -count=1 -timeout 20m -v -run '$(CORE_TESTS)' ./integration/ 2>&1 | tee .cache/integration-jh5.log | $(IT_FILTER); exit $${PIPESTATUS[0]}
