@@ -221,7 +221,10 @@ func (r *Refresher) budget(due []string) {
 	now, short := r.opts.Now(), 0
 	for i, name := range due {
 		reach := now.Add(time.Duration(float64((i+1)*requestsPerUpdate) / r.opts.HubRPS * float64(time.Second)))
-		if exp := expiry(name); !exp.IsZero() && reach.After(exp) {
+		// Only kept users whose token is still valid can be failed by the
+		// budget; an expired one (an idle user, a hub admin) is not waiting
+		// on it.
+		if exp := expiry(name); r.users[name].Kept && exp.After(now) && reach.After(exp) {
 			short++
 		}
 	}
