@@ -221,6 +221,19 @@ except tokenkeeper.TokenkeeperError as e:
 print("token")
 `
 
+// audienceScript prints get_token(audience="trino"), then the error
+// get_token raises for an audience tokenkeeper does not serve.
+const audienceScript = `
+import sys, tokenkeeper
+print(tokenkeeper.get_token(audience="trino", min_valid=5))
+try:
+    tokenkeeper.get_token(audience="realm-management")
+except tokenkeeper.NotAllowed as e:
+    print("NotAllowed:", e)
+else:
+    sys.exit(5)
+`
+
 func TestServerKeepsTokenFilesFreshUntilTheSessionEnds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -302,6 +315,11 @@ func testAudienceTokenFile(t *testing.T, env map[string]string, path string) {
 	}
 	if !introspect(t, tok) {
 		t.Error("Keycloak's introspection of the trino token file's token: not active")
+	}
+	out, code := runPythonInServer(t, env, audienceScript)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); code != 0 || len(lines) != 2 ||
+		!strings.HasPrefix(lines[1], "NotAllowed: HTTP 403: ") || !slices.Equal(audiences(t, lines[0]), []string{"trino"}) {
+		t.Errorf("get_token(audience=...) inside the server: exit %d, %q; want a trino token, then NotAllowed", code, out)
 	}
 	base, err := readTokenFile(filepath.Join(filepath.Dir(path), "base"), "raw")
 	if err != nil {
