@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.7.0
 VENVS    := venv venv-jh5
 WHEELS   := .cache/wheels
 
-.PHONY: build test unit wheels python-install pytest integration integration-jh6 integration-jh5 image image-test z2jh install-stack demo lint fuzz bench clean clean-stack
+.PHONY: build test unit wheels python-install pytest integration integration-jh6 integration-jh5 image image-test z2jh install-stack demo lint fuzz bench soak clean clean-stack
 
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
@@ -113,6 +113,15 @@ fuzz:
 	    echo "fuzz $$pkg $$f"; \
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg | tail -1; \
 	  done; done
+
+## soak: the refresher's deterministic simulation (refresh/sim_test.go) for SOAK_STEPS steps over
+## SOAK_SEEDS seeds from SOAK_FIRST, with the race detector; a failure prints the command that replays it.
+SOAK_STEPS ?= 1000000
+SOAK_SEEDS ?= 8
+SOAK_FIRST ?= 1
+soak:
+	TOKENKEEPER_SIM_STEPS=$(SOAK_STEPS) $(GO) test -race -count=1 -timeout 0 -run '^TestSimulation$$' -v ./refresh/ \
+	  -sim.seeds=$(SOAK_SEEDS) -sim.first=$(SOAK_FIRST) 2>&1 | grep -v '^=== '; exit $${PIPESTATUS[0]}
 
 ## bench: fresh-token, sweep and schedule figures measured on this machine; writes BENCHMARKS.md (about 15 minutes).
 bench: install-stack build python-install

@@ -61,6 +61,11 @@ type Config struct {
 	SweepInterval Duration `json:"sweep_interval"`
 	// Concurrency bounds requests in flight toward the hub and grants toward Keycloak.
 	Concurrency int `json:"concurrency"`
+	// HubMaxRPS caps tokenkeeper's requests to the hub per second, for every
+	// kind of request together. The default, 25, is about a tenth of what a
+	// hub answered for GET /users/{name} with auth_state on 2 cores (see
+	// BENCHMARKS.md).
+	HubMaxRPS float64 `json:"hub_max_rps"`
 	// Database is the SQLite file holding per-user schedule state.
 	Database string `json:"database"`
 	// Keep is KeepRunning or KeepAll.
@@ -105,6 +110,15 @@ type Config struct {
 	// standard token exchange. Others are refused. Empty allows none.
 	ServiceTokenAudiences []string `json:"service_token_audiences"`
 
+	// Audiences are the clients of the realm that fresh-token?audience=A
+	// exchanges a user's access token for (Keycloak's standard token
+	// exchange, with the hub's client). Others are refused. Empty allows none.
+	Audiences []string `json:"audiences"`
+	// IdentityProviders are the aliases of the external identity providers
+	// whose stored tokens fresh-token?idp=ALIAS hands out (Keycloak identity
+	// brokering). Others are refused. Empty allows none.
+	IdentityProviders []string `json:"identity_providers"`
+
 	// AdminClientID is a second confidential Keycloak client with service
 	// accounts enabled, used only for Keycloak admin API calls (the sessions
 	// shown by status, and end_keycloak_sessions). Its service-account user
@@ -137,6 +151,7 @@ func Default() Config {
 		RefreshWindow:   Duration(60 * time.Second),
 		SweepInterval:   Duration(15 * time.Second),
 		Concurrency:     8,
+		HubMaxRPS:       25,
 		Database:        "tokenkeeper.db",
 		Keep:            KeepRunning,
 		HTTPTimeout:     Duration(10 * time.Second),
@@ -187,6 +202,9 @@ func (c Config) Validate() error {
 	}
 	if c.HTTPTimeout <= 0 {
 		bad("http_timeout: must be positive, got %s", c.HTTPTimeout)
+	}
+	if c.HubMaxRPS <= 0 || c.HubMaxRPS > 10000 {
+		bad("hub_max_rps: must be above 0 and at most 10000, got %g", c.HubMaxRPS)
 	}
 	if c.Concurrency < 1 || c.Concurrency > 256 {
 		bad("concurrency: must be between 1 and 256, got %d", c.Concurrency)
@@ -239,11 +257,40 @@ func (c Config) validateClients() []error {
 		bad("service_token_audiences: needs service_account_client_id")
 	}
 	for _, a := range c.ServiceTokenAudiences {
-		if a == "" || strings.ContainsAny(a, " \t\n,") {
+		if !isClientID(a) {
 			bad("service_token_audiences: %q is not a client id", a)
 		}
 	}
+	for _, a := range c.Audiences {
+		if !isClientID(a) {
+			bad("audiences: %q is not a client id", a)
+		}
+	}
+	for _, a := range c.IdentityProviders {
+		if !isAlias(a) {
+			bad("identity_providers: %q is not an identity provider alias (1 to 64 letters, digits, '.', '_' or '-')", a)
+		}
+	}
 	return errs
+}
+
+// isClientID reports whether s can be a Keycloak client id in a list.
+func isClientID(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \t\n,")
+}
+
+// isAlias reports whether s is an identity provider alias tokenkeeper puts
+// into a URL path: 1 to 64 letters, digits, '.', '_' or '-', not "." or "..".
+func isAlias(s string) bool {
+	if s == "" || len(s) > 64 || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // checkRemoteURL checks a URL that tokens and secrets are sent to: https,

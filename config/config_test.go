@@ -600,6 +600,15 @@ func TestValidate(t *testing.T) {
 		{name: "audience with a space", modify: func(c *Config) {
 			c.ServiceAccountClientID, c.ServiceAccountSecret, c.ServiceTokenAudiences = "sa", "s", []string{"tri no"}
 		}, want: "service_token_audiences"},
+		{name: "user audiences", modify: func(c *Config) { c.Audiences = []string{"trino", "minio"} }},
+		{name: "blank user audience", modify: func(c *Config) { c.Audiences = []string{"trino", ""} }, want: "audiences: \"\""},
+		{name: "user audience with a comma", modify: func(c *Config) { c.Audiences = []string{"tri,no"} }, want: "audiences"},
+		{name: "identity providers", modify: func(c *Config) { c.IdentityProviders = []string{"github", "google-2", "egi.eu", "a_b"} }},
+		{name: "blank identity provider", modify: func(c *Config) { c.IdentityProviders = []string{""} }, want: "identity_providers"},
+		{name: "identity provider with a slash", modify: func(c *Config) { c.IdentityProviders = []string{"../admin"} }, want: "identity_providers"},
+		{name: "identity provider dot-dot", modify: func(c *Config) { c.IdentityProviders = []string{".."} }, want: "identity_providers"},
+		{name: "identity provider with a query", modify: func(c *Config) { c.IdentityProviders = []string{"gh?x=1"} }, want: "identity_providers"},
+		{name: "identity provider too long", modify: func(c *Config) { c.IdentityProviders = []string{strings.Repeat("a", 65)} }, want: "identity_providers"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -825,6 +834,45 @@ func TestLoadServiceAccountSecret(t *testing.T) {
 			}
 			if got := c.ServiceAccountSecret.Reveal(); got != tt.want {
 				t.Errorf("Load(%q): ServiceAccountSecret.Reveal() = %q, want %q", args, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadDerivedTokenLists(t *testing.T) {
+	tests := []struct {
+		name          string
+		env           map[string]string
+		file          string
+		wantAudiences []string
+		wantProviders []string
+	}{
+		{name: "environment", env: map[string]string{
+			"TOKENKEEPER_AUDIENCES": "trino, minio", "TOKENKEEPER_IDENTITY_PROVIDERS": " external ,github,",
+		}, wantAudiences: []string{"trino", "minio"}, wantProviders: []string{"external", "github"}},
+		{name: "file", file: `{"audiences": ["trino"], "identity_providers": ["external"]}`,
+			wantAudiences: []string{"trino"}, wantProviders: []string{"external"}},
+		{name: "environment over file", env: map[string]string{"TOKENKEEPER_IDENTITY_PROVIDERS": "github"},
+			file:          `{"audiences": ["trino"], "identity_providers": ["external"]}`,
+			wantAudiences: []string{"trino"}, wantProviders: []string{"github"}},
+		{name: "none"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			var args []string
+			if tt.file != "" {
+				args = []string{"--config", writeFile(t, "c.json", tt.file)}
+			}
+			c := mustLoad(t, args, env)
+			if diff := cmp.Diff(tt.wantAudiences, c.Audiences); diff != "" {
+				t.Errorf("Audiences mismatch (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantProviders, c.IdentityProviders); diff != "" {
+				t.Errorf("IdentityProviders mismatch (-want +got):\n%s", diff)
 			}
 		})
 	}

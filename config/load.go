@@ -198,8 +198,14 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	setString(&c.AdminClientID, getenv("TOKENKEEPER_ADMIN_CLIENT_ID"))
 	c.AdminClientSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_ADMIN_CLIENT_SECRET"), c.AdminClientSecret.Reveal()))
 	setString(&c.AdminClientSecretFile, getenv("TOKENKEEPER_ADMIN_CLIENT_SECRET_FILE"))
-	if v := getenv("TOKENKEEPER_SERVICE_TOKEN_AUDIENCES"); v != "" {
-		c.ServiceTokenAudiences = splitList(v)
+	for name, list := range map[string]*[]string{
+		"TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": &c.ServiceTokenAudiences,
+		"TOKENKEEPER_AUDIENCES":               &c.Audiences,
+		"TOKENKEEPER_IDENTITY_PROVIDERS":      &c.IdentityProviders,
+	} {
+		if v := getenv(name); v != "" {
+			*list = splitList(v)
+		}
 	}
 	for name, b := range map[string]*bool{
 		"TOKENKEEPER_REVOKE_TOKENS":         &c.RevokeTokens,
@@ -227,6 +233,13 @@ func loadEnv(c *Config, getenv func(string) string) error {
 				errs = append(errs, fmt.Errorf("%s: %w", name, err))
 			}
 		}
+	}
+	if v := getenv("TOKENKEEPER_HUB_MAX_RPS"); v != "" {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("TOKENKEEPER_HUB_MAX_RPS: %w", err))
+		}
+		c.HubMaxRPS = n
 	}
 	if v := getenv("TOKENKEEPER_CONCURRENCY"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/time/rate"
 )
 
 const (
@@ -31,8 +33,11 @@ type Client struct {
 	http  *http.Client
 	sem   chan struct{} // requests in flight, except identity lookups
 	idSem chan struct{} // identity lookups in flight
-	ttl   time.Duration
-	now   func() time.Time
+	// budget paces every request to the hub (sweeps, fresh-token misses
+	// and identity lookups alike); nil means no limit.
+	budget *rate.Limiter
+	ttl    time.Duration
+	now    func() time.Time
 
 	observe func(route string, d time.Duration, err error)
 
@@ -59,6 +64,13 @@ func noRedirects(h *http.Client) *http.Client {
 	cp := *h
 	cp.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &cp
+}
+
+// WithRateLimit caps the requests sent to the hub at rps per second, with
+// bursts of up to burst, shared by every kind of request, so that
+// tokenkeeper takes at most a known share of the hub's API.
+func WithRateLimit(rps float64, burst int) Option {
+	return func(c *Client) { c.budget = rate.NewLimiter(rate.Limit(rps), max(burst, 1)) }
 }
 
 // WithConcurrency bounds the requests in flight toward the hub to n (default
@@ -154,6 +166,11 @@ func (c *Client) do(ctx context.Context, r request, out any) (err error) {
 		return r.fail("", err)
 	}
 	defer func() { <-sem }()
+	if c.budget != nil {
+		if err := c.budget.Wait(ctx); err != nil {
+			return r.fail("hub request budget", err)
+		}
+	}
 	req, err := c.newRequest(ctx, r)
 	if err != nil {
 		return err

@@ -6,8 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/url"
-	"strings"
 	"testing"
 )
 
@@ -34,22 +32,7 @@ func audiences(t *testing.T, jwt string) []string {
 // is active.
 func introspect(t *testing.T, token string) bool {
 	t.Helper()
-	form := url.Values{"token": {token}, "token_type_hint": {"access_token"}}
-	req, _ := http.NewRequest(http.MethodPost, stack.Issuer()+"/protocol/openid-connect/token/introspect", strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth("tokenkeeper-sa", stack.SASecret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("introspect: %v", err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Active bool `json:"active"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("introspect: %d, %v", resp.StatusCode, err)
-	}
-	return out.Active
+	return introspectAs(t, stack.Issuer(), "tokenkeeper-sa", stack.SASecret, token)["active"] == true
 }
 
 // TestServiceTokenAudience checks service-token?audience= against the real

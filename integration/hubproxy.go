@@ -21,6 +21,8 @@ type HubProxy struct {
 	Reads atomic.Int64 // GET /users/{name}
 	Patch atomic.Int64 // PATCH /users/{name}
 
+	gate atomic.Pointer[Gate] // the open gate, if any (gate.go)
+
 	mu      sync.Mutex // guards hold, held
 	hold    string
 	held    chan struct{}
@@ -41,11 +43,13 @@ func StartHubProxy(addr, target string) (*HubProxy, error) {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.count(r)
-		if !p.wait(r) {
+		q, forward := p.gated(r)
+		if !forward || !p.wait(r) {
 			http.Error(w, "held", http.StatusBadGateway)
 			return
 		}
 		rp.ServeHTTP(w, r)
+		q.answer(w)
 	})}
 	go p.srv.Serve(ln)
 	return p, nil

@@ -22,11 +22,23 @@ var formAction = regexp.MustCompile(`<form[^>]*id="kc-form-login"[^>]*action="([
 // redirects back to the hub's callback. The returned client carries the
 // hub's cookies.
 func Login(ctx context.Context, hubURL, username, password string) (*http.Client, error) {
+	return LoginVia(ctx, hubURL, "", username, password)
+}
+
+// LoginVia is Login through the identity provider alias that Keycloak
+// brokers: it follows the provider's link on Keycloak's login page and fills
+// in the provider's login form instead. With alias "" it is Login.
+func LoginVia(ctx context.Context, hubURL, alias, username, password string) (*http.Client, error) {
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 30 * time.Second}
-	page, err := get(ctx, c, hubURL+"/hub/oauth_login")
+	page, at, err := getPage(ctx, c, hubURL+"/hub/oauth_login")
 	if err != nil {
 		return nil, fmt.Errorf("login %s: open login page: %w", username, err)
+	}
+	if alias != "" {
+		if page, err = followProvider(ctx, c, page, at, alias); err != nil {
+			return nil, fmt.Errorf("login %s through %s: %w", username, alias, err)
+		}
 	}
 	action, err := loginFormAction(page)
 	if err != nil {
@@ -81,16 +93,47 @@ func keycloakMessage(page string) string {
 	return html.UnescapeString(m[1])
 }
 
+// providerLink finds the link to an identity provider on Keycloak's login
+// page (id="social-ALIAS").
+func providerLink(page, alias string) (string, bool) {
+	re := regexp.MustCompile(`<a[^>]*id="social-` + regexp.QuoteMeta(alias) + `"[^>]*href="([^"]+)"|<a[^>]*href="([^"]+)"[^>]*id="social-` + regexp.QuoteMeta(alias) + `"`)
+	m := re.FindStringSubmatch(page)
+	if m == nil {
+		return "", false
+	}
+	return html.UnescapeString(m[1] + m[2]), true
+}
+
+// followProvider follows the identity provider's link on Keycloak's login
+// page at base and returns the provider's login page.
+func followProvider(ctx context.Context, c *http.Client, page string, base *url.URL, alias string) (string, error) {
+	link, ok := providerLink(page, alias)
+	if !ok {
+		return "", fmt.Errorf("no link to identity provider %q on Keycloak's login page", alias)
+	}
+	u, err := base.Parse(link)
+	if err != nil {
+		return "", fmt.Errorf("identity provider link %q: %w", link, err)
+	}
+	return get(ctx, c, u.String())
+}
+
 func get(ctx context.Context, c *http.Client, u string) (string, error) {
+	page, _, err := getPage(ctx, c, u)
+	return page, err
+}
+
+// getPage returns the page at u and the URL it was finally served from.
+func getPage(ctx context.Context, c *http.Client, u string) (string, *url.URL, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	resp, err := c.Do(req)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %d", u, resp.StatusCode)
+		return "", nil, fmt.Errorf("GET %s: %d", u, resp.StatusCode)
 	}
-	return string(b), err
+	return string(b), resp.Request.URL, err
 }

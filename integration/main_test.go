@@ -107,11 +107,15 @@ func runTests(m *testing.M) int {
 	fmt.Printf("integration: stack up in %s with the hub from %s (logs in %s)\n",
 		time.Since(start).Round(100*time.Millisecond), venv, runDir)
 	code := m.Run()
+	s.Stop()
+	if err := UnexpectedExceptions(s); err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		code = 1
+	}
 	if code != 0 {
 		fmt.Printf("integration: logs kept in %s\n", runDir)
 		return code
 	}
-	s.Stop()
 	if err := os.RemoveAll(runDir); err != nil {
 		fmt.Fprintln(os.Stderr, "integration: remove the run directory:", err)
 	}

@@ -69,11 +69,17 @@ type Stack struct {
 	// AdminSecret is the secret of the realm's tokenkeeper-admin client, whose
 	// service account holds view-users and manage-users.
 	AdminSecret string
+	// BrokerSecret is the secret of the external realm's jupyter-broker
+	// client, with which the test realm brokers logins to it.
+	BrokerSecret string
 	// StateKey is tokenkeeper's TOKENKEEPER_STATE_KEY for this run.
 	StateKey string
 	// TestToken is the hub API token of the tk-test-admin service, which
 	// administers users and servers and holds tokenkeeper's custom scopes.
 	TestToken string
+	// cryptKey is the hub's JUPYTERHUB_CRYPT_KEY, the same at every hub
+	// start so that users' auth_state survives a restart.
+	cryptKey string
 
 	mu       sync.Mutex // guards keycloak and hub
 	keycloak *process
@@ -99,8 +105,8 @@ func New(cfg Config) (*Stack, error) {
 		return nil, fmt.Errorf("state key: %w", err)
 	}
 	return &Stack{
-		cfg: cfg, ClientSecret: randomHex(16), SASecret: randomHex(16), AdminSecret: randomHex(16),
-		StateKey: base64.StdEncoding.EncodeToString(key), TestToken: randomHex(24),
+		cfg: cfg, ClientSecret: randomHex(16), SASecret: randomHex(16), AdminSecret: randomHex(16), BrokerSecret: randomHex(16),
+		StateKey: base64.StdEncoding.EncodeToString(key), TestToken: randomHex(24), cryptKey: randomHex(32),
 	}, nil
 }
 
@@ -126,6 +132,10 @@ func (s *Stack) KeycloakURL() string { return s.url(80) }
 
 // Issuer is the test realm's OpenID Connect issuer.
 func (s *Stack) Issuer() string { return s.url(80) + "/realms/jupyter" }
+
+// ExternalIssuer is the issuer of the realm that stands for an external
+// identity provider, brokered into the test realm as "external".
+func (s *Stack) ExternalIssuer() string { return s.url(80) + "/realms/external" }
 
 // ServiceURL is tokenkeeper's URL including its prefix, reached directly.
 func (s *Stack) ServiceURL() string { return s.url(23) + "/services/tokenkeeper/" }
@@ -161,8 +171,9 @@ func (s *Stack) Stop() {
 	killStragglers(s.StateDir())
 }
 
-// StartKeycloak starts Keycloak on its own data directory with the test realm
-// imported, and waits for the realm's discovery document.
+// StartKeycloak starts Keycloak on its own data directory with the test
+// realm and the external realm imported, and waits for both realms'
+// discovery documents.
 func (s *Stack) StartKeycloak(ctx context.Context) error {
 	if err := s.portsFree(80, 90); err != nil {
 		return err
@@ -180,6 +191,7 @@ func (s *Stack) StartKeycloak(ctx context.Context) error {
 		"KC_BOOTSTRAP_ADMIN_USERNAME=admin", "KC_BOOTSTRAP_ADMIN_PASSWORD=admin",
 		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_ADMIN_SECRET="+s.AdminSecret,
 		"TK_BACKCHANNEL_URL="+s.ServiceURL()+"backchannel-logout", "TK_HUB_URL="+s.HubURL(),
+		"TK_KEYCLOAK_URL="+s.KeycloakURL(), "TK_BROKER_SECRET="+s.BrokerSecret,
 	)
 	p, err := startProcess(s.KeycloakLog(), env, filepath.Join(home, "bin", "kc.sh"), "start-dev",
 		"--http-host=127.0.0.1", "--http-port="+strconv.Itoa(s.cfg.PortBase+80), "--import-realm",
@@ -190,7 +202,10 @@ func (s *Stack) StartKeycloak(ctx context.Context) error {
 	s.mu.Lock()
 	s.keycloak = p
 	s.mu.Unlock()
-	return waitHTTP(ctx, s.Issuer()+"/.well-known/openid-configuration", 3*time.Minute, p)
+	if err := waitHTTP(ctx, s.Issuer()+"/.well-known/openid-configuration", 3*time.Minute, p); err != nil {
+		return err
+	}
+	return waitHTTP(ctx, s.ExternalIssuer()+"/.well-known/openid-configuration", time.Minute, p)
 }
 
 // keycloakHome lays out a Keycloak home for this run: the distribution's
@@ -216,8 +231,15 @@ func (s *Stack) keycloakHome() (string, error) {
 	if err := copyFile(filepath.Join(dist, "bin", "kc.sh"), filepath.Join(home, "bin", "kc.sh"), 0o755); err != nil {
 		return "", err
 	}
-	realm := filepath.Join(s.cfg.Repo, "integration", "stack", "realm.json")
-	return home, copyFile(realm, filepath.Join(home, "data", "import", "realm.json"), 0o600)
+	// Keycloak imports every JSON file in data/import: the test realm, and
+	// the realm that stands for an external identity provider.
+	for _, f := range []string{"realm.json", "external-realm.json"} {
+		from := filepath.Join(s.cfg.Repo, "integration", "stack", f)
+		if err := copyFile(from, filepath.Join(home, "data", "import", f), 0o600); err != nil {
+			return "", err
+		}
+	}
+	return home, nil
 }
 
 func copyFile(from, to string, mode os.FileMode) error {
@@ -257,34 +279,41 @@ func (s *Stack) StopKeycloak() {
 
 // StartHub starts JupyterHub and waits for its API and for tokenkeeper.
 func (s *Stack) StartHub(ctx context.Context) error {
-	if err := s.portsFree(0, 1, 23, 81); err != nil {
+	p, err := s.startHub(ctx, s.cfg.Env)
+	if err != nil {
 		return err
 	}
+	return waitHTTP(ctx, s.ServiceURL(), time.Minute, p)
+}
+
+// startHub starts JupyterHub with env added to its environment and waits
+// for its API.
+func (s *Stack) startHub(ctx context.Context, extra []string) (*process, error) {
+	if err := s.portsFree(0, 1, 23, 81); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(s.StateDir(), 0o700); err != nil {
-		return fmt.Errorf("state directory: %w", err)
+		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	env := append(os.Environ(),
 		"TK_PORT_BASE="+strconv.Itoa(s.cfg.PortBase), "TK_REPO="+s.cfg.Repo, "TK_CACHE="+s.cfg.Cache,
 		"TK_STATE_DIR="+s.StateDir(), "TK_BIN="+filepath.Join(s.cfg.Repo, "bin", "tokenkeeper"), "TK_VENV="+s.venv(),
 		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_ADMIN_SECRET="+s.AdminSecret,
 		"TK_STATE_KEY="+s.StateKey,
-		"TK_TEST_ADMIN_TOKEN="+s.TestToken, "JUPYTERHUB_CRYPT_KEY="+randomHex(32),
+		"TK_TEST_ADMIN_TOKEN="+s.TestToken, "JUPYTERHUB_CRYPT_KEY="+s.cryptKey,
 	)
-	env = append(env, s.cfg.Env...)
+	env = append(env, extra...)
 	hub := filepath.Join(s.venv(), "bin", "jupyterhub")
 	p, err := startProcess(s.HubLog(), env, hub, "-f",
 		filepath.Join(s.cfg.Repo, "integration", "stack", "jupyterhub_config.py"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.mu.Lock()
 	s.hub = p
 	s.mu.Unlock()
 	// Through the proxy: its route to the hub is added after the hub's API is up.
-	if err := waitHTTP(ctx, s.HubURL()+"/hub/api/", 2*time.Minute, p); err != nil {
-		return err
-	}
-	return waitHTTP(ctx, s.ServiceURL(), time.Minute, p)
+	return p, waitHTTP(ctx, s.HubURL()+"/hub/api/", 2*time.Minute, p)
 }
 
 // StopHub stops the hub, and with it the proxy, tokenkeeper and any servers.

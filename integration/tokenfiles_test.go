@@ -311,7 +311,7 @@ func TestServerKeepsTokenFilesFreshUntilTheSessionEnds(t *testing.T) {
 		true:  "the hub refuses this server's JupyterHub token",
 		false: "The user has no valid Keycloak session",
 	}[hubMajor() == 5]
-	if lines := hubLogLines(t, "tokenkeeper: token file base removed: "); len(lines) != 1 || !strings.Contains(lines[0], want) {
+	if lines := hubLogContaining(t, "tokenkeeper: token file base removed: "); len(lines) != 1 || !strings.Contains(lines[0], want) {
 		t.Errorf("the server's log of the base file's removal: %q, want one line with %q", lines, want)
 	}
 }
@@ -369,9 +369,9 @@ func testAudienceTokenFile(t *testing.T, env map[string]string, path string) {
 	}
 }
 
-// hubLogLines returns the lines of the hub's log (which holds the
+// hubLogContaining returns the lines of the hub's log (which holds the
 // single-user servers' output too) that contain text.
-func hubLogLines(t *testing.T, text string) []string {
+func hubLogContaining(t *testing.T, text string) []string {
 	t.Helper()
 	b, err := os.ReadFile(stack.HubLog())
 	if err != nil {

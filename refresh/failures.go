@@ -6,15 +6,16 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 // grantFailed handles a failed grant according to its class.
 func (r *Refresher) grantFailed(ctx context.Context, name string, st AuthState, err error) (Tokens, error) {
-	switch Classify(err) {
-	case Terminal:
+	switch keycloak.Classify(err) {
+	case keycloak.Terminal:
 		return r.terminal(ctx, name, st, err)
-	case Operator:
+	case keycloak.Operator:
 		r.setOperator(err)
 		r.backoff(ctx, name, st, err)
 	default:
@@ -36,7 +37,7 @@ func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, gra
 		r.log.Info("adopted tokens refreshed elsewhere", "user", name)
 		return r.settle(ctx, name, now, "", ""), nil
 	}
-	return Tokens{}, r.markEnded(ctx, name, st, grantErr, expired(st, r.opts.Now()))
+	return Tokens{}, r.markEnded(ctx, name, st, grantErr, nearExpiry(st, r.opts.Now()))
 }
 
 // expirySkew allows for clocks that differ between tokenkeeper and Keycloak.
@@ -46,9 +47,18 @@ const expirySkew = 10 * time.Second
 // before anyone tried it: its SSO idle or maximum time passed.
 var errRefreshExpired = errors.New("the refresh token expired: the SSO session reached its idle or maximum time")
 
-// expired reports whether st's refresh token has expired by its own exp,
-// which is when Keycloak's SSO idle or maximum time ends the session.
+// expired reports whether st's refresh token has surely expired by its own
+// exp, which is when Keycloak's SSO idle or maximum time ends the session:
+// later than exp by the clock skew allowed, so that a session a grant could
+// still keep alive is never given up early.
 func expired(st AuthState, now time.Time) bool {
+	return !st.RefreshExpiry.IsZero() && !now.Before(st.RefreshExpiry.Add(expirySkew))
+}
+
+// nearExpiry reports whether a grant refused at now was refused because the
+// refresh token reached its exp, allowing for the clock skew either way: an
+// expected ending, not one for the mass-failure guard.
+func nearExpiry(st AuthState, now time.Time) bool {
 	return !st.RefreshExpiry.IsZero() && !now.Before(st.RefreshExpiry.Add(-expirySkew))
 }
 
@@ -60,7 +70,7 @@ func (r *Refresher) markEnded(ctx context.Context, name string, st AuthState, re
 	now := r.opts.Now()
 	due := now // an expected ending is logged out by the next sweep
 	r.mu.Lock()
-	delete(r.cache, name)
+	r.forget(name)
 	if !expected {
 		r.guard.fail(now)
 		// An unexpected one waits until the failed access token has

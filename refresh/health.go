@@ -20,6 +20,9 @@ const (
 	// ProblemStuckUsers: the hub refuses to store some users' new tokens,
 	// which are kept in the journal.
 	ProblemStuckUsers ProblemClass = "stuck_users"
+	// ProblemHubBudget: hub_max_rps cannot refresh every due user before
+	// their access token expires.
+	ProblemHubBudget ProblemClass = "hub_budget"
 )
 
 // Problem is one reason tokenkeeper cannot fully do its job.
@@ -41,12 +44,12 @@ const (
 	HealthUnhealthy = "unhealthy" // refreshing or logging out is stopped
 )
 
-// State is HealthOK with no problems, HealthDegraded when the only problem
-// is stuck users, and HealthUnhealthy otherwise.
+// State is HealthOK with no problems, HealthDegraded when the only problems
+// are stuck users or a short hub budget, and HealthUnhealthy otherwise.
 func (h Health) State() string {
 	state := HealthOK
 	for _, p := range h.Problems {
-		if p.Class != ProblemStuckUsers {
+		if p.Class != ProblemStuckUsers && p.Class != ProblemHubBudget {
 			return HealthUnhealthy
 		}
 		state = HealthDegraded
@@ -78,6 +81,9 @@ func (r *Refresher) Health() Health {
 	}
 	if stuck > 0 {
 		h.Problems = append(h.Problems, Problem{Class: ProblemStuckUsers, Users: stuck})
+	}
+	if r.short > 0 {
+		h.Problems = append(h.Problems, Problem{Class: ProblemHubBudget, Users: r.short})
 	}
 	return h
 }

@@ -83,13 +83,12 @@ func (r *Refresher) logout(ctx context.Context, name string, st AuthState, reaso
 		return fmt.Errorf("logout %q: clear auth_state: %w", name, err)
 	}
 	r.mu.Lock()
-	delete(r.cache, name)
+	r.forget(name)
 	delete(r.unsaved, name)
 	r.mu.Unlock()
 	done, errs := r.logoutActions(ctx, name, st.AccessClaims.Subject)
 	actions := strings.Join(append([]string{"cleared auth_state"}, done...), "; ")
-	u := store.UserState{Name: name, Status: store.StatusEnded, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)}
-	r.setUser(u)
+	u := r.setUser(store.UserState{Name: name, Status: store.StatusEnded, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)})
 	errs = append(errs, r.store.Apply(ctx, store.Change{User: &u, DropPending: name,
 		Logout: &store.Logout{User: name, At: r.opts.Now(), Reason: reason, Actions: actions}}))
 	r.log.Warn("logged out", "user", name, "reason", reason, "actions", actions)

@@ -13,6 +13,8 @@ type Metrics struct {
 	grants        *prometheus.CounterVec
 	grantDuration prometheus.Histogram
 	logouts       *prometheus.CounterVec
+	derived       *prometheus.CounterVec
+	deriveTime    *prometheus.HistogramVec
 }
 
 // NewMetrics registers the refresher's counters and histograms with reg.
@@ -28,8 +30,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		logouts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenkeeper_logouts_total", Help: "Users logged out of the hub, by reason.",
 		}, []string{"reason"}),
+		derived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenkeeper_derived_tokens_total",
+			Help: "Derived tokens asked of Keycloak, by kind (audience, identity_provider) and outcome (success, refused, transient).",
+		}, []string{"kind", "outcome"}),
+		deriveTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tokenkeeper_derived_token_duration_seconds", Help: "Duration of token exchanges and identity-provider token requests at Keycloak.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.grants, m.grantDuration, m.logouts)
+	reg.MustRegister(m.grants, m.grantDuration, m.logouts, m.derived, m.deriveTime)
 	return m
 }
 
@@ -39,6 +49,14 @@ func (m *Metrics) grant(outcome string, d time.Duration) {
 	}
 	m.grants.WithLabelValues(outcome).Inc()
 	m.grantDuration.Observe(d.Seconds())
+}
+
+func (m *Metrics) derivedToken(kind Kind, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.derived.WithLabelValues(string(kind), outcome).Inc()
+	m.deriveTime.WithLabelValues(string(kind)).Observe(d.Seconds())
 }
 
 func (m *Metrics) logout(reason string) {
@@ -51,8 +69,10 @@ func (m *Metrics) logout(reason string) {
 var expiryBuckets = []float64{0, 30, 60, 120, 300, 600, 1800, 3600}
 
 var (
-	usersDesc  = prometheus.NewDesc("tokenkeeper_users", "Users known to the schedule, by status.", []string{"status"}, nil)
-	dueDesc    = prometheus.NewDesc("tokenkeeper_due_users", "Users whose refresh is due now.", nil, nil)
+	usersDesc = prometheus.NewDesc("tokenkeeper_users", "Users known to the schedule, by status.", []string{"status"}, nil)
+	dueDesc   = prometheus.NewDesc("tokenkeeper_due_users", "Users whose refresh is due now.", nil, nil)
+	shortDesc = prometheus.NewDesc("tokenkeeper_hub_budget_short_users",
+		"Due users of the last sweep whose access token expires before the hub request budget reaches them.", nil, nil)
 	expiryDesc = prometheus.NewDesc("tokenkeeper_access_token_seconds_to_expiry",
 		"Seconds until users' access tokens expire, as a histogram over users.", nil, nil)
 )
@@ -61,6 +81,7 @@ var (
 func (r *Refresher) Describe(ch chan<- *prometheus.Desc) {
 	ch <- usersDesc
 	ch <- dueDesc
+	ch <- shortDesc
 	ch <- expiryDesc
 }
 
@@ -90,7 +111,9 @@ func (r *Refresher) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	short := r.short
 	r.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(shortDesc, prometheus.GaugeValue, float64(short))
 	for s, n := range byStatus {
 		ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, n, string(s))
 	}

@@ -281,3 +281,48 @@ func TestFreshCachesWithMinValidBeyondHalfTheLife(t *testing.T) {
 		}
 	}
 }
+
+// TestHubBudgetShortfallInHealth: 100 users due whose tokens expire in 10 s
+// cannot all be refreshed at 20 hub requests per second (3 each): health
+// says so; at 1,000 per second it does not.
+func TestHubBudgetShortfallInHealth(t *testing.T) {
+	for _, tt := range []struct {
+		rps  float64
+		want string
+	}{{20, HealthDegraded}, {1000, HealthOK}} {
+		f := newFixture(t, func(o *Options) { o.HubRPS = tt.rps })
+		for i := range 100 {
+			f.addUser(fmt.Sprintf("u%03d", i), true, f.now.Add(-290*time.Second), fmt.Sprintf("rt-%d", i))
+		}
+		f.sweep(t) // learns the users: all due now
+		f.r.mu.Lock()
+		var due []string
+		for name, u := range f.r.users {
+			u.Due, u.AccessExpiry = f.now, f.now.Add(10*time.Second)
+			due = append(due, name)
+		}
+		f.r.mu.Unlock()
+		f.r.budget(due)
+		if h := f.r.Health(); h.State() != tt.want || (tt.want == HealthDegraded && !hasProblem(h, ProblemHubBudget)) {
+			t.Errorf("hub_max_rps %v: Health() = %+v, want %s", tt.rps, h, tt.want)
+		}
+	}
+}
+
+// TestEndedSessionNotServedWhileItsLogoutWaits: once a grant found the
+// session ended, fresh-token answers ErrSessionEnded even to a caller whose
+// min_valid the old access token still meets, and the pending logout stays.
+func TestEndedSessionNotServedWhileItsLogoutWaits(t *testing.T) {
+	f := newFixture(t)
+	f.addUser("alice", true, f.now.Add(-200*time.Second), "rt-alice") // 100 s left
+	f.grant.fail = func(string) error { return grantError(400, "invalid_grant", "Session not active") }
+	if _, err := f.r.Fresh(context.Background(), "alice", 2*time.Minute); !errors.Is(err, ErrSessionEnded) {
+		t.Fatalf("Fresh forcing a grant = %v, want ErrSessionEnded", err)
+	}
+	if _, err := f.r.Fresh(context.Background(), "alice", time.Second); !errors.Is(err, ErrSessionEnded) {
+		t.Errorf("Fresh with a min_valid the old token meets = %v, want ErrSessionEnded", err)
+	}
+	if u, _ := f.r.user("alice"); u.Status != store.StatusEnded {
+		t.Errorf("status = %q, want ended (the logout still pending)", u.Status)
+	}
+}

@@ -1,8 +1,11 @@
-// Package refresh keeps users' Keycloak tokens in JupyterHub's auth_state
-// fresh: it schedules each user by their access token's expiry, spends the
-// refresh token with the hub's own OAuth client, writes the new tokens back in
-// OAuthenticator's layout, and sorts grant failures into transient, terminal
-// (the SSO session ended) and operator (configuration) problems.
+// Package refresh is the engine that keeps users' Keycloak tokens in
+// JupyterHub's auth_state fresh: it schedules each user by their access
+// token's expiry, has the refresh token spent (package keycloak speaks to
+// Keycloak), writes the new tokens back in OAuthenticator's layout, acts on
+// failed grants by their class (transient, terminal: the SSO session ended,
+// operator: configuration), logs out users whose session ended, and serves
+// users' access tokens and tokens derived from them (exchanged for another
+// audience, or an external identity provider's) from caches a logout clears.
 //
 // Every change to a user's auth_state (write-back, journal replay, logout)
 // runs holding that user's lock, and each is compare-and-set: it acts only
@@ -17,6 +20,7 @@ import (
 	"iter"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +30,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
@@ -64,6 +69,10 @@ type Options struct {
 	Recheck time.Duration
 	// Concurrency bounds the users refreshed at once by a sweep.
 	Concurrency int
+	// HubRPS is the hub request budget per second (hubclient's rate
+	// limit), zero when unlimited. Due users are refreshed soonest-expiring
+	// first, and health says when the budget cannot reach them all in time.
+	HubRPS float64
 	// GrantTimeout bounds one user's read, grant and write-back.
 	GrantTimeout time.Duration
 	// RefreshAdmins lets tokenkeeper spend hub admins' refresh tokens. The
@@ -77,7 +86,15 @@ type Options struct {
 	Guard Guard
 	// Keys seal the write-back journal.
 	Keys *Keyring
-	// Metrics, when set, counts grants and logouts.
+	// Exchange trades a user's access token for one narrowed to an
+	// audience; Audiences are those Derived serves.
+	Exchange  DeriveFunc
+	Audiences []string
+	// ProviderToken returns a user's token at an external identity
+	// provider; Providers are the aliases Derived serves.
+	ProviderToken DeriveFunc
+	Providers     []string
+	// Metrics, when set, counts grants, derived tokens and logouts.
 	Metrics *Metrics
 	Now     func() time.Time
 	Rand    *rand.Rand
@@ -91,11 +108,14 @@ type Tokens struct {
 	Type   string
 	// Issued is the access token's iat, zero when unknown.
 	Issued time.Time
+	// Session is Keycloak's sid of the user's session the token belongs to.
+	Session string
 }
 
 // tokensOf returns st's access token as Tokens.
 func tokensOf(st AuthState) Tokens {
-	return Tokens{Access: st.Access, Expiry: st.AccessClaims.Expiry, Type: "Bearer", Issued: st.AccessClaims.IssuedAt}
+	c := st.AccessClaims
+	return Tokens{Access: st.Access, Expiry: c.Expiry, Type: "Bearer", Issued: c.IssuedAt, Session: c.SessionID}
 }
 
 // claims returns what needs looks at.
@@ -116,14 +136,16 @@ type Refresher struct {
 	mu       sync.Mutex // guards the fields below
 	users    map[string]*store.UserState
 	cache    map[string]Tokens
-	unsaved  map[string]store.Pending // journal entries the store failed to take
-	operator error                    // set while refreshing is stopped for an operator problem
-	probeAt  time.Time                // while operator is set: when the next grant may probe
+	derived  map[string]map[Target]Tokens // by user: tokens made for users someone asked Derived
+	epochs   map[string]uint64            // by user: how often their tokens were forgotten
+	unsaved  map[string]store.Pending     // journal entries the store failed to take
+	operator error                        // set while refreshing is stopped for an operator problem
+	probeAt  time.Time                    // while operator is set: when the next grant may probe
 	probes   int
 	hubErr   error       // set while the hub cannot be listed
 	guard    guardWindow // counts unexpected session endings
 	held     int         // logouts the tripped guard holds back
-	seen     map[string]listed
+	short    int         // due users the hub budget cannot reach before expiry
 	rand     *rand.Rand
 }
 
@@ -138,8 +160,9 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		hub: hub, sessions: sessions, grant: grant, store: st, opts: opts, log: opts.Logger,
 		users:   make(map[string]*store.UserState, len(states)),
 		cache:   make(map[string]Tokens),
+		derived: make(map[string]map[Target]Tokens),
+		epochs:  make(map[string]uint64),
 		unsaved: make(map[string]store.Pending),
-		seen:    make(map[string]listed),
 		rand:    opts.Rand,
 	}
 	for _, s := range states {
@@ -171,6 +194,7 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		return fmt.Errorf("sweep: %w", err)
 	}
 	due, ended := r.sync(ctx, users)
+	r.budget(due)
 	failed := r.refreshAll(ctx, due)
 	r.log.Debug("sweep", "users", len(users), "due", len(due), "sessions_ended", len(failed), "awaiting_logout", len(ended))
 	r.logoutEnded(ctx, append(ended, failed...))
@@ -178,6 +202,34 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		r.log.Error("prune store", "err", err)
 	}
 	return ctx.Err()
+}
+
+// requestsPerUpdate is about what one user's refresh costs the hub: the
+// read, the re-read before the write-back, and the write-back.
+const requestsPerUpdate = 3
+
+// budget orders due soonest-expiring first and counts the users whose
+// access token will have expired before the hub budget reaches them.
+func (r *Refresher) budget(due []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	expiry := func(name string) time.Time { return r.users[name].AccessExpiry }
+	slices.SortStableFunc(due, func(a, b string) int { return expiry(a).Compare(expiry(b)) })
+	if r.opts.HubRPS <= 0 {
+		return
+	}
+	now, short := r.opts.Now(), 0
+	for i, name := range due {
+		reach := now.Add(time.Duration(float64((i+1)*requestsPerUpdate) / r.opts.HubRPS * float64(time.Second)))
+		if exp := expiry(name); !exp.IsZero() && reach.After(exp) {
+			short++
+		}
+	}
+	if short > 0 && r.short == 0 {
+		r.log.Warn("the hub request budget cannot refresh every due user before their token expires; raise hub_max_rps",
+			"due", len(due), "short", short, "hub_max_rps", r.opts.HubRPS)
+	}
+	r.short = short
 }
 
 // refreshAll updates the due users, at most Concurrency at once, and
@@ -248,15 +300,17 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 	r.mu.Lock()
 	for name, l := range users {
 		u, ok := r.users[name]
-		prev, seen := r.seen[name]
-		r.seen[name] = l
 		switch {
 		case !ok:
-			u = &store.UserState{Name: name, Due: now, Status: store.StatusNew}
+			u = &store.UserState{Name: name, Due: now, Status: store.StatusNew, Kept: l.kept, Activity: l.activity}
 			r.users[name] = u
 			changed = append(changed, *u)
-		case seen && (prev.activity != l.activity || prev.kept != l.kept) && !pendingLogout(u):
-			u.Due = now
+		case u.Activity != l.activity || u.Kept != l.kept:
+			if !pendingLogout(u) {
+				u.Due = now // a login, or a server started or stopped: read again
+			}
+			u.Activity, u.Kept = l.activity, l.kept
+			changed = append(changed, *u)
 		}
 	}
 	for name, u := range r.users {
@@ -264,8 +318,7 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 		case !hasUser(users, name):
 			gone = append(gone, name)
 			delete(r.users, name)
-			delete(r.cache, name)
-			delete(r.seen, name)
+			r.forget(name)
 		case u.Due.After(now):
 		case pendingLogout(u):
 			ended = append(ended, name)
@@ -299,8 +352,8 @@ func hasUser(users map[string]listed, name string) bool {
 func (r *Refresher) kept(name string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, ok := r.seen[name]
-	return !ok || l.kept
+	u, ok := r.users[name]
+	return !ok || u.Kept
 }
 
 // Fresh returns the user's access token with at least minValid left (or as
@@ -365,17 +418,25 @@ type needFunc func(name string, st AuthState, now time.Time) bool
 // and counted, so that Stop waits for it. No work starts once ctx has ended
 // or Stop has begun.
 func (r *Refresher) do(ctx context.Context, name string, need needFunc) (Tokens, error) {
+	return r.inFlight(ctx, name, func(ctx context.Context) (Tokens, error) {
+		return r.update(ctx, name, need)
+	})
+}
+
+// inFlight runs work once for all callers of key at the same time, detached
+// from their cancellation, bounded by GrantTimeout and counted for Stop.
+func (r *Refresher) inFlight(ctx context.Context, key string, work func(context.Context) (Tokens, error)) (Tokens, error) {
 	if err := ctx.Err(); err != nil {
 		return Tokens{}, err
 	}
-	ch := r.flight.DoChan(name, func() (any, error) {
+	ch := r.flight.DoChan(key, func() (any, error) {
 		if !r.work.start() {
 			return Tokens{}, ErrStopping
 		}
 		defer r.work.done()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.GrantTimeout)
 		defer cancel()
-		return r.update(ctx, name, need)
+		return work(ctx)
 	})
 	select {
 	case res := <-ch:
@@ -413,6 +474,11 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	if expired(st, r.opts.Now()) {
 		return Tokens{}, r.markEnded(ctx, name, st, errRefreshExpired, true)
 	}
+	if u, ok := r.user(name); ok && pendingLogout(&u) && u.EndedOn == digest(st.Refresh.Reveal()) {
+		// A grant with these very tokens found the session ended; the logout
+		// is pending. Its access token is not served meanwhile.
+		return Tokens{}, fmt.Errorf("%w (%s)", ErrSessionEnded, u.Reason)
+	}
 	if !need(name, st, r.opts.Now()) {
 		t := r.settle(ctx, name, st, "", "")
 		r.log.Debug("not due", "user", name, "kept", r.kept(name), "access_expires_at", t.Expiry.UTC().Format(time.RFC3339))
@@ -436,7 +502,7 @@ func (r *Refresher) spend(ctx context.Context, name string, st AuthState) (Token
 	start := time.Now()
 	tok, err := r.grant(ctx, st.Refresh)
 	if err != nil {
-		r.opts.Metrics.grant(Classify(err).String(), time.Since(start))
+		r.opts.Metrics.grant(keycloak.Classify(err).String(), time.Since(start))
 		return r.grantFailed(ctx, name, st, err)
 	}
 	r.opts.Metrics.grant("success", time.Since(start))

@@ -34,12 +34,42 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 		r.unsaved[name] = p
 		r.mu.Unlock()
 	}
+	if t, done, err := r.changedDuringGrant(ctx, name, st, next); done {
+		return t, err
+	}
 	if err := r.hub.SetAuthState(ctx, name, state); err != nil {
 		return r.writeFailed(ctx, name, next, err)
 	}
 	t := r.settle(ctx, name, next, "", name)
 	r.log.Info("refreshed", "user", name, "expires_at", t.Expiry.UTC().Format(time.RFC3339))
 	return t, nil
+}
+
+// changedDuringGrant re-reads the user's auth_state before the write-back
+// (compare-and-set): if it no longer holds the refresh token the grant
+// spent, the user logged in again (or was logged out) meanwhile, and what
+// the hub holds wins: the journal entry is dropped and the hub's tokens are
+// adopted. The caller holds the user's lock.
+// When the hub cannot be read, the write-back is left to a retry, as if
+// it had failed. done reports whether the caller must not write back.
+func (r *Refresher) changedDuringGrant(ctx context.Context, name string, spent, next AuthState) (Tokens, bool, error) {
+	u, err := r.hub.User(ctx, name)
+	if err != nil {
+		t, err := r.writeFailed(ctx, name, next, fmt.Errorf("re-read auth_state before the write-back: %w", err))
+		return t, true, err
+	}
+	now, perr := ParseAuthState(u.AuthState)
+	if perr == nil && now.Refresh == spent.Refresh {
+		return Tokens{}, false, nil
+	}
+	r.log.Info("not written back: auth_state changed during the grant", "user", name)
+	if err := r.dropPending(ctx, name); err != nil {
+		r.log.Error("journal cleanup failed", "user", name, "err", err)
+	}
+	if perr != nil {
+		return Tokens{}, true, r.unusable(ctx, name, perr)
+	}
+	return r.settle(ctx, name, now, "", ""), true, nil
 }
 
 // writeFailed handles a refused or failed write-back of next, whose tokens
@@ -162,7 +192,7 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 		r.mu.Unlock()
 	}
 	c := st.AccessClaims
-	r.setUser(u)
+	u = r.setUser(u)
 	r.save(ctx, store.Change{User: &u, DropPending: drop,
 		Session: &store.Session{SID: c.SessionID, Sub: c.Subject, Name: name, Updated: r.opts.Now()}})
 	return t
@@ -229,7 +259,7 @@ func (r *Refresher) unusable(ctx context.Context, name string, err error) error 
 // reschedule records a status and looks at the user again after Recheck.
 func (r *Refresher) reschedule(ctx context.Context, name string, status store.Status, reason string) {
 	r.mu.Lock()
-	delete(r.cache, name)
+	r.forget(name)
 	prev := r.users[name]
 	r.mu.Unlock()
 	u := store.UserState{Name: name, Status: status, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)}
@@ -241,14 +271,22 @@ func (r *Refresher) reschedule(ctx context.Context, name string, status store.St
 
 // put updates the in-memory schedule and the store.
 func (r *Refresher) put(ctx context.Context, u store.UserState) {
-	r.setUser(u)
+	u = r.setUser(u)
 	r.save(ctx, store.Change{User: &u})
 }
 
-func (r *Refresher) setUser(u store.UserState) {
+// setUser updates the in-memory schedule and returns u as stored: what the
+// hub's user list said of the user (Kept, Activity) is carried over, since
+// only sync changes it.
+func (r *Refresher) setUser(u store.UserState) store.UserState {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	u.Kept, u.Activity = true, ""
+	if prev := r.users[u.Name]; prev != nil {
+		u.Kept, u.Activity = prev.Kept, prev.Activity
+	}
 	r.users[u.Name] = &u
-	r.mu.Unlock()
+	return u
 }
 
 func (r *Refresher) save(ctx context.Context, c store.Change) {

@@ -40,7 +40,8 @@ type tokenRequest struct {
 type fakeTokenEndpoint struct {
 	srv       *httptest.Server
 	lifetimes []int
-	status    int // non-zero: answer every request with this error status
+	status    int    // non-zero: answer every request with this error status
+	token     string // when set, the access token of every answer
 
 	mu   sync.Mutex // guards reqs
 	reqs []tokenRequest
@@ -80,7 +81,11 @@ func (f *fakeTokenEndpoint) serve(t *testing.T) http.HandlerFunc {
 			return
 		}
 		life := f.lifetimes[min(n, len(f.lifetimes))-1]
-		fmt.Fprintf(w, `{"access_token":"sa-%d","token_type":"Bearer","expires_in":%d,"scope":"profile email"}`, n, life)
+		token := f.token
+		if token == "" {
+			token = fmt.Sprintf("sa-%d", n)
+		}
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":%d,"scope":"profile email"}`, token, life)
 	}
 }
 

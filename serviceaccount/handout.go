@@ -4,46 +4,17 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/tokenkeeper/tokenkeeper/config"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 )
-
-// Standard token exchange (RFC 8693) as Keycloak implements it since 26.2.
-const (
-	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
-	tokenTypeAccess    = "urn:ietf:params:oauth:token-type:access_token"
-)
-
-// ErrAudienceNotAllowed means the audience asked for is not among the
-// configured service_token_audiences.
-var ErrAudienceNotAllowed = errors.New("audience not allowed")
-
-// ExchangeError is Keycloak refusing a token exchange (a 4xx answer other
-// than 429): the realm does not let the service account have a token for
-// that audience.
-type ExchangeError struct {
-	Audience    string
-	Status      int
-	Code        string // the OAuth error, e.g. invalid_request
-	Description string // Keycloak's error_description
-	Err         error
-}
-
-func (e *ExchangeError) Error() string {
-	return fmt.Sprintf("service account: Keycloak refused a token for audience %q: HTTP %d %s: %s",
-		e.Audience, e.Status, e.Code, e.Description)
-}
-
-func (e *ExchangeError) Unwrap() error { return e.Err }
 
 // AdminRolesError means the service account's token carries realm-management
 // roles. That token is handed out, so Handout refuses it: those roles belong
@@ -57,22 +28,28 @@ func (e *AdminRolesError) Error() string {
 		"; tokenkeeper hands this token out, so remove them (they belong to the admin client)"
 }
 
+// ExchangeFunc trades an access token for one whose audience is narrowed to
+// audience: keycloak.Client.Exchange, as the service account's client.
+type ExchangeFunc func(ctx context.Context, subject config.Secret, audience string) (*oauth2.Token, error)
+
 // Handout gives the service account's token to callers: as it is, or
 // narrowed to one allowed audience with Keycloak's standard token exchange.
 // Exchanged tokens are cached per audience until shortly before they
 // expire. It never hands out a token that carries realm-management roles.
 type Handout struct {
-	account *Account
-	now     func() time.Time
-	locks   map[string]chan struct{} // one per allowed audience; fixed after NewHandout
+	account  *Account
+	exchange ExchangeFunc
+	now      func() time.Time
+	locks    map[string]chan struct{} // one per allowed audience; fixed after NewHandout
 
 	mu    sync.Mutex // guards cache
 	cache map[string]*oauth2.Token
 }
 
-// NewHandout returns a Handout for a's token, allowing the given audiences.
-func NewHandout(a *Account, audiences []string, now func() time.Time) *Handout {
-	h := &Handout{account: a, now: now, locks: map[string]chan struct{}{}, cache: map[string]*oauth2.Token{}}
+// NewHandout returns a Handout for a's token, allowing the given audiences,
+// which exchange narrows a's token to.
+func NewHandout(a *Account, exchange ExchangeFunc, audiences []string, now func() time.Time) *Handout {
+	h := &Handout{account: a, exchange: exchange, now: now, locks: map[string]chan struct{}{}, cache: map[string]*oauth2.Token{}}
 	for _, aud := range audiences {
 		h.locks[aud] = make(chan struct{}, 1)
 	}
@@ -81,14 +58,15 @@ func NewHandout(a *Account, audiences []string, now func() time.Time) *Handout {
 
 // Token returns the service account's token when audience is "", else a
 // token whose audience is narrowed to audience, which must be allowed
-// (ErrAudienceNotAllowed otherwise). Keycloak's refusals are *ExchangeError.
+// (keycloak.ErrAudienceNotAllowed otherwise). Keycloak's refusals are
+// *keycloak.ExchangeError.
 func (h *Handout) Token(ctx context.Context, audience string) (*oauth2.Token, error) {
 	if audience == "" {
 		return h.checked(h.account.Token(ctx))
 	}
 	lock, ok := h.locks[audience]
 	if !ok {
-		return nil, fmt.Errorf("service account: %w: %q", ErrAudienceNotAllowed, audience)
+		return nil, fmt.Errorf("service account: %w: %q", keycloak.ErrAudienceNotAllowed, audience)
 	}
 	select {
 	case lock <- struct{}{}:
@@ -99,7 +77,7 @@ func (h *Handout) Token(ctx context.Context, audience string) (*oauth2.Token, er
 	if tok := h.cached(audience); tok != nil {
 		return tok, nil
 	}
-	tok, err := h.checked(h.exchange(ctx, audience))
+	tok, err := h.checked(h.narrowed(ctx, audience))
 	if err != nil {
 		return nil, err
 	}
@@ -121,48 +99,17 @@ func (h *Handout) cached(audience string) *oauth2.Token {
 	return tok
 }
 
-// exchange trades the service account's token for one narrowed to audience,
-// authenticating with the service account's credentials in the
-// Authorization header.
-func (h *Handout) exchange(ctx context.Context, audience string) (*oauth2.Token, error) {
+// narrowed trades the service account's token for one narrowed to audience.
+func (h *Handout) narrowed(ctx context.Context, audience string) (*oauth2.Token, error) {
 	subject, err := h.account.Token(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ep, err := h.account.endpoint(ctx)
+	tok, err := h.exchange(ctx, config.Secret(subject.AccessToken), audience)
 	if err != nil {
 		return nil, fmt.Errorf("service account: %w", err)
 	}
-	cc := clientcredentials.Config{
-		ClientID: h.account.clientID, ClientSecret: h.account.secret.Reveal(),
-		TokenURL: ep.TokenURL, AuthStyle: oauth2.AuthStyleInHeader,
-		EndpointParams: url.Values{
-			"grant_type":           {grantTokenExchange},
-			"subject_token":        {subject.AccessToken},
-			"subject_token_type":   {tokenTypeAccess},
-			"requested_token_type": {tokenTypeAccess},
-			"audience":             {audience},
-		},
-	}
-	tok, err := cc.Token(context.WithValue(ctx, oauth2.HTTPClient, h.account.client))
-	if err != nil {
-		return nil, exchangeError(audience, err)
-	}
 	return tok, nil
-}
-
-// exchangeError makes Keycloak's refusals an *ExchangeError; transient
-// failures (network, 5xx, 429) stay as they are, wrapped.
-func exchangeError(audience string, err error) error {
-	var rerr *oauth2.RetrieveError
-	if errors.As(err, &rerr) && rerr.Response != nil {
-		st := rerr.Response.StatusCode
-		if st >= 400 && st < 500 && st != http.StatusTooManyRequests {
-			return &ExchangeError{Audience: audience, Status: st, Code: rerr.ErrorCode,
-				Description: truncate(rerr.ErrorDescription, 200), Err: err}
-		}
-	}
-	return fmt.Errorf("service account: token exchange for %q: %w", audience, err)
 }
 
 // checked passes tok on unless it carries realm-management roles.

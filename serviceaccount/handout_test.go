@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +16,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper/config"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 )
 
 // fakeJWT is an unsigned token whose payload is claims.
@@ -24,64 +25,56 @@ func fakeJWT(claims map[string]any) string {
 	return "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString(b) + ".c2ln"
 }
 
-// exchangeRealm answers client-credentials grants with saToken and token
-// exchanges with "exchanged-N-for-AUD" living exchangeLife seconds, or with
-// refusal when it is set.
-type exchangeRealm struct {
-	saToken      string
-	exchanged    string // when set, the access token of every exchange
-	exchangeLife int
-	refusal      func(w http.ResponseWriter)
-	exchanges    atomic.Int32
+// exchangeCall is one call of the fake exchange.
+type exchangeCall struct {
+	Subject  string
+	Audience string
 }
 
-func (x *exchangeRealm) serve(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	switch r.PostFormValue("grant_type") {
-	case "client_credentials":
-		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":300}`, x.saToken)
-	case grantTokenExchange:
-		n := x.exchanges.Add(1)
-		if x.refusal != nil {
-			x.refusal(w)
-			return
-		}
-		tok := x.exchanged
-		if tok == "" {
-			tok = fmt.Sprintf("exchanged-%d-for-%s", n, r.PostFormValue("audience"))
-		}
-		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":%d,"issued_token_type":%q}`,
-			tok, x.exchangeLife, tokenTypeAccess)
-	default:
-		w.WriteHeader(http.StatusBadRequest)
-		fmt.Fprint(w, `{"error":"unsupported_grant_type"}`)
+// fakeExchange stands for keycloak.Client.Exchange: it answers with
+// "exchanged-N-for-AUD" (or exchanged) living life, or with err.
+type fakeExchange struct {
+	exchanged string
+	life      time.Duration
+	err       error
+
+	mu    sync.Mutex
+	calls []exchangeCall
+}
+
+func (x *fakeExchange) exchange(_ context.Context, subject config.Secret, audience string) (*oauth2.Token, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.calls = append(x.calls, exchangeCall{Subject: subject.Reveal(), Audience: audience})
+	if x.err != nil {
+		return nil, x.err
 	}
+	tok := x.exchanged
+	if tok == "" {
+		tok = fmt.Sprintf("exchanged-%d-for-%s", len(x.calls), audience)
+	}
+	return &oauth2.Token{AccessToken: tok, TokenType: "Bearer", Expiry: time.Now().Add(x.life)}, nil
 }
 
-func newHandout(t *testing.T, x *exchangeRealm, audiences ...string) (*Handout, *fakeTokenEndpoint) {
+func (x *fakeExchange) made() []exchangeCall {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return append([]exchangeCall(nil), x.calls...)
+}
+
+// newHandout returns a Handout whose account gets saToken from a fake token
+// endpoint and whose exchanges x answers.
+func newHandout(t *testing.T, saToken string, x *fakeExchange, audiences ...string) (*Handout, *fakeTokenEndpoint) {
 	t.Helper()
 	f := newFakeTokenEndpoint(t, 300)
-	f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body := r.Clone(r.Context())
-		_ = body.ParseForm()
-		f.mu.Lock()
-		req := tokenRequest{Method: r.Method, Path: r.URL.Path, ContentType: r.Header.Get("Content-Type"), Form: body.PostForm}
-		if u, p, ok := r.BasicAuth(); ok {
-			req.User, _ = url.QueryUnescape(u)
-			req.Password, _ = url.QueryUnescape(p)
-		}
-		f.reqs = append(f.reqs, req)
-		f.mu.Unlock()
-		x.serve(w, body)
-	})
-	var discovered atomic.Int32
-	a := New(context.Background(), f.srv.Client(), saClientID, config.Secret(saSecret), f.endpoint(&discovered), 15*time.Second)
-	return NewHandout(a, audiences, time.Now), f
+	f.token = saToken
+	a := newAccount(f, 15*time.Second, new(atomic.Int32))
+	return NewHandout(a, x.exchange, audiences, time.Now), f
 }
 
-func TestHandoutExchangeRequest(t *testing.T) {
-	x := &exchangeRealm{saToken: "sa-token", exchangeLife: 300}
-	h, f := newHandout(t, x, "trino", "minio")
+func TestHandoutExchangesTheAccountsToken(t *testing.T) {
+	x := &fakeExchange{life: 300 * time.Second}
+	h, f := newHandout(t, "sa-token", x, "trino", "minio")
 	tok, err := h.Token(context.Background(), "trino")
 	if err != nil {
 		t.Fatalf("Token(trino) error: %v", err)
@@ -89,28 +82,17 @@ func TestHandoutExchangeRequest(t *testing.T) {
 	if tok.AccessToken != "exchanged-1-for-trino" {
 		t.Errorf("Token(trino) = %q, want exchanged-1-for-trino", tok.AccessToken)
 	}
-	if left := time.Until(tok.Expiry); left < 290*time.Second || left > 300*time.Second {
-		t.Errorf("Token(trino) expires in %v, want about 300s", left)
+	if diff := cmp.Diff([]exchangeCall{{Subject: "sa-token", Audience: "trino"}}, x.made()); diff != "" {
+		t.Errorf("exchanges (-want +got):\n%s", diff)
 	}
-	want := []tokenRequest{wantTokenRequest, {
-		Method: "POST", Path: tokenPath, ContentType: "application/x-www-form-urlencoded",
-		User: saClientID, Password: saSecret,
-		Form: url.Values{
-			"grant_type":           {"urn:ietf:params:oauth:grant-type:token-exchange"},
-			"subject_token":        {"sa-token"},
-			"subject_token_type":   {"urn:ietf:params:oauth:token-type:access_token"},
-			"requested_token_type": {"urn:ietf:params:oauth:token-type:access_token"},
-			"audience":             {"trino"},
-		},
-	}}
-	if diff := cmp.Diff(want, f.requests()); diff != "" {
+	if diff := cmp.Diff([]tokenRequest{wantTokenRequest}, f.requests()); diff != "" {
 		t.Errorf("token requests mismatch (-want +got):\n%s", diff)
 	}
 }
 
 func TestHandoutWithoutAudience(t *testing.T) {
-	x := &exchangeRealm{saToken: "sa-token", exchangeLife: 300}
-	h, f := newHandout(t, x, "trino")
+	x := &fakeExchange{life: 300 * time.Second}
+	h, f := newHandout(t, "sa-token", x, "trino")
 	tok, err := h.Token(context.Background(), "")
 	if err != nil || tok.AccessToken != "sa-token" {
 		t.Fatalf("Token(\"\") = %v, %v; want the service account's own token", tok, err)
@@ -118,95 +100,69 @@ func TestHandoutWithoutAudience(t *testing.T) {
 	if diff := cmp.Diff([]tokenRequest{wantTokenRequest}, f.requests()); diff != "" {
 		t.Errorf("token requests mismatch (-want +got):\n%s", diff)
 	}
+	if n := len(x.made()); n != 0 {
+		t.Errorf("exchanges = %d, want 0", n)
+	}
 }
 
 func TestHandoutRefusesOtherAudiences(t *testing.T) {
-	x := &exchangeRealm{saToken: "sa-token", exchangeLife: 300}
-	h, f := newHandout(t, x, "trino")
+	x := &fakeExchange{life: 300 * time.Second}
+	h, f := newHandout(t, "sa-token", x, "trino")
 	for _, aud := range []string{"minio", "account", "realm-management", "Trino", "trino ", "tokenkeeper-sa"} {
-		if _, err := h.Token(context.Background(), aud); !errors.Is(err, ErrAudienceNotAllowed) {
-			t.Errorf("Token(%q) error = %v, want ErrAudienceNotAllowed", aud, err)
+		if _, err := h.Token(context.Background(), aud); !errors.Is(err, keycloak.ErrAudienceNotAllowed) {
+			t.Errorf("Token(%q) error = %v, want keycloak.ErrAudienceNotAllowed", aud, err)
 		}
 	}
-	if n := len(f.requests()); n != 0 {
-		t.Errorf("token requests for refused audiences = %d, want 0", n)
+	if n := len(f.requests()) + len(x.made()); n != 0 {
+		t.Errorf("requests for refused audiences = %d, want 0", n)
 	}
 }
 
 func TestHandoutCachesPerAudience(t *testing.T) {
 	tests := []struct {
 		name      string
-		life      int
-		exchanges int32
+		life      time.Duration
+		exchanges int
 	}{
-		{name: "long-lived: cached", life: 300, exchanges: 2},
+		{name: "long-lived: cached", life: 300 * time.Second, exchanges: 2},
 		// 10 s left is inside the 15 s early margin: exchanged again each time.
-		{name: "within the early margin: not cached", life: 10, exchanges: 4},
+		{name: "within the early margin: not cached", life: 10 * time.Second, exchanges: 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			x := &exchangeRealm{saToken: "sa-token", exchangeLife: tt.life}
-			h, _ := newHandout(t, x, "trino", "minio")
+			x := &fakeExchange{life: tt.life}
+			h, _ := newHandout(t, "sa-token", x, "trino", "minio")
 			for _, aud := range []string{"trino", "minio", "trino", "minio"} {
 				tok, err := h.Token(context.Background(), aud)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if want := "-for-" + aud; len(tok.AccessToken) < len(want) || tok.AccessToken[len(tok.AccessToken)-len(want):] != want {
+				if !strings.HasSuffix(tok.AccessToken, "-for-"+aud) {
 					t.Errorf("Token(%q) = %q, want a token for that audience", aud, tok.AccessToken)
 				}
 			}
-			if n := x.exchanges.Load(); n != tt.exchanges {
+			if n := len(x.made()); n != tt.exchanges {
 				t.Errorf("exchanges = %d, want %d", n, tt.exchanges)
 			}
 		})
 	}
 }
 
-func TestHandoutKeycloakRefusal(t *testing.T) {
-	tests := []struct {
-		name     string
-		status   int
-		body     string
-		refusal  bool
-		wantCode string
-		wantDesc string
-	}{
-		{name: "audience not available", status: 400,
-			body:    `{"error":"invalid_request","error_description":"Requested audience not available: trino"}`,
-			refusal: true, wantCode: "invalid_request", wantDesc: "Requested audience not available: trino"},
-		{name: "exchange not enabled", status: 400,
-			body:    `{"error":"unsupported_grant_type","error_description":"Standard token exchange is not enabled for the requested client"}`,
-			refusal: true, wantCode: "unsupported_grant_type", wantDesc: "Standard token exchange is not enabled for the requested client"},
-		{name: "client disabled", status: 401,
-			body:    `{"error":"invalid_client","error_description":"Invalid client or Invalid client credentials"}`,
-			refusal: true, wantCode: "invalid_client", wantDesc: "Invalid client or Invalid client credentials"},
-		{name: "unavailable", status: 503, body: `<html>503</html>`},
-		{name: "too many requests", status: 429, body: `{"error":"slow_down"}`},
+// TestHandoutPassesKeycloaksRefusalOn: the exchange's typed refusal reaches
+// the caller, and nothing is cached.
+func TestHandoutPassesKeycloaksRefusalOn(t *testing.T) {
+	refusal := &keycloak.ExchangeError{Audience: "trino", Status: 400, Code: "invalid_request",
+		Description: "Requested audience not available: trino"}
+	x := &fakeExchange{err: refusal}
+	h, _ := newHandout(t, "sa-token", x, "trino")
+	for range 2 {
+		var xerr *keycloak.ExchangeError
+		if _, err := h.Token(context.Background(), "trino"); !errors.As(err, &xerr) || xerr != refusal {
+			t.Errorf("Token(trino) error = %v, want the exchange's *keycloak.ExchangeError", err)
+		}
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			x := &exchangeRealm{saToken: "sa-token", refusal: func(w http.ResponseWriter) {
-				w.WriteHeader(tt.status)
-				fmt.Fprint(w, tt.body)
-			}}
-			h, _ := newHandout(t, x, "trino")
-			_, err := h.Token(context.Background(), "trino")
-			var xerr *ExchangeError
-			if got := errors.As(err, &xerr); got != tt.refusal {
-				t.Fatalf("Token(trino) on HTTP %d: error = %v; *ExchangeError = %t, want %t", tt.status, err, got, tt.refusal)
-			}
-			if !tt.refusal {
-				if !errors.As(err, new(*oauth2.RetrieveError)) {
-					t.Errorf("Token(trino) on HTTP %d: error = %v, want a wrapped *oauth2.RetrieveError", tt.status, err)
-				}
-				return
-			}
-			want := ExchangeError{Audience: "trino", Status: tt.status, Code: tt.wantCode, Description: tt.wantDesc}
-			if diff := cmp.Diff(want, *xerr, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".Err" }, cmp.Ignore())); diff != "" {
-				t.Errorf("ExchangeError mismatch (-want +got):\n%s", diff)
-			}
-		})
+	if n := len(x.made()); n != 2 {
+		t.Errorf("exchanges = %d, want 2 (a refusal is not cached)", n)
 	}
 }
 
@@ -235,8 +191,8 @@ func TestHandoutRefusesAdminTokens(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			x := &exchangeRealm{saToken: tt.saToken, exchanged: tt.exchanged, exchangeLife: 300}
-			h, _ := newHandout(t, x, "trino")
+			x := &fakeExchange{exchanged: tt.exchanged, life: 300 * time.Second}
+			h, _ := newHandout(t, tt.saToken, x, "trino")
 			tok, err := h.Token(context.Background(), tt.audience)
 			var rerr *AdminRolesError
 			if got := errors.As(err, &rerr); got != tt.refused {

@@ -13,20 +13,38 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/refresh"
 )
 
 // Client calls tokenkeeper's fresh-token endpoint, as a notebook or a
 // single-user server does with its JupyterHub token.
 type Client struct {
-	base  string
-	token string
-	http  *http.Client
+	base   string
+	token  string
+	http   *http.Client
+	target url.Values // audience or idp; empty for the user's own token
 }
 
 // NewClient returns a client for the service at base (TOKENKEEPER_URL,
 // including the service prefix) authenticating with a JupyterHub token.
 func NewClient(base, token string, hc *http.Client) *Client {
 	return &Client{base: strings.TrimRight(base, "/") + "/", token: token, http: hc}
+}
+
+// For returns a client that asks for the token derived from the user's
+// that t names (one exchanged for an audience, or an identity provider's)
+// instead of the user's own.
+func (c *Client) For(t refresh.Target) *Client {
+	d := *c
+	d.target = url.Values{}
+	switch t.Kind {
+	case refresh.KindAudience:
+		d.target.Set("audience", t.Name)
+	case refresh.KindProvider:
+		d.target.Set("idp", t.Name)
+	}
+	return &d
 }
 
 // Token is a fresh access token as the service returned it.
@@ -48,9 +66,13 @@ func (e *ServiceError) Error() string {
 	return fmt.Sprintf("tokenkeeper: HTTP %d: %s", e.Status, e.Message)
 }
 
-// FreshToken returns the caller's access token with at least minValid left.
+// FreshToken returns the caller's access token (or the one For chose) with
+// at least minValid left.
 func (c *Client) FreshToken(ctx context.Context, minValid time.Duration) (Token, error) {
 	q := url.Values{"min_valid": {strconv.Itoa(int(minValid.Seconds()))}}
+	for k, v := range c.target {
+		q[k] = v
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"fresh-token?"+q.Encode(), nil)
 	if err != nil {
 		return Token{}, fmt.Errorf("tokenkeeper: %w", err)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tokenkeeper/tokenkeeper/refresh"
 )
 
 // keeperRequest is what a fake tokenkeeper saw of one request.
@@ -72,6 +74,36 @@ func TestClientFreshTokenRequest(t *testing.T) {
 				t.Errorf("FreshToken(%v) requests mismatch (-want +got):\n%s", tt.minValid, diff)
 			}
 		})
+	}
+}
+
+// TestClientFor: the derived token's parameter is added to every request,
+// and the client it was made from is unchanged.
+func TestClientFor(t *testing.T) {
+	exp := time.Date(2026, 11, 22, 12, 5, 0, 0, time.UTC)
+	var got []keeperRequest
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, seeRequest(r))
+		fmt.Fprint(w, tokenJSON("eyJ.access", exp))
+	}))
+	defer srv.Close()
+	c := NewClient(srv.URL, "nb-token", srv.Client())
+	for _, cl := range []*Client{
+		c.For(refresh.Target{Kind: refresh.KindAudience, Name: "trino"}),
+		c.For(refresh.Target{Kind: refresh.KindProvider, Name: "external"}),
+		c,
+	} {
+		if _, err := cl.FreshToken(context.Background(), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []keeperRequest{
+		{"GET", "/fresh-token", "audience=trino&min_valid=60", "token nb-token"},
+		{"GET", "/fresh-token", "idp=external&min_valid=60", "token nb-token"},
+		{"GET", "/fresh-token", "min_valid=60", "token nb-token"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
 	}
 }
 

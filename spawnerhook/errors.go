@@ -10,6 +10,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
 	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
 )
@@ -58,7 +59,8 @@ func (h *handler) classify(err error) (int, errorBody) {
 	var merr *refresh.MalformedError
 	var lerr *refresh.LogoutTokenError
 	var jerr *serviceaccount.JobError
-	var xerr *serviceaccount.ExchangeError
+	var xerr *keycloak.ExchangeError
+	var berr *keycloak.BrokerError
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):
@@ -67,10 +69,19 @@ func (h *handler) classify(err error) (int, errorBody) {
 		return http.StatusBadRequest, errorBody{"invalid_logout_token", "The logout token is invalid or was already used."}
 	case errors.As(err, new(*serviceaccount.JobPathError)):
 		return http.StatusBadRequest, errorBody{"bad_request", "system and job_id must each be 1 to 64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit."}
-	case errors.Is(err, serviceaccount.ErrAudienceNotAllowed):
+	case errors.Is(err, keycloak.ErrAudienceNotAllowed):
 		return http.StatusForbidden, errorBody{"audience_not_allowed", "tokenkeeper hands out no token for this audience."}
+	case errors.Is(err, keycloak.ErrProviderNotAllowed):
+		return http.StatusForbidden, errorBody{"identity_provider_not_allowed", "tokenkeeper hands out no token of this identity provider."}
 	case errors.As(err, &xerr):
-		return http.StatusBadGateway, errorBody{"exchange_refused", fmt.Sprintf("Keycloak refused a token for audience %q: %s", xerr.Audience, xerr.Description)}
+		return http.StatusBadGateway, errorBody{"exchange_refused", fmt.Sprintf("Keycloak refused a token for audience %q: %s: %s",
+			xerr.Audience, xerr.Code, xerr.Description)}
+	case errors.As(err, &berr):
+		return http.StatusBadGateway, errorBody{"idp_token_refused", fmt.Sprintf("Keycloak gave no token of identity provider %q (HTTP %d): %s",
+			berr.Alias, berr.Status, berr.Message)}
+	case errors.Is(err, refresh.ErrProviderTokenExpired):
+		return http.StatusConflict, errorBody{"login_required", "The identity provider's token that Keycloak holds for this user has expired " +
+			"and cannot be refreshed: log in to JupyterHub through that identity provider again."}
 	case errors.As(err, new(*serviceaccount.AdminRolesError)):
 		return http.StatusInternalServerError, errorBody{"misconfigured", "The service account holds Keycloak admin roles, so its token is not handed out; they belong to the admin client."}
 	case errors.As(err, &jerr) && jerr.Status == http.StatusNotFound:

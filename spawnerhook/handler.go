@@ -29,6 +29,9 @@ type Deps struct {
 	Identify func(ctx context.Context, token string) (hubclient.Identity, error)
 	// Fresh returns a user's access token with at least minValid left.
 	Fresh func(ctx context.Context, user string, minValid time.Duration) (refresh.Tokens, error)
+	// Derived returns a token derived from a user's access token (for an
+	// audience, or an identity provider's) with at least minValid left.
+	Derived func(ctx context.Context, user string, t refresh.Target, minValid time.Duration) (refresh.Tokens, error)
 	// Health reports what stops tokenkeeper from doing its job.
 	Health func() refresh.Health
 	// ReleaseGuard lets the logouts the mass-failure guard holds back go
@@ -146,6 +149,7 @@ var problemTexts = map[refresh.ProblemClass]string{
 	refresh.ProblemLogoutsPaused: "Logouts are paused: many sessions ended at once. " +
 		"Nobody is logged out until an admin releases the guard.",
 	refresh.ProblemStuckUsers: "The hub refuses to store some users' new tokens; they are kept in the journal.",
+	refresh.ProblemHubBudget:  "hub_max_rps cannot refresh every due user before their token expires.",
 }
 
 type problemBody struct {
@@ -172,15 +176,24 @@ func (h *handler) health(c *gin.Context) {
 
 // tokenResponse is the body of a successful fresh-token call.
 type tokenResponse struct {
-	User        string `json:"user"`
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresAt   string `json:"expires_at"`
-	ExpiresIn   int64  `json:"expires_in"`
+	User             string `json:"user"`
+	Audience         string `json:"audience,omitempty"`
+	IdentityProvider string `json:"idp,omitempty"`
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	ExpiresAt        string `json:"expires_at"`
+	ExpiresIn        int64  `json:"expires_in"`
 }
 
+// freshToken serves the user's access token, or with ?audience=A or
+// ?idp=ALIAS a token derived from it.
 func (h *handler) freshToken(c *gin.Context) {
 	minValid, err := parseMinValid(c.Query("min_valid"))
+	if err != nil {
+		h.writeError(c, err)
+		return
+	}
+	target, derived, err := parseTarget(c)
 	if err != nil {
 		h.writeError(c, err)
 		return
@@ -190,17 +203,47 @@ func (h *handler) freshToken(c *gin.Context) {
 		h.writeError(c, err)
 		return
 	}
-	t, err := h.Fresh(c.Request.Context(), user, minValid)
+	var t refresh.Tokens
+	if derived {
+		t, err = h.Derived(c.Request.Context(), user, target, minValid)
+	} else {
+		t, err = h.Fresh(c.Request.Context(), user, minValid)
+	}
 	if err != nil {
 		h.writeError(c, err)
 		return
 	}
-	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, tokenResponse{
+	resp := tokenResponse{
 		User: user, AccessToken: t.Access.Reveal(), TokenType: t.Type,
 		ExpiresAt: t.Expiry.UTC().Format(time.RFC3339),
 		ExpiresIn: int64(t.Expiry.Sub(h.Now()).Seconds()),
-	})
+	}
+	switch target.Kind {
+	case refresh.KindAudience:
+		resp.Audience = target.Name
+	case refresh.KindProvider:
+		resp.IdentityProvider = target.Name
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, resp)
+}
+
+// parseTarget reads ?audience=A or ?idp=ALIAS, at most one of them, given
+// once and not empty; derived is false when neither is.
+func parseTarget(c *gin.Context) (t refresh.Target, derived bool, err error) {
+	q := c.Request.URL.Query()
+	aud, idp := q["audience"], q["idp"]
+	switch {
+	case len(aud) > 0 && len(idp) > 0:
+		return t, false, badRequest("Ask for an audience or an identity provider, not both.")
+	case len(aud) == 1 && aud[0] != "":
+		return refresh.Target{Kind: refresh.KindAudience, Name: aud[0]}, true, nil
+	case len(idp) == 1 && idp[0] != "":
+		return refresh.Target{Kind: refresh.KindProvider, Name: idp[0]}, true, nil
+	case len(aud)+len(idp) > 0:
+		return t, false, badRequest("audience or idp must be given once, and not empty.")
+	}
+	return t, false, nil
 }
 
 func parseMinValid(s string) (time.Duration, error) {

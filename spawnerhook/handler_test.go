@@ -43,10 +43,11 @@ var identities = map[string]hubclient.Identity{
 	}},
 }
 
-// freshCall is one call the handler made to Fresh.
+// freshCall is one call the handler made to Fresh or Derived.
 type freshCall struct {
 	User     string
 	MinValid time.Duration
+	Target   refresh.Target // zero for Fresh
 }
 
 // fakes supplies Deps as function fakes and records what they were asked.
@@ -54,7 +55,7 @@ type fakes struct {
 	mu sync.Mutex // guards the fields below
 	// identifyErr, when set, is returned by Identify.
 	identifyErr error
-	// freshErr, when set, is returned by Fresh.
+	// freshErr, when set, is returned by Fresh and Derived.
 	freshErr   error
 	health     refresh.Health
 	identified []string
@@ -79,13 +80,26 @@ func (f *fakes) deps() Deps {
 		Fresh: func(ctx context.Context, user string, minValid time.Duration) (refresh.Tokens, error) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			f.fresh = append(f.fresh, freshCall{user, minValid})
+			f.fresh = append(f.fresh, freshCall{User: user, MinValid: minValid})
 			if f.freshErr != nil {
 				return refresh.Tokens{}, f.freshErr
 			}
 			return refresh.Tokens{
 				Access: config.Secret("kc-access-for-" + user),
 				Expiry: testNow.Add(5 * time.Minute),
+				Type:   "Bearer",
+			}, nil
+		},
+		Derived: func(ctx context.Context, user string, t refresh.Target, minValid time.Duration) (refresh.Tokens, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.fresh = append(f.fresh, freshCall{User: user, MinValid: minValid, Target: t})
+			if f.freshErr != nil {
+				return refresh.Tokens{}, f.freshErr
+			}
+			return refresh.Tokens{
+				Access: config.Secret("kc-" + t.Name + "-for-" + user),
+				Expiry: testNow.Add(2 * time.Minute),
 				Type:   "Bearer",
 			}, nil
 		},
@@ -237,7 +251,7 @@ func TestFreshTokenOwn(t *testing.T) {
 			if got := res.header.Get("Cache-Control"); got != "no-store" {
 				t.Errorf("GET fresh-token Cache-Control = %q, want no-store", got)
 			}
-			if diff := cmp.Diff([]freshCall{{"alice", 60 * time.Second}}, f.freshCalls()); diff != "" {
+			if diff := cmp.Diff([]freshCall{{User: "alice", MinValid: 60 * time.Second}}, f.freshCalls()); diff != "" {
 				t.Errorf("Fresh calls mismatch (-want +got):\n%s", diff)
 			}
 			if strings.Contains(strings.ToLower(res.raw), "refresh") {
@@ -349,7 +363,7 @@ func TestFreshTokenAuthorization(t *testing.T) {
 				t.Errorf("GET %s with %q: user, access_token = %v, %v; want %q and its token",
 					target, tt.auth, res.body["user"], res.body["access_token"], tt.wantUser)
 			}
-			if diff := cmp.Diff([]freshCall{{tt.wantUser, time.Minute}}, f.freshCalls()); diff != "" {
+			if diff := cmp.Diff([]freshCall{{User: tt.wantUser, MinValid: time.Minute}}, f.freshCalls()); diff != "" {
 				t.Errorf("GET %s: Fresh calls mismatch (-want +got):\n%s", target, diff)
 			}
 		})
@@ -389,7 +403,7 @@ func TestFreshTokenMinValid(t *testing.T) {
 			if res.status != http.StatusOK {
 				t.Fatalf("GET %s status = %d, want 200; body %s", target, res.status, res.raw)
 			}
-			if diff := cmp.Diff([]freshCall{{"alice", tt.want}}, f.freshCalls()); diff != "" {
+			if diff := cmp.Diff([]freshCall{{User: "alice", MinValid: tt.want}}, f.freshCalls()); diff != "" {
 				t.Errorf("GET %s: Fresh calls mismatch (-want +got):\n%s", target, diff)
 			}
 		})

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
 	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
 )
@@ -141,12 +142,12 @@ func TestServiceTokenAudience(t *testing.T) {
 		{name: "no audience", status: 200, wantCall: "service-token "},
 		{name: "audience", query: "?audience=trino", status: 200, wantCall: "service-token trino"},
 		{name: "audience not allowed", query: "?audience=minio",
-			err:    fmt.Errorf("service account: %w: %q", serviceaccount.ErrAudienceNotAllowed, "minio"),
+			err:    fmt.Errorf("service account: %w: %q", keycloak.ErrAudienceNotAllowed, "minio"),
 			status: 403, code: "audience_not_allowed", wantCall: "service-token minio"},
 		{name: "keycloak refuses", query: "?audience=trino",
-			err: &serviceaccount.ExchangeError{Audience: "trino", Status: 400, Code: "invalid_request",
+			err: &keycloak.ExchangeError{Audience: "trino", Status: 400, Code: "invalid_request",
 				Description: "Requested audience not available: trino", Err: &oauth2.RetrieveError{}},
-			status: 502, code: "exchange_refused", wantCall: "service-token trino", message: "Requested audience not available: trino"},
+			status: 502, code: "exchange_refused", wantCall: "service-token trino", message: "invalid_request: Requested audience not available: trino"},
 		{name: "admin roles", err: &serviceaccount.AdminRolesError{Roles: []string{"manage-users"}},
 			status: 500, code: "misconfigured", wantCall: "service-token "},
 	}

@@ -45,9 +45,12 @@ var migrations = []string{
 		expires INTEGER NOT NULL
 	);`,
 	// 2: the refresh token an ended-session decision was made on and
-	// whether the token's expiry predicted the end; indexes for retention.
+	// whether the token's expiry predicted the end; what the hub's user list
+	// last said (kept fresh, last activity); indexes for retention.
 	`ALTER TABLE users ADD COLUMN ended_on BLOB;
 	ALTER TABLE users ADD COLUMN end_expected INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE users ADD COLUMN kept INTEGER NOT NULL DEFAULT 1;
+	ALTER TABLE users ADD COLUMN activity TEXT NOT NULL DEFAULT '';
 	CREATE INDEX IF NOT EXISTS logouts_at ON logouts (at);
 	CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
 	CREATE INDEX IF NOT EXISTS seen_jti_expires ON seen_jti (expires);`,

@@ -40,7 +40,7 @@ func TestOpenMigratesUnversionedDatabase(t *testing.T) {
 		t.Errorf("user_version after Open = %d, %v; want %d", v, err, SchemaVersion)
 	}
 	users, err := s.Users(t.Context())
-	want := []UserState{{Name: "alice", Due: time.UnixMilli(1763800000000), Status: StatusFresh}}
+	want := []UserState{{Name: "alice", Due: time.UnixMilli(1763800000000), Status: StatusFresh, Kept: true}}
 	if diff := gocmp.Diff(want, users); err != nil || diff != "" {
 		t.Errorf("Users() after migration: %v (-want +got):\n%s", err, diff)
 	}

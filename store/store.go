@@ -53,6 +53,11 @@ type UserState struct {
 	// EndExpected says the refresh token's own expiry predicted the end
 	// (SSO idle or maximum), so it does not count toward the mass-failure guard.
 	EndExpected bool
+	// Kept and Activity are what the hub's user list last said: whether the
+	// user's tokens are kept fresh (keep=all, or a running server), and
+	// their last_activity, which a login moves.
+	Kept     bool
+	Activity string
 }
 
 // Digest identifies a refresh token without keeping it (SHA-256).
@@ -112,7 +117,7 @@ func (s *Store) Close() error { return s.db.Close() }
 // Users returns every stored user state.
 func (s *Store) Users(ctx context.Context) ([]UserState, error) {
 	rows, err := s.db.QueryContext(ctx,
-		`SELECT name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected FROM users`)
+		`SELECT name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected, kept, activity FROM users`)
 	if err != nil {
 		return nil, fmt.Errorf("load users: %w", err)
 	}
@@ -122,7 +127,7 @@ func (s *Store) Users(ctx context.Context) ([]UserState, error) {
 		var u UserState
 		var due, aexp, rexp int64
 		var ended []byte
-		if err := rows.Scan(&u.Name, &due, &aexp, &rexp, &u.Failures, &u.Status, &u.Reason, &ended, &u.EndExpected); err != nil {
+		if err := rows.Scan(&u.Name, &due, &aexp, &rexp, &u.Failures, &u.Status, &u.Reason, &ended, &u.EndExpected, &u.Kept, &u.Activity); err != nil {
 			return nil, fmt.Errorf("load users: %w", err)
 		}
 		u.Due, u.AccessExpiry, u.RefreshExpiry = fromMillis(due), fromMillis(aexp), fromMillis(rexp)
@@ -196,9 +201,10 @@ func (c Change) putUser(ctx context.Context, tx *sql.Tx) error {
 		ended = u.EndedOn[:]
 	}
 	_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO users
-		(name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		u.Name, millis(u.Due), millis(u.AccessExpiry), millis(u.RefreshExpiry), u.Failures, u.Status, u.Reason, ended, u.EndExpected)
+		(name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected, kept, activity)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		u.Name, millis(u.Due), millis(u.AccessExpiry), millis(u.RefreshExpiry), u.Failures, u.Status, u.Reason, ended,
+		u.EndExpected, u.Kept, u.Activity)
 	if err != nil {
 		return fmt.Errorf("save user %q: %w", u.Name, err)
 	}

@@ -167,7 +167,7 @@ func TestStoreUsersColumns(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"name", "due", "access_expiry", "refresh_expiry", "failures", "status", "reason", "ended_on", "end_expected"}
+	want := []string{"name", "due", "access_expiry", "refresh_expiry", "failures", "status", "reason", "ended_on", "end_expected", "kept", "activity"}
 	if diff := gocmp.Diff(want, cols); diff != "" {
 		t.Errorf("users columns mismatch (-want +got):\n%s", diff)
 	}

@@ -26,6 +26,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
 	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
 	"github.com/tokenkeeper/tokenkeeper/spawnerhook"
@@ -143,16 +144,19 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	reg := prometheus.NewRegistry()
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency),
+		hubclient.WithRateLimit(cfg.HubMaxRPS, cfg.Concurrency),
 		hubclient.WithObserver(hubObserver(reg)))
 	if err := retryHub(ctx, log, func(ctx context.Context) error { return checkScopes(ctx, hub, cfg) }); err != nil {
 		return nil, &startError{class: "hub_scopes", err: err}
 	}
-	kc := refresh.NewKeycloak(cfg.IssuerURL, cfg.ClientID, cfg.ClientSecret, client)
+	kc := keycloak.New(cfg.IssuerURL, cfg.ClientID, cfg.ClientSecret, client)
 	sa := serviceAccount(ctx, cfg, client, kc)
 	opts, err := refreshOptions(cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	opts.Exchange, opts.Audiences = kc.Exchange, cfg.Audiences
+	opts.ProviderToken, opts.Providers = kc.ProviderToken, cfg.IdentityProviders
 	admin, err := keycloakAdmin(ctx, cfg, client, kc)
 	if err != nil {
 		return nil, err
@@ -167,7 +171,7 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	}
 	reg.MustRegister(r)
 	deps := spawnerhook.Deps{
-		Identify: hub.Identify, Fresh: r.Fresh, Health: r.Health,
+		Identify: hub.Identify, Fresh: r.Fresh, Derived: r.Derived, Health: r.Health,
 		BackchannelLogout: func(ctx context.Context, raw string) ([]string, error) {
 			return r.BackchannelLogout(ctx, raw, kc.VerifyLogout)
 		},
@@ -178,7 +182,8 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	deps.Status = r.Status
 	deps.ReleaseGuard = r.ReleaseGuard
 	if sa != nil {
-		deps.ServiceToken = serviceaccount.NewHandout(sa, cfg.ServiceTokenAudiences, time.Now).Token
+		exchange := kc.As(cfg.ServiceAccountClientID, cfg.ServiceAccountSecret).Exchange
+		deps.ServiceToken = serviceaccount.NewHandout(sa, exchange, cfg.ServiceTokenAudiences, time.Now).Token
 	}
 	if admin != nil {
 		deps.Sessions = admin.Sessions
@@ -204,7 +209,7 @@ func stopRefresher(ctx context.Context, r *refresh.Refresher, httpTimeout time.D
 
 // serviceAccount returns the configured service account, or nil. Its token
 // is handed out (service-token) and used for the job API.
-func serviceAccount(ctx context.Context, cfg config.Config, client *http.Client, kc *refresh.Keycloak) *serviceaccount.Account {
+func serviceAccount(ctx context.Context, cfg config.Config, client *http.Client, kc *keycloak.Client) *serviceaccount.Account {
 	if cfg.ServiceAccountClientID == "" {
 		return nil
 	}
@@ -213,7 +218,7 @@ func serviceAccount(ctx context.Context, cfg config.Config, client *http.Client,
 
 // keycloakAdmin returns the Keycloak admin API client, authenticated as the
 // admin client (never the service account), or nil when none is configured.
-func keycloakAdmin(ctx context.Context, cfg config.Config, client *http.Client, kc *refresh.Keycloak) (*serviceaccount.Admin, error) {
+func keycloakAdmin(ctx context.Context, cfg config.Config, client *http.Client, kc *keycloak.Client) (*serviceaccount.Admin, error) {
 	if cfg.AdminClientID == "" {
 		return nil, nil
 	}
@@ -263,6 +268,7 @@ func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error
 		Concurrency:   cfg.Concurrency,
 		GrantTimeout:  3 * time.Duration(cfg.HTTPTimeout),
 		RefreshAdmins: cfg.RefreshAdmins,
+		HubRPS:        cfg.HubMaxRPS,
 		Actions:       refresh.LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers},
 		Guard:         refresh.Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
 		Keys:          keyring,

@@ -260,6 +260,9 @@ func TestRunToken(t *testing.T) {
 		{name: "trailing slash", url: keeper.srv.URL + "/services/tokenkeeper/", query: "min_valid=60"},
 		{name: "min valid", args: []string{"--min-valid=5m"}, url: keeper.srv.URL + "/services/tokenkeeper", query: "min_valid=300"},
 		{name: "url flag over environment", args: []string{"--url", keeper.srv.URL + "/services/tokenkeeper"}, url: closed.URL, query: "min_valid=60"},
+		{name: "audience", args: []string{"--audience", "trino"}, url: keeper.srv.URL + "/services/tokenkeeper", query: "audience=trino&min_valid=60"},
+		{name: "identity provider", args: []string{"--idp=external", "--min-valid=2m"}, url: keeper.srv.URL + "/services/tokenkeeper",
+			query: "idp=external&min_valid=120"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -374,6 +377,9 @@ func TestRunTokenUsageErrors(t *testing.T) {
 			want: []string{"--watch needs --file"}, absent: []string{"TOKENKEEPER_URL", "JUPYTERHUB_API_TOKEN"}, lines: 1},
 		{name: "everything wrong", args: []string{"--watch"}, env: nil,
 			want: []string{"TOKENKEEPER_URL", "JUPYTERHUB_API_TOKEN", "--watch needs --file"}, lines: 3},
+		{name: "audience and idp", args: []string{"--audience", "trino", "--idp", "external"},
+			env:  map[string]string{"TOKENKEEPER_URL": keeper.srv.URL, "JUPYTERHUB_API_TOKEN": "nb-token"},
+			want: []string{"--audience and --idp exclude each other"}, lines: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/config"
-	"github.com/tokenkeeper/tokenkeeper/refresh"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 )
 
 func TestServerTimeouts(t *testing.T) {
@@ -60,13 +60,22 @@ func TestHTTPClientFollowsNoRedirect(t *testing.T) {
 	})
 	issuer = kc.srv.URL + "/realms/r"
 	cfg := config.Default()
-	k := refresh.NewKeycloak(issuer, "jupyterhub", config.Secret("client-secret"), newHTTPClient(cfg))
+	k := keycloak.New(issuer, "jupyterhub", config.Secret("client-secret"), newHTTPClient(cfg))
 	_, err := k.Refresh(context.Background(), config.Secret("refresh-token"))
 	if err == nil {
 		t.Error("Refresh through a redirecting token endpoint: no error")
 	}
 	if _, err := k.VerifyLogout(context.Background(), "eyJ0eXAiOiJsb2dvdXQrand0IiwiYWxnIjoiUlMyNTYifQ.e30.c2ln"); err == nil {
 		t.Error("VerifyLogout with a redirecting key set: no error")
+	}
+	// The daemon's client itself hands the redirect back, for every other
+	// user of it too.
+	resp, err := newHTTPClient(cfg).Post(issuer+"/token", "application/x-www-form-urlencoded", strings.NewReader("grant_type=refresh_token"))
+	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect {
+		t.Errorf("POST through the daemon's client to a redirecting server: %v, %v; want the 307 itself", resp, err)
+	}
+	if resp != nil {
+		resp.Body.Close()
 	}
 	for _, want := range []string{"/token", "/certs"} {
 		if !slices.ContainsFunc(kc.requests(), func(r seen) bool { return strings.HasSuffix(r.Path, want) }) {

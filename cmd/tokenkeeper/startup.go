@@ -96,20 +96,27 @@ func holdBadConfig(ctx context.Context, err error, getenv func(string) string, s
 	return serveHTTP(ctx, newServer(config.Default(), sw), ln)
 }
 
-// problemHandler answers health with 503 and the problems, and every other
-// request under prefix with 503 and a clear JSON error.
+// problemHandler answers health with 503 and the problems, the prefix's
+// root with 200 (JupyterHub waits at start until a managed service's root
+// answers without a 5xx, and shuts down if it never does), and every other
+// request with 503 and a clear JSON error.
 func problemHandler(prefix string, problems []problem) http.Handler {
-	health := strings.TrimSuffix(prefix, "/") + "/health"
+	root := strings.TrimSuffix(prefix, "/")
+	health := root + "/health"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		if r.URL.Path == health {
+		switch r.URL.Path {
+		case root, root + "/":
+			json.NewEncoder(w).Encode(map[string]any{"name": "tokenkeeper", "version": version, "status": "unhealthy"})
+		case health:
+			w.WriteHeader(http.StatusServiceUnavailable)
 			json.NewEncoder(w).Encode(map[string]any{"status": "unhealthy", "problems": problems})
-			return
+		default:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(map[string]string{"error": "unavailable",
+				"message": "tokenkeeper is not running: " + problems[0].Message + " An admin must fix it; see tokenkeeper's health and log."})
 		}
-		json.NewEncoder(w).Encode(map[string]string{"error": "unavailable",
-			"message": "tokenkeeper is not running: " + problems[0].Message + " An admin must fix it; see tokenkeeper's health and log."})
 	})
 }
 

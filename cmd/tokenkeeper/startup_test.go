@@ -75,6 +75,11 @@ func TestRunUnderHubWithBadConfigStaysUp(t *testing.T) {
 		!strings.Contains(fmt.Sprint(body["problems"]), "client secret") {
 		t.Errorf("health = %d %v, want 503 listing the state key and the client secret", status, body)
 	}
+	// JupyterHub waits at start for the service's root to answer without a
+	// 5xx, and shuts down if it never does.
+	if status, _ := getJSON(t, "http://"+addr+"/services/tokenkeeper/"); status != http.StatusOK {
+		t.Errorf("the prefix's root = %d, want 200 so that the hub starts", status)
+	}
 	status, body = getJSON(t, "http://"+addr+"/services/tokenkeeper/fresh-token")
 	if status != http.StatusServiceUnavailable || body["error"] != "unavailable" {
 		t.Errorf("fresh-token = %d %v, want 503 unavailable", status, body)

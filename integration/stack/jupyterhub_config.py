@@ -26,6 +26,10 @@ c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{base + 1}"
 c.ConfigurableHTTPProxy.command = [f"{cache}/node/node_modules/.bin/configurable-http-proxy"]
 c.ConfigurableHTTPProxy.pid_file = f"{state}/proxy.pid"
 
+# What a test set for tokenkeeper (TOKENKEEPER_* in the stack's environment),
+# taken before the lines below give the README example its variables.
+test_overrides = {k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")}
+
 # The secrets the README example reads, under its names, from this run's.
 env["OAUTH_CLIENT_SECRET"] = env["TK_CLIENT_SECRET"]
 env["TOKENKEEPER_STATE_KEY"] = env["TK_STATE_KEY"]
@@ -78,18 +82,42 @@ test_options = {
     "token_files": token_files,
     "token_dir": f"{state}/tokens/{{username}}",
 }
-# Faster timings, debug logs, the tests' job API and audiences; any
-# TOKENKEEPER_* variable in the stack's environment wins.
+# Faster timings, debug logs, the tests' job API, audience and identity
+# provider; any TOKENKEEPER_* variable in the stack's environment wins.
 test_settings = {
     "TOKENKEEPER_SWEEP_INTERVAL": env.get("TK_SWEEP_INTERVAL", "2s"),
     "TOKENKEEPER_REFRESH_WINDOW": "5s",
     "TOKENKEEPER_LOG_LEVEL": "debug",
     "TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": "trino",
     "TOKENKEEPER_AUDIENCES": "trino",
+    "TOKENKEEPER_IDENTITY_PROVIDERS": "external",
     "TOKENKEEPER_JOB_API_URL": env.get("TK_JOB_API_URL", ""),
     "TOKENKEEPER_JOB_POLL_INTERVAL": "2s",
-    **{k: v for k, v in env.items() if k.startswith("TOKENKEEPER_")},
+    **test_overrides,
 }
+
+from jupyterhub.services import service as hub_service  # noqa: E402
+from traitlets import default  # noqa: E402
+
+
+class QuickRestartServiceSpawner(hub_service._ServiceSpawner):
+    """Notices a managed service's exit within a second (the hub's default is 30 s)."""
+
+    @default("poll_interval")
+    def _poll_interval_default(self):
+        return 1
+
+
+# Tests that kill tokenkeeper wait for the hub to restart it.
+hub_service._ServiceSpawner = QuickRestartServiceSpawner
+
+# Tests change tokenkeeper's settings (keep, concurrency, ...) by writing this
+# JSON file and restarting tokenkeeper; TOKENKEEPER_* variables take precedence.
+settings = f"{state}/tokenkeeper-settings.json"
+if not os.path.exists(settings):
+    with open(settings, "w") as f:
+        f.write("{}\n")
+test_settings["TOKENKEEPER_CONFIG"] = settings
 
 # --- README example begins ---
 import os  # noqa: E402

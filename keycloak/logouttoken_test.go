@@ -1,4 +1,4 @@
-package refresh
+package keycloak
 
 import (
 	"context"
@@ -134,8 +134,8 @@ func (c *stepTime) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-func newLogoutKeycloak(r *logoutRealm, clk *stepTime) *Keycloak {
-	return NewKeycloak(r.issuer(), "jupyterhub", config.Secret("s"), r.srv.Client(), WithKeycloakClock(clk.Now))
+func newLogoutKeycloak(r *logoutRealm, clk *stepTime) *Client {
+	return New(r.issuer(), "jupyterhub", config.Secret("s"), r.srv.Client(), WithClock(clk.Now))
 }
 
 func TestVerifyLogoutTypHeader(t *testing.T) {

@@ -1,4 +1,4 @@
-package refresh
+package keycloak
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -90,8 +89,9 @@ func checkLogoutTimes(lt *oidc.LogoutToken, now time.Time) (*oidc.LogoutToken, e
 
 // logoutVerifier returns the verifier of logout tokens, building it from the
 // discovered provider on first use.
-func (k *Keycloak) logoutVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
-	if _, err := k.Endpoint(ctx); err != nil {
+func (k *Client) logoutVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+	_, provider, err := k.realm.discovered(ctx)
+	if err != nil {
 		return nil, err
 	}
 	k.mu.Lock()
@@ -103,13 +103,13 @@ func (k *Keycloak) logoutVerifier(ctx context.Context) (*oidc.IDTokenVerifier, e
 		JWKSURL string   `json:"jwks_uri"`
 		Algs    []string `json:"id_token_signing_alg_values_supported"`
 	}
-	if err := k.provider.Claims(&meta); err != nil || meta.JWKSURL == "" {
+	if err := provider.Claims(&meta); err != nil || meta.JWKSURL == "" {
 		return nil, &DiscoveryError{Err: fmt.Errorf("no jwks_uri in the OpenID configuration: %v", err)}
 	}
 	algs := supportedAlgs(meta.Algs)
-	keys := newKeySet(meta.JWKSURL, k.client, k.now, algs)
-	k.verifier = oidc.NewVerifier(k.issuer, keys, &oidc.Config{
-		ClientID: k.clientID, SupportedSigningAlgs: algNames(algs), Now: k.now,
+	keys := newKeySet(meta.JWKSURL, k.realm.client, k.realm.now, algs)
+	k.verifier = oidc.NewVerifier(k.realm.issuer, keys, &oidc.Config{
+		ClientID: k.clientID, SupportedSigningAlgs: algNames(algs), Now: k.realm.now,
 	})
 	return k.verifier, nil
 }
@@ -234,22 +234,12 @@ func (s *keySet) refetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 
 // get reads the key set, keeping the signing keys go-jose understands.
 func (s *keySet) get(ctx context.Context) ([]jose.JSONWebKey, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	status, body, err := getJSON(ctx, s.client, s.url, "", maxJWKSBody)
 	if err != nil {
 		return nil, fmt.Errorf("keycloak keys: %w", err)
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("keycloak keys: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBody))
-	if err != nil {
-		return nil, fmt.Errorf("keycloak keys: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("keycloak keys: HTTP %d", resp.StatusCode)
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("keycloak keys: HTTP %d", status)
 	}
 	var set struct {
 		Keys []json.RawMessage `json:"keys"`

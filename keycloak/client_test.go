@@ -1,4 +1,4 @@
-package refresh
+package keycloak
 
 import (
 	"context"
@@ -152,7 +152,16 @@ type tokenRequest struct {
 	Form        url.Values
 }
 
-// fakeKeycloak serves one realm, "r": discovery and the token endpoint.
+// brokerRequest is what the fake Keycloak saw at its broker token endpoint.
+type brokerRequest struct {
+	Method        string
+	Path          string // escaped, as sent
+	Authorization string
+	Body          string
+}
+
+// fakeKeycloak serves one realm, "r": discovery, the token endpoint and the
+// broker token endpoint.
 type fakeKeycloak struct {
 	srv *httptest.Server
 
@@ -165,6 +174,9 @@ type fakeKeycloak struct {
 	requests        []tokenRequest
 	// respond answers the n-th token request (from 1).
 	respond func(n int) (status int, body string)
+	brokers []brokerRequest
+	// brokerRespond answers broker token requests; nil answers storedIdPToken.
+	brokerRespond func() (status int, contentType, body string)
 }
 
 func newFakeKeycloak(t *testing.T) *fakeKeycloak {
@@ -173,6 +185,7 @@ func newFakeKeycloak(t *testing.T) *fakeKeycloak {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /realms/r/.well-known/openid-configuration", k.discovery)
 	mux.HandleFunc("/realms/r/protocol/openid-connect/token", k.token)
+	mux.HandleFunc("/realms/r/broker/", k.broker)
 	k.srv = httptest.NewServer(mux)
 	t.Cleanup(k.srv.Close)
 	return k
@@ -229,6 +242,28 @@ func (k *fakeKeycloak) token(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, out)
 }
 
+func (k *fakeKeycloak) broker(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	k.mu.Lock()
+	k.brokers = append(k.brokers, brokerRequest{Method: r.Method, Path: r.URL.EscapedPath(),
+		Authorization: r.Header.Get("Authorization"), Body: string(body)})
+	respond := k.brokerRespond
+	k.mu.Unlock()
+	status, ct, out := http.StatusOK, "application/json", storedIdPToken
+	if respond != nil {
+		status, ct, out = respond()
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(status)
+	io.WriteString(w, out)
+}
+
+func (k *fakeKeycloak) brokerRequests() []brokerRequest {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]brokerRequest(nil), k.brokers...)
+}
+
 func (k *fakeKeycloak) tokenRequests() []tokenRequest {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -245,9 +280,9 @@ const keycloakTokenResponse = `{"access_token":"new-access","expires_in":300,"re
 	`"refresh_token":"new-refresh","token_type":"Bearer","id_token":"new-id","not-before-policy":0,` +
 	`"session_state":"sess-1","scope":"openid profile email"}`
 
-func TestKeycloakRefresh(t *testing.T) {
+func TestRefresh(t *testing.T) {
 	kc := newFakeKeycloak(t)
-	k := NewKeycloak(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+	k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
 	tok, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
 	if err != nil {
 		t.Fatalf("Refresh() error: %v", err)
@@ -287,7 +322,7 @@ func TestKeycloakRefresh(t *testing.T) {
 
 // TestKeycloakRefreshErrorsAreSentOnce: a failed grant is never re-sent
 // (x/oauth2's auth-style detection would spend the refresh token twice).
-func TestKeycloakRefreshErrorsAreSentOnce(t *testing.T) {
+func TestRefreshErrorsAreSentOnce(t *testing.T) {
 	tests := []struct {
 		name   string
 		status int
@@ -307,7 +342,7 @@ func TestKeycloakRefreshErrorsAreSentOnce(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			kc := newFakeKeycloak(t)
 			kc.respond = func(int) (int, string) { return tt.status, tt.body }
-			k := NewKeycloak(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+			k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
 			tok, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
 			if err == nil {
 				t.Fatalf("Refresh() = %v, nil; want an error", tok)
@@ -329,10 +364,10 @@ func TestKeycloakRefreshErrorsAreSentOnce(t *testing.T) {
 	}
 }
 
-func TestKeycloakIssuerMismatch(t *testing.T) {
+func TestIssuerMismatch(t *testing.T) {
 	kc := newFakeKeycloak(t)
 	kc.issuer = "https://kc.public.example.org/realms/r"
-	k := NewKeycloak(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+	k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
 	_, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
 	var derr *DiscoveryError
 	if !errors.As(err, &derr) {
@@ -357,9 +392,9 @@ func TestKeycloakIssuerMismatch(t *testing.T) {
 	}
 }
 
-func TestKeycloakUnknownRealm(t *testing.T) {
+func TestUnknownRealm(t *testing.T) {
 	kc := newFakeKeycloak(t)
-	k := NewKeycloak(kc.srv.URL+"/realms/nope", "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+	k := New(kc.srv.URL+"/realms/nope", "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
 	_, err := k.Endpoint(t.Context())
 	var derr *DiscoveryError
 	if !errors.As(err, &derr) {
@@ -370,11 +405,11 @@ func TestKeycloakUnknownRealm(t *testing.T) {
 	}
 }
 
-func TestKeycloakUnreachable(t *testing.T) {
+func TestUnreachable(t *testing.T) {
 	kc := newFakeKeycloak(t)
 	realm := kc.realm()
 	kc.srv.Close()
-	k := NewKeycloak(realm, "jupyterhub", config.Secret("client-s3cret"), &http.Client{})
+	k := New(realm, "jupyterhub", config.Secret("client-s3cret"), &http.Client{})
 	_, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
 	if err == nil {
 		t.Fatal("Refresh() against a closed server: error = nil, want one")
@@ -392,9 +427,9 @@ func TestKeycloakUnreachable(t *testing.T) {
 	}
 }
 
-func TestKeycloakCanceled(t *testing.T) {
+func TestCanceled(t *testing.T) {
 	kc := newFakeKeycloak(t)
-	k := NewKeycloak(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+	k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	_, err := k.Refresh(ctx, config.Secret("old-refresh"))
@@ -409,11 +444,11 @@ func TestKeycloakCanceled(t *testing.T) {
 // TestKeycloakDiscoveryUnavailable: a Keycloak that answers discovery with
 // a 5xx (starting up, or behind a proxy) is a transient condition, like a
 // 5xx from the token endpoint.
-func TestKeycloakDiscoveryUnavailable(t *testing.T) {
+func TestDiscoveryUnavailable(t *testing.T) {
 	for _, status := range []int{http.StatusBadGateway, http.StatusServiceUnavailable} {
 		kc := newFakeKeycloak(t)
 		kc.discoveryStatus = status
-		k := NewKeycloak(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+		k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
 		_, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
 		if err == nil {
 			t.Fatalf("Refresh() with discovery answering %d: error = nil, want one", status)

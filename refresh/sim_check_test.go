@@ -1,0 +1,154 @@
+package refresh
+
+// The invariants checked on the world's state whenever the driver has let
+// time pass. The others are checked where they can break: (a) and (d) in
+// the hub's write, (c), (f) and (g) in Keycloak's grant, (h) when a
+// back-channel logout is answered, (j) when fresh-token answers.
+//
+//	(a) nobody whose Keycloak session is live is logged out by tokenkeeper;
+//	(b) every live session's newest refresh token is held by the hub or the journal;
+//	(c) at most one grant per user is in flight;
+//	(d) tokenkeeper never writes tokens over an auth_state it cleared;
+//	(e) an ended session is logged out within a sweep interval and an
+//	    access-token lifetime (kept users);
+//	(f) no session ends by refresh-token reuse (someone spent a stale copy);
+//	(g) tokenkeeper never spends a hub admin's refresh token;
+//	(h) an accepted back-channel logout has logged the session's user out;
+//	(i) a kept user with a live session has an unexpired access token in the
+//	    hub, give or take a sweep interval;
+//	(j) fresh-token answers with the user's own unexpired access token.
+//
+// Time during which the world held tokenkeeper up (Keycloak or the hub
+// failing, the health check red), plus the longest backoff after it, extends
+// the deadlines of (e) and (i).
+
+import (
+	"context"
+	"time"
+)
+
+// check checks (b), (e) and (i) for every user. The journal is read only
+// when some live session's newest refresh token is not in the hub.
+func (w *simWorld) check() {
+	gen := w.gen
+	health := gen.eng.unhealthy()
+	w.mu.Lock()
+	keys, need := w.keys, w.needJournal()
+	w.mu.Unlock()
+	journal := map[string]string{}
+	if need {
+		var err error
+		if journal, err = gen.eng.journal(context.Background(), keys); err != nil {
+			w.t.Fatalf("read the journal: %v", err)
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := time.Now()
+	if health != nil {
+		w.impair(now.Add(simBackoffCap)) // users retry by their own backoff once it recovers
+	}
+	for _, name := range w.hub.names {
+		u := w.hub.users[name]
+		w.checkHeld(u, journal, now)
+		if !u.admin && w.kept(u) {
+			w.checkFresh(u, now)
+			w.checkLoggedOut(u, now)
+		}
+	}
+}
+
+// needJournal reports whether (b) needs the journal. The caller holds w.mu.
+func (w *simWorld) needJournal() bool {
+	now := time.Now()
+	for _, name := range w.hub.names {
+		u := w.hub.users[name]
+		if s := u.login; s != nil && w.kc.live(s, now) && w.hubRefresh(u) != s.current.raw {
+			return true
+		}
+	}
+	return false
+}
+
+// checkHeld is (b) for the session of u's latest login.
+func (w *simWorld) checkHeld(u *simHubUser, journal map[string]string, now time.Time) {
+	s := u.login
+	if s == nil || s.writtenOff != "" || len(s.answering) > 0 || !w.kc.live(s, now) {
+		return
+	}
+	if w.hubRefresh(u) == s.current.raw || journal[u.name] == s.current.raw {
+		return
+	}
+	inJournal := "nothing"
+	if t := w.kc.refresh[journal[u.name]]; t != nil {
+		inJournal = t.label
+	}
+	w.violate("b", "%s: session %s is live but its newest refresh token %s is neither in the hub (%s) nor in the journal (%s)",
+		u.name, s.id, s.current.label, w.hub.describe(u.state), inJournal)
+}
+
+// heldUp is until when the world held tokenkeeper up about u: a failing
+// hub costs up to a recheck or a backoff after it recovers.
+func (w *simWorld) heldUp(u *simHubUser) time.Time {
+	return latest(w.impairedUntil, w.hub.impaired(u.name).Add(simBackoffCap))
+}
+
+// checkFresh is (i).
+func (w *simWorld) checkFresh(u *simHubUser, now time.Time) {
+	st := u.tokens
+	s := w.kc.sessions[st.sid]
+	if !st.ok || s == nil || s.writtenOff != "" || !w.kc.live(s, now) {
+		return
+	}
+	from := latest(st.expiry, u.keptSince, w.heldUp(u), s.start.Add(w.cfg.recheck()))
+	if deadline := from.Add(w.cfg.interval + 20*time.Second); now.After(deadline) {
+		w.violate("i", "%s: session %s is live and the user is kept, but the hub's access token expired at %s and was not refreshed by %s",
+			u.name, s.id, w.since(st.expiry), w.since(deadline))
+	}
+}
+
+// checkLoggedOut is (e).
+func (w *simWorld) checkLoggedOut(u *simHubUser, now time.Time) {
+	s := w.heldSession(u)
+	if s == nil || w.kc.live(s, now) {
+		return
+	}
+	end := w.kc.end(s)
+	from := latest(end, u.keptSince, w.heldUp(u), s.start.Add(w.cfg.recheck()))
+	if deadline := from.Add(w.cfg.interval + w.cfg.realm.access + 20*time.Second); now.After(deadline) {
+		w.violate("e", "%s: session %s ended at %s (%s), yet the hub still holds its tokens after %s",
+			u.name, s.id, w.since(end), w.endReason(s), w.since(deadline))
+	}
+}
+
+func (w *simWorld) endReason(s *simSession) string {
+	switch end := w.kc.end(s); {
+	case end.Equal(s.detached):
+		return "refresh-token reuse"
+	case end.Equal(s.ended):
+		return s.endReason
+	case end.Equal(s.start.Add(w.kc.realm.max)):
+		return "SSO session max"
+	default:
+		return "SSO session idle"
+	}
+}
+
+// checkBackchannel is (h): after tokenkeeper accepted (2xx) or refused as
+// replayed (400) the logout of session sid, the hub must not hold its tokens
+// any more, provided tokenkeeper knew the session or its user and the token
+// had not expired.
+func (w *simWorld) checkBackchannel(gen *simGen, sid, user string, status int, exp time.Time) {
+	if !time.Now().Before(exp) {
+		return
+	}
+	known := gen.eng.knowsSession(context.Background(), sid, simSub(user))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.heldSession(w.hub.users[user])
+	if !known || s == nil || s.id != sid {
+		return
+	}
+	w.violate("h", "%s: %s answered %d to the back-channel logout of session %s, yet the hub still holds the session's tokens",
+		user, gen.p.name, status, sid)
+}
