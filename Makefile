@@ -49,10 +49,11 @@ pytest: python-install
 
 # CORE_TESTS are the integration tests that also run against JupyterHub 5:
 # login and fresh-token with a user's own token, refresh across lifetimes,
-# the spawn hook, fresh-token from a server (Go and Python clients), logout
-# (RP-initiated back-channel, SSO max), hub admins (cross-user with an admin,
-# the admin's session), and tokenkeeper's own scopes.
-CORE_TESTS := ^(TestLoginWithWrongPasswordSaysWhy|TestFreshTokenServesOwnTokenAndGuardsOthers|TestRunningUserIsRefreshedBeforeExpiry|TestTokenFileStaysFreshAcrossLifetimes|TestSpawnedServerHasFreshTokenInEnvironment|TestTokenCommandInsideServer|TestBackchannelLogoutFromRPInitiatedLogout|TestSSOMaxLifespanLogsOut|TestCrossUserNoTokenOrStatusOfAnother|TestHubAdminSessionStaysIntact|TestTokenkeeperHoldsLeastScopes)$$
+# the spawn hook, fresh-token from a server (Go and Python clients), token
+# files kept by the server (JupyterHub 5 refuses a logged-out user's server
+# token), logout (RP-initiated back-channel, SSO max), hub admins (cross-user
+# with an admin, the admin's session), and tokenkeeper's own scopes.
+CORE_TESTS := ^(TestLoginWithWrongPasswordSaysWhy|TestFreshTokenServesOwnTokenAndGuardsOthers|TestRunningUserIsRefreshedBeforeExpiry|TestTokenFileStaysFreshAcrossLifetimes|TestServerKeepsTokenFilesFreshUntilTheSessionEnds|TestSpawnedServerHasFreshTokenInEnvironment|TestTokenCommandInsideServer|TestBackchannelLogoutFromRPInitiatedLogout|TestSSOMaxLifespanLogsOut|TestCrossUserNoTokenOrStatusOfAnother|TestHubAdminSessionStaysIntact|TestTokenkeeperHoldsLeastScopes)$$
 IT_FILTER  := grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|integration:)|_test.go'
 
 ## integration: the whole suite with JupyterHub 6.1, then CORE_TESTS with JupyterHub 5.
