@@ -146,6 +146,7 @@ type Refresher struct {
 	guard    guardWindow // counts unexpected session endings
 	held     int         // logouts the tripped guard holds back
 	short    int         // due users the hub budget cannot reach before expiry
+	capped   map[string]store.Digest // refresh tokens whose grant did not move the refresh token's expiry
 	rand     *rand.Rand
 }
 
@@ -163,6 +164,7 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		derived: make(map[string]map[Target]Tokens),
 		epochs:  make(map[string]uint64),
 		unsaved: make(map[string]store.Pending),
+		capped:  make(map[string]store.Digest),
 		rand:    opts.Rand,
 	}
 	for _, s := range states {
@@ -406,11 +408,30 @@ func (r *Refresher) cached(name string, minValid time.Duration) (Tokens, bool) {
 	return t, true
 }
 
+// due is when name's tokens st are due: by the schedule, or, when the last
+// refresh no longer moved the refresh token's expiry (the session is at its
+// SSO maximum, and refreshing on every sweep until then would gain nothing),
+// by the access token alone and just after the refresh token expires, to
+// log the user out.
+func (r *Refresher) due(name string, st AuthState) time.Time {
+	r.mu.Lock()
+	capped := r.capped[name] == digest(st.Refresh.Reveal())
+	r.mu.Unlock()
+	if !capped {
+		return r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry)
+	}
+	due := r.opts.Schedule.Due(name, st.AccessClaims, time.Time{})
+	if end := st.RefreshExpiry.Add(expirySkew); end.Before(due) {
+		due = end
+	}
+	return due
+}
+
 // scheduled is the sweep's test: the tokens of a kept user have reached
 // their due time. Idle users are never refreshed by the sweep: refreshing
 // would keep their SSO session alive.
 func (r *Refresher) scheduled(name string, st AuthState, now time.Time) bool {
-	return r.kept(name) && !now.Before(r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry))
+	return r.kept(name) && !now.Before(r.due(name, st))
 }
 
 type needFunc func(name string, st AuthState, now time.Time) bool

@@ -40,6 +40,12 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 	if err := r.hub.SetAuthState(ctx, name, state); err != nil {
 		return r.writeFailed(ctx, name, next, err)
 	}
+	r.mu.Lock()
+	delete(r.capped, name)
+	if !st.RefreshExpiry.IsZero() && next.RefreshExpiry.Sub(st.RefreshExpiry).Abs() <= time.Second {
+		r.capped[name] = digest(next.Refresh.Reveal())
+	}
+	r.mu.Unlock()
 	t := r.settle(ctx, name, next, "", name)
 	r.log.Info("refreshed", "user", name, "expires_at", t.Expiry.UTC().Format(time.RFC3339))
 	return t, nil
@@ -173,7 +179,7 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 	t := tokensOf(st)
 	u := store.UserState{
 		Name: name, Status: store.StatusFresh, Reason: reason,
-		Due:           r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry),
+		Due:           r.due(name, st),
 		AccessExpiry:  st.AccessClaims.Expiry,
 		RefreshExpiry: st.RefreshExpiry,
 	}
