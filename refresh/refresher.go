@@ -142,10 +142,10 @@ type Refresher struct {
 	operator error                        // set while refreshing is stopped for an operator problem
 	probeAt  time.Time                    // while operator is set: when the next grant may probe
 	probes   int
-	hubErr   error       // set while the hub cannot be listed
-	guard    guardWindow // counts unexpected session endings
-	held     int         // logouts the tripped guard holds back
-	short    int         // due users the hub budget cannot reach before expiry
+	hubErr   error                   // set while the hub cannot be listed
+	guard    guardWindow             // counts unexpected session endings
+	held     int                     // logouts the tripped guard holds back
+	short    int                     // due users the hub budget cannot reach before expiry
 	capped   map[string]store.Digest // refresh tokens whose grant did not move the refresh token's expiry
 	rand     *rand.Rand
 }
