@@ -200,8 +200,12 @@ func assertEndedAtExpiry(t *testing.T, user string, lines []timedLine, exp time.
 		return
 	}
 	out := outs[0]
-	if out.Reason != reasonRefreshExpired {
-		t.Errorf("%s logged out for %q, want %q", user, out.Reason, reasonRefreshExpired)
+	// Either tokenkeeper saw the refresh token's exp pass before trying, or
+	// Keycloak (whose clock may run a little ahead) refused the grant as the
+	// token expired; the "keycloak session ended" lines above say it was
+	// counted as expected either way.
+	if out.Reason != reasonRefreshExpired && !strings.Contains(out.Reason, `"invalid_grant"`) {
+		t.Errorf("%s logged out for %q, want %q or Keycloak's invalid_grant", user, out.Reason, reasonRefreshExpired)
 	}
 	if out.Time.Before(exp) {
 		t.Errorf("%s logged out at %s, %s before their session's maximum at %s",
