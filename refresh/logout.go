@@ -168,14 +168,12 @@ func (r *Refresher) logoutEnded(ctx context.Context, ended []string) {
 	r.mu.Lock()
 	tripped := r.guard.check(r.opts.Guard, now)
 	r.mu.Unlock()
-	held := 0
 	for _, name := range ended {
 		u, ok := r.user(name)
 		if !ok || !pendingLogout(&u) || u.Due.After(now) {
 			continue // not ended, or an unexpected ending still held for the guard
 		}
 		if tripped && !u.EndExpected {
-			held++
 			continue
 		}
 		if ctx.Err() != nil {
@@ -186,13 +184,20 @@ func (r *Refresher) logoutEnded(ctx context.Context, ended []string) {
 			r.log.Error("logout incomplete", "user", name, "err", err)
 		}
 	}
-	r.setHeld(held)
+	r.setHeld(tripped)
 }
 
-// setHeld records how many logouts the tripped guard holds back.
-func (r *Refresher) setHeld(n int) {
+// setHeld records how many logouts the tripped guard holds back: every
+// unexpected ending that waits for its logout.
+func (r *Refresher) setHeld(tripped bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	n := 0
+	for _, u := range r.users {
+		if tripped && pendingLogout(u) && !u.EndExpected {
+			n++
+		}
+	}
 	if n > 0 && r.held == 0 {
 		r.log.Error("logouts paused: many Keycloak sessions ended unexpectedly at once, which looks like Keycloak "+
 			"lost its sessions; nobody is logged out until an admin releases the guard", "held", n)
