@@ -71,6 +71,7 @@ func (r *Refresher) markEnded(ctx context.Context, name string, st AuthState, re
 	due := now // an expected ending is logged out by the next sweep
 	r.mu.Lock()
 	r.forget(name)
+	var probes []*store.UserState
 	if !expected {
 		r.guard.fail(now)
 		// An unexpected one waits until the failed access token has
@@ -78,13 +79,39 @@ func (r *Refresher) markEnded(ctx context.Context, name string, st AuthState, re
 		if exp := st.AccessClaims.Expiry; exp.After(due) {
 			due = exp
 		}
+		probes = r.probeOthers(name, now)
 	}
 	r.mu.Unlock()
+	for _, p := range probes {
+		r.save(ctx, store.Change{User: p})
+	}
 	r.put(ctx, store.UserState{Name: name, Status: store.StatusEnded, Reason: reason.Error(), Due: due,
 		EndedOn: digest(st.Refresh.Reveal()), EndExpected: expected,
 		AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})
 	r.log.Warn("keycloak session ended", "user", name, "reason", reason.Error(), "expected", expected)
 	return fmt.Errorf("%w (%w)", ErrSessionEnded, reason)
+}
+
+// probeOthers makes up to Guard.Min other kept users with fresh tokens due
+// at once, so that the next sweep refreshes them early: if Keycloak lost
+// every session, their grants fail too, and the guard sees the loss within
+// a sweep instead of over a token's lifetime. If not, they were refreshed a
+// little early. The caller holds r.mu; it returns the states to save.
+func (r *Refresher) probeOthers(name string, now time.Time) []*store.UserState {
+	var out []*store.UserState
+	for other, u := range r.users {
+		if len(out) >= r.opts.Guard.Min {
+			break
+		}
+		if other == name || !u.Kept || u.Status != store.StatusFresh || !u.Due.After(now) {
+			continue
+		}
+		c := *u
+		c.Due = now
+		r.users[other] = &c
+		out = append(out, &c)
+	}
+	return out
 }
 
 // backoff schedules a retry after a failed grant, exponential in the number
