@@ -109,6 +109,7 @@ func (r *Refresher) probeOthers(name string, now time.Time) []*store.UserState {
 		c := *u
 		c.Due = now
 		r.users[other] = &c
+		r.probing[other] = true
 		out = append(out, &c)
 	}
 	return out

@@ -147,6 +147,7 @@ type Refresher struct {
 	held     int                     // logouts the tripped guard holds back
 	short    int                     // due users the hub budget cannot reach before expiry
 	capped   map[string]store.Digest // refresh tokens whose grant did not move the refresh token's expiry
+	probing  map[string]bool         // users to refresh at the next sweep to check on the guard's behalf
 	rand     *rand.Rand
 }
 
@@ -165,6 +166,7 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		epochs:  make(map[string]uint64),
 		unsaved: make(map[string]store.Pending),
 		capped:  make(map[string]store.Digest),
+		probing: make(map[string]bool),
 		rand:    opts.Rand,
 	}
 	for _, s := range states {
@@ -431,7 +433,11 @@ func (r *Refresher) due(name string, st AuthState) time.Time {
 // their due time. Idle users are never refreshed by the sweep: refreshing
 // would keep their SSO session alive.
 func (r *Refresher) scheduled(name string, st AuthState, now time.Time) bool {
-	return r.kept(name) && !now.Before(r.due(name, st))
+	r.mu.Lock()
+	probe := r.probing[name]
+	delete(r.probing, name)
+	r.mu.Unlock()
+	return r.kept(name) && (probe || !now.Before(r.due(name, st)))
 }
 
 type needFunc func(name string, st AuthState, now time.Time) bool
