@@ -321,10 +321,13 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 		}
 	}
 	for name, u := range r.users {
+		_, listedNow := users[name]
 		switch {
-		case !hasUser(users, name):
+		case !listedNow:
 			gone = append(gone, name)
 			delete(r.users, name)
+			delete(r.capped, name)
+			delete(r.probing, name)
 			r.forget(name)
 		case u.Due.After(now):
 		case pendingLogout(u):
@@ -347,11 +350,6 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 // logged out.
 func pendingLogout(u *store.UserState) bool {
 	return u.Status == store.StatusEnded && u.EndedOn != store.Digest{}
-}
-
-func hasUser(users map[string]listed, name string) bool {
-	_, ok := users[name]
-	return ok
 }
 
 // kept reports whether name's tokens are kept fresh by the sweep; users
