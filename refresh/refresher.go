@@ -20,7 +20,6 @@ import (
 	"iter"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -147,7 +146,7 @@ type Refresher struct {
 	held     int                     // logouts the tripped guard holds back
 	short    int                     // due users the hub budget cannot reach before expiry
 	capped   map[string]store.Digest // refresh tokens whose grant did not move the refresh token's expiry
-	probing  map[string]bool         // users to refresh at the next sweep to check on the guard's behalf
+	probing  map[string]bool         // users the next sweep refreshes whatever their schedule: the guard's probes, users the budget brings forward
 	rand     *rand.Rand
 }
 
@@ -198,7 +197,7 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		return fmt.Errorf("sweep: %w", err)
 	}
 	due, ended := r.sync(ctx, users)
-	r.budget(due)
+	due = r.budget(due)
 	failed := r.refreshAll(ctx, due)
 	r.log.Debug("sweep", "users", len(users), "due", len(due), "sessions_ended", len(failed), "awaiting_logout", len(ended))
 	r.logoutEnded(ctx, append(ended, failed...))
@@ -206,37 +205,6 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		r.log.Error("prune store", "err", err)
 	}
 	return ctx.Err()
-}
-
-// requestsPerUpdate is about what one user's refresh costs the hub: the
-// read, the re-read before the write-back, and the write-back.
-const requestsPerUpdate = 3
-
-// budget orders due soonest-expiring first and counts the users whose
-// access token will have expired before the hub budget reaches them.
-func (r *Refresher) budget(due []string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	expiry := func(name string) time.Time { return r.users[name].AccessExpiry }
-	slices.SortStableFunc(due, func(a, b string) int { return expiry(a).Compare(expiry(b)) })
-	if r.opts.HubRPS <= 0 {
-		return
-	}
-	now, short := r.opts.Now(), 0
-	for i, name := range due {
-		reach := now.Add(time.Duration(float64((i+1)*requestsPerUpdate) / r.opts.HubRPS * float64(time.Second)))
-		// Only kept users whose token is still valid can be failed by the
-		// budget; an expired one (an idle user, a hub admin) is not waiting
-		// on it.
-		if exp := expiry(name); r.users[name].Kept && exp.After(now) && reach.After(exp) {
-			short++
-		}
-	}
-	if short > 0 && r.short == 0 {
-		r.log.Warn("the hub request budget cannot refresh every due user before their token expires; raise hub_max_rps",
-			"due", len(due), "short", short, "hub_max_rps", r.opts.HubRPS)
-	}
-	r.short = short
 }
 
 // refreshAll updates the due users, at most Concurrency at once, and
