@@ -66,12 +66,17 @@ func noRedirects(h *http.Client) *http.Client {
 	return &cp
 }
 
-// WithRateLimit caps the requests sent to the hub at rps per second, with
-// bursts of up to burst, shared by every kind of request, so that
-// tokenkeeper takes at most a known share of the hub's API.
-func WithRateLimit(rps float64, burst int) Option {
-	return func(c *Client) { c.budget = rate.NewLimiter(rate.Limit(rps), max(burst, 1)) }
+// WithRateLimit caps the requests sent to the hub at rps per second, shared
+// by every kind of request, so that tokenkeeper takes at most a known share
+// of the hub's API. Requests are spaced evenly, with no bursts, a little
+// further apart than 1/rps, so that no second of the hub's clock sees more
+// than rps even when network delays bunch a few of them.
+func WithRateLimit(rps float64) Option {
+	return func(c *Client) { c.budget = rate.NewLimiter(rate.Limit(rps*rateHeadroom), 1) }
 }
+
+// rateHeadroom is the share of the rate limit the pacing uses.
+const rateHeadroom = 0.98
 
 // WithConcurrency bounds the requests in flight toward the hub to n (default
 // 10), identity lookups apart. Values below 1 mean 1.

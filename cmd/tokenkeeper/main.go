@@ -144,7 +144,7 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	reg := prometheus.NewRegistry()
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency),
-		hubclient.WithRateLimit(cfg.HubMaxRPS, cfg.Concurrency),
+		hubclient.WithRateLimit(cfg.HubMaxRPS),
 		hubclient.WithObserver(hubObserver(reg)))
 	if err := retryHub(ctx, log, func(ctx context.Context) error { return checkScopes(ctx, hub, cfg) }); err != nil {
 		return nil, &startError{class: "hub_scopes", err: err}
