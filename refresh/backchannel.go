@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -96,6 +97,14 @@ func (r *Refresher) catchUp(ctx context.Context) error {
 		return err
 	}
 	due, _ := r.sync(ctx, users)
+	r.mu.Lock()
+	for name := range r.moved {
+		if !slices.Contains(due, name) {
+			due = append(due, name)
+		}
+	}
+	clear(r.moved)
+	r.mu.Unlock()
 	never := func(string, AuthState, time.Time) bool { return false }
 	var g errgroup.Group
 	g.SetLimit(r.opts.Concurrency)

@@ -326,3 +326,41 @@ func TestEndedSessionNotServedWhileItsLogoutWaits(t *testing.T) {
 		t.Errorf("status = %q, want ended (the logout still pending)", u.Status)
 	}
 }
+
+// TestKeptUserActivityCostsNoReads: a kept user whose hub activity moves at
+// every sweep (a notebook asking for tokens) is read only when refreshed.
+// When they log in again and Keycloak then ends the new session, the
+// back-channel logout still finds them.
+func TestKeptUserActivityCostsNoReads(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.addUser("alice", true, f.now, "rt-alice")
+	f.sweep(t)
+	reads, grants := f.hub.reads.Load(), f.grant.calls.Load()
+	for i := range 40 { // 10 minutes: two token lifetimes
+		f.advance(15 * time.Second)
+		f.hub.mu.Lock()
+		f.hub.activity["alice"] = f.clock().Format(time.RFC3339) + fmt.Sprint(i)
+		f.hub.mu.Unlock()
+		f.sweep(t)
+	}
+	refreshes := f.grant.calls.Load() - grants
+	if got := f.hub.reads.Load() - reads; refreshes < 2 || got > 2*refreshes {
+		t.Errorf("10 minutes of activity: %d reads for %d refreshes, want at most 2 per refresh", got, refreshes)
+	}
+	s := newLogoutSigner(t, f.clock)
+	at := jwt(map[string]any{"iat": f.clock().Unix(), "exp": f.clock().Add(5 * time.Minute).Unix(), "sid": "s-new", "sub": "sub-alice"})
+	f.hub.mu.Lock()
+	f.hub.states["alice"] = json.RawMessage(`{"access_token":"` + at + `","refresh_token":"rt-new"}`)
+	f.hub.activity["alice"] = "logged in again"
+	f.hub.mu.Unlock()
+	f.advance(15 * time.Second)
+	f.sweep(t) // sees the activity, does not read yet
+	got, err := f.r.BackchannelLogout(ctx, s.token(t, logoutClaims(f.clock(), "j1", "s-new", "jupyterhub")), s.verify)
+	if err != nil || len(got) != 1 || got[0] != "alice" {
+		t.Fatalf("BackchannelLogout for alice's new session = %v, %v; want [alice]", got, err)
+	}
+	if !f.loggedOut("alice") {
+		t.Error("alice's auth_state was not cleared")
+	}
+}

@@ -147,6 +147,7 @@ type Refresher struct {
 	short    int                     // due users the hub budget cannot reach before expiry
 	capped   map[string]store.Digest // refresh tokens whose grant did not move the refresh token's expiry
 	probing  map[string]bool         // users the next sweep refreshes whatever their schedule: the guard's probes, users the budget brings forward
+	moved    map[string]bool         // kept users whose hub activity moved since they were last read
 	rand     *rand.Rand
 }
 
@@ -166,6 +167,7 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		unsaved: make(map[string]store.Pending),
 		capped:  make(map[string]store.Digest),
 		probing: make(map[string]bool),
+		moved:   make(map[string]bool),
 		rand:    opts.Rand,
 	}
 	for _, s := range states {
@@ -264,8 +266,9 @@ func (r *Refresher) listUsers(ctx context.Context) (map[string]listed, error) {
 	return users, nil
 }
 
-// sync adds newly listed users (due at once), makes users whose activity
-// moved (they may have logged in again) due, forgets users the hub no
+// sync adds newly listed users (due at once), makes users whose server
+// started or stopped, and idle users whose activity moved (they may have
+// logged in again), due, notes kept users whose activity moved, forgets users the hub no
 // longer has, and returns the users that are due: those to update, and
 // those whose session ended and who wait for their logout.
 func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, ended []string) {
@@ -281,7 +284,16 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 			r.users[name] = u
 			changed = append(changed, *u)
 		case u.Activity != l.activity || u.Kept != l.kept:
-			if !pendingLogout(u) {
+			switch {
+			case pendingLogout(u):
+			case u.Kept == l.kept && u.Kept && u.Status == store.StatusFresh:
+				// A kept user's activity moves with every hub request they
+				// make, and a notebook asking for tokens makes many. Their
+				// next refresh reads them anyway, so a possible new login
+				// waits for it, unless a back-channel logout names a
+				// session tokenkeeper has not seen (catchUp).
+				r.moved[name] = true
+			default:
 				u.Due = now // a login, or a server started or stopped: read again
 			}
 			u.Activity, u.Kept = l.activity, l.kept
@@ -296,6 +308,7 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 			delete(r.users, name)
 			delete(r.capped, name)
 			delete(r.probing, name)
+			delete(r.moved, name)
 			r.forget(name)
 		case u.Due.After(now):
 		case pendingLogout(u):
