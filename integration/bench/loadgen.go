@@ -20,6 +20,7 @@ type loadResult struct {
 	Target   string
 	Conns    int
 	Requests int // answered 200 within the measured time
+	Calls    int // answered 200, warm-up included
 	Errors   int // other answers or failures within the measured time
 	FirstErr string
 	Elapsed  time.Duration
@@ -30,6 +31,7 @@ type loadResult struct {
 // worker is one connection's closed loop: send, read the whole answer, repeat.
 type worker struct {
 	lat      []time.Duration
+	calls    int
 	errors   int
 	firstErr string
 }
@@ -66,6 +68,9 @@ func (w *worker) loop(ctx context.Context, client *http.Client, t target, from, 
 		}
 		err := call(ctx, client, t)
 		end := time.Now()
+		if err == nil {
+			w.calls++
+		}
 		if start.Before(from) || end.After(until) {
 			continue
 		}
@@ -108,6 +113,7 @@ func summarize(t target, conns int, run time.Duration, workers []worker) loadRes
 	var lat []time.Duration
 	for _, w := range workers {
 		lat = append(lat, w.lat...)
+		r.Calls += w.calls
 		r.Errors += w.errors
 		if r.FirstErr == "" {
 			r.FirstErr = w.firstErr

@@ -78,3 +78,14 @@ func (l *refreshLog) late(from, to int) (late, known int) {
 	}
 	return late, known
 }
+
+// count is the "refreshed" lines of user seen so far.
+func (l *refreshLog) count(user string) int {
+	n := 0
+	for _, line := range l.lines {
+		if line.User == user {
+			n++
+		}
+	}
+	return n
+}

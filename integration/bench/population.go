@@ -35,20 +35,46 @@ func password(name string) string { return name + "-pw" }
 
 // populate gives every name a Keycloak user, a real Keycloak session (a
 // password grant with the hub's client) and a hub user whose auth_state
-// holds that session's tokens in OAuthenticator's layout. It returns when
-// the last of them will be due for tokenkeeper.
-func populate(ctx context.Context, s *integration.Stack, names []string) (time.Time, error) {
+// holds that session's tokens in OAuthenticator's layout. It returns what
+// was issued.
+func populate(ctx context.Context, s *integration.Stack, names []string) (issued, error) {
 	if err := importKeycloakUsers(ctx, s, names); err != nil {
-		return time.Time{}, err
+		return issued{}, err
 	}
 	sets, err := passwordGrants(ctx, s, names)
 	if err != nil {
-		return time.Time{}, err
+		return issued{}, err
 	}
 	if err := createHubUsers(ctx, s, names, sets); err != nil {
-		return time.Time{}, err
+		return issued{}, err
 	}
-	return lastDue(sets)
+	return issuedOf(sets)
+}
+
+// issued describes the access tokens populate handed out.
+type issued struct {
+	// First and Last are the earliest and latest iat.
+	First, Last time.Time
+	// Expiry is each user's access token expiry.
+	Expiry map[string]time.Time
+}
+
+func issuedOf(sets map[string]tokenSet) (issued, error) {
+	is := issued{Expiry: make(map[string]time.Time, len(sets))}
+	for name, t := range sets {
+		c, err := refresh.ParseClaims(t.str("access_token"))
+		if err != nil {
+			return is, fmt.Errorf("access token of %s: %w", name, err)
+		}
+		is.Expiry[name] = c.Expiry
+		if is.First.IsZero() || c.IssuedAt.Before(is.First) {
+			is.First = c.IssuedAt
+		}
+		if c.IssuedAt.After(is.Last) {
+			is.Last = c.IssuedAt
+		}
+	}
+	return is, nil
 }
 
 // importKeycloakUsers creates the users through the admin API's partial
@@ -174,19 +200,4 @@ func deleteHubUsers(ctx context.Context, s *integration.Stack, names []string) e
 		})
 	}
 	return g.Wait()
-}
-
-// lastDue is when the last of the token sets is due by tokenkeeper's schedule.
-func lastDue(sets map[string]tokenSet) (time.Time, error) {
-	var last time.Time
-	for name, t := range sets {
-		c, err := refresh.ParseClaims(t.str("access_token"))
-		if err != nil {
-			return last, fmt.Errorf("access token of %s: %w", name, err)
-		}
-		if due := (refresh.Schedule{Window: refreshWindow}).Due(name, c, time.Time{}); due.After(last) {
-			last = due
-		}
-	}
-	return last, nil
 }

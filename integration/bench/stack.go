@@ -29,7 +29,8 @@ type benchStack struct {
 func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
 // startStack starts the proxy, the gate and the stack with tokenkeeper's
-// defaults except keep=all, and lets the hub's client log in on this port base.
+// defaults except keep=all and the hub budget, lets the hub's client log in
+// on this port base, and gives the realm Keycloak's default lifetimes.
 func startStack(ctx context.Context, repo string, o options) (_ *benchStack, err error) {
 	b := &benchStack{runDir: filepath.Join(repo, ".cache", "bench", time.Now().Format("20060102-150405"))}
 	defer func() {
@@ -50,6 +51,7 @@ func startStack(ctx context.Context, repo string, o options) (_ *benchStack, err
 			"TOKENKEEPER_HUB_API_URL=" + b.gate.URL(), "TOKENKEEPER_KEEP=all",
 			"TOKENKEEPER_SWEEP_INTERVAL=" + o.sweep.String(),
 			"TOKENKEEPER_REFRESH_WINDOW=" + refreshWindow.String(), "TOKENKEEPER_LOG_LEVEL=info",
+			"TOKENKEEPER_HUB_MAX_RPS=" + strconv.FormatFloat(o.hubRPS, 'f', -1, 64),
 		},
 	})
 	if err != nil {
@@ -61,7 +63,10 @@ func startStack(ctx context.Context, repo string, o options) (_ *benchStack, err
 	}
 	b.up = time.Since(start)
 	b.log = &refreshLog{path: b.HubLog()}
-	return b, configureClient(ctx, b.Stack)
+	if err := configureClient(ctx, b.Stack); err != nil {
+		return nil, err
+	}
+	return b, useRealmDefaults(ctx, b.Stack)
 }
 
 // stop stops everything startStack started.
@@ -98,22 +103,32 @@ func configureClient(ctx context.Context, s *integration.Stack) error {
 	return nil
 }
 
-// setAccessTokenLifespan changes the realm's access token lifetime.
-func setAccessTokenLifespan(ctx context.Context, s *integration.Stack, d time.Duration) error {
-	body := map[string]any{"accessTokenLifespan": int(d.Seconds())}
+// Keycloak's defaults for a realm's session lifetimes, which the bench's
+// realm takes instead of the test realm's short ones.
+const (
+	realmSSOIdle = 30 * time.Minute
+	realmSSOMax  = 10 * time.Hour
+)
+
+// useRealmDefaults gives the realm Keycloak's default lifetimes: 5-minute
+// access tokens, 30 minutes of SSO idle, 10 hours of SSO maximum.
+func useRealmDefaults(ctx context.Context, s *integration.Stack) error {
+	body := map[string]any{"accessTokenLifespan": int(realmLife.Seconds()),
+		"ssoSessionIdleTimeout": int(realmSSOIdle.Seconds()), "ssoSessionMaxLifespan": int(realmSSOMax.Seconds())}
 	if err := s.KeycloakAdmin(ctx, http.MethodPut, "", body, nil); err != nil {
-		return fmt.Errorf("set the access token lifespan: %w", err)
+		return fmt.Errorf("set the realm's lifetimes: %w", err)
 	}
 	var realm struct {
 		AccessTokenLifespan int  `json:"accessTokenLifespan"`
+		SSOIdle             int  `json:"ssoSessionIdleTimeout"`
 		RevokeRefreshToken  bool `json:"revokeRefreshToken"`
 	}
 	if err := s.KeycloakAdmin(ctx, http.MethodGet, "", nil, &realm); err != nil {
 		return fmt.Errorf("read the realm: %w", err)
 	}
-	if realm.AccessTokenLifespan != int(d.Seconds()) || !realm.RevokeRefreshToken {
-		return fmt.Errorf("realm after the update: access token lifespan %d s, refresh-token rotation %v",
-			realm.AccessTokenLifespan, realm.RevokeRefreshToken)
+	if realm.AccessTokenLifespan != int(realmLife.Seconds()) || realm.SSOIdle != int(realmSSOIdle.Seconds()) || !realm.RevokeRefreshToken {
+		return fmt.Errorf("realm after the update: access token lifespan %d s, SSO idle %d s, refresh-token rotation %v",
+			realm.AccessTokenLifespan, realm.SSOIdle, realm.RevokeRefreshToken)
 	}
 	return nil
 }
