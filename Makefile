@@ -123,7 +123,7 @@ soak:
 	TOKENKEEPER_SIM_STEPS=$(SOAK_STEPS) $(GO) test -race -count=1 -timeout 0 -run '^TestSimulation$$' -v ./refresh/ \
 	  -sim.seeds=$(SOAK_SEEDS) -sim.first=$(SOAK_FIRST) 2>&1 | grep -v '^=== '; exit $${PIPESTATUS[0]}
 
-## bench: fresh-token, sweep and schedule figures measured on this machine; writes BENCHMARKS.md (about 15 minutes).
+## bench: fresh-token, sweep, hub budget and schedule figures measured on this machine; writes BENCHMARKS.md (about 45 minutes).
 bench: install-stack build python-install
 	TOKENKEEPER_CACHE=$(CACHE) $(GO) run ./integration/bench -out BENCHMARKS.md
 
