@@ -231,8 +231,7 @@ func (h *handler) freshToken(c *gin.Context) {
 // parseTarget reads ?audience=A or ?idp=ALIAS, at most one of them, given
 // once and not empty; derived is false when neither is.
 func parseTarget(c *gin.Context) (t refresh.Target, derived bool, err error) {
-	q := c.Request.URL.Query()
-	aud, idp := q["audience"], q["idp"]
+	aud, idp := c.QueryArray("audience"), c.QueryArray("idp") // gin's parsed query, shared with c.Query
 	switch {
 	case len(aud) > 0 && len(idp) > 0:
 		return t, false, badRequest("Ask for an audience or an identity provider, not both.")
