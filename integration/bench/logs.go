@@ -89,3 +89,26 @@ func (l *refreshLog) count(user string) int {
 	}
 	return n
 }
+
+// interval is the mean time between consecutive refreshes of one user,
+// over the pairs whose later refresh is among lines[from:to], for users in
+// ours, and how many pairs there were.
+func (l *refreshLog) interval(from, to int, ours map[string]time.Time) (time.Duration, int) {
+	last := map[string]time.Time{}
+	var sum time.Duration
+	n := 0
+	for i, line := range l.lines[:to] {
+		if _, ok := ours[line.User]; !ok {
+			continue
+		}
+		if prev, ok := last[line.User]; ok && i >= from {
+			sum += line.Time.Sub(prev)
+			n++
+		}
+		last[line.User] = line.Time
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return sum / time.Duration(n), n
+}

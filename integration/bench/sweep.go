@@ -36,7 +36,11 @@ type sweepResult struct {
 	// Late is how many of the window's refreshes came after the user's
 	// previous access token had expired, of Known with a previous token.
 	Late, Known int
-	Naive       []naiveTick
+	// Interval is the mean time between two refreshes of one user, over
+	// the window's Pairs of consecutive refreshes.
+	Interval time.Duration
+	Pairs    int
+	Naive    []naiveTick
 }
 
 // measureStack runs the stack measurements and stops the stack.
@@ -100,6 +104,7 @@ func measureSweep(ctx context.Context, b *benchStack, o options, n int) (res swe
 	res.Busiest, _ = b.gate.Busiest(opened, time.Now())
 	end := len(b.log.lines)
 	res.Late, res.Known = b.log.late(end-res.Steady.Refreshed, end)
+	res.Interval, res.Pairs = b.log.interval(end-res.Steady.Refreshed, end, is.Expiry)
 	res.Window = o.window
 	if res.Naive, err = measureNaive(ctx, b, o); err != nil {
 		return res, err
