@@ -165,9 +165,6 @@ func (c counts) sub(earlier counts) counts {
 	}
 }
 
-// hubRequests is the hub requests among c.
-func (c counts) hubRequests() int64 { return c.Lists + c.Reads + c.Patches }
-
 // waitUntil returns at t, or when ctx ends.
 func waitUntil(ctx context.Context, t time.Time) error {
 	timer := time.NewTimer(time.Until(t))
