@@ -111,7 +111,9 @@ fuzz:
 	@set -eo pipefail; for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$f"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg | tail -1; \
+	    mkdir -p .cache; out=.cache/fuzz.log; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $$pkg >$$out 2>&1 \
+	      || { grep -v '^fuzz: elapsed' $$out; exit 1; }; tail -1 $$out; \
 	  done; done
 
 ## soak: the refresher's deterministic simulation (refresh/sim_test.go) for SOAK_STEPS steps over
