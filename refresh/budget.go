@@ -49,39 +49,36 @@ func (r *Refresher) reach(now time.Time, n int) time.Time {
 	return now.Add(time.Duration(float64(n*requestsPerUpdate) / r.opts.HubRPS * float64(time.Second)))
 }
 
-// pullForward returns the waiting users to refresh now: walking every kept
-// user soonest-expiring first, as the budget would serve them, it finds the
-// last one who would be reached later than the schedule's margin before
-// their expiry if waiting users waited for the next sweep, and returns every
-// waiting user up to that one. Users already due count for the budget they
-// take. Called with r.mu held.
+// pullForward returns the waiting users to refresh now. It plays the
+// sweeps ahead: every kept user, soonest-expiring first, refreshed one
+// after the other at the budget's pace, each no earlier than their own due
+// time (found by the next sweep after it), must be reached before their
+// deadline (half the schedule's slack before expiry). When that plan fails,
+// the budget needs to start earlier than the schedule would: once waiting
+// another sweep would leave too little time, it starts now every waiting
+// user up to the last one the plan fails. Users already due count for the
+// budget they take. Called with r.mu held.
 func (r *Refresher) pullForward(due []string, now time.Time) []string {
 	if r.opts.HubRPS <= 0 {
 		return nil
 	}
-	isDue := make(map[string]bool, len(due))
-	for _, name := range due {
-		isDue[name] = true
-	}
-	var queue []*store.UserState
-	for name, u := range r.users {
-		if isDue[name] || (u.Kept && u.Status == store.StatusFresh && u.AccessExpiry.After(now)) {
-			queue = append(queue, u)
+	queue := r.budgetQueue(due, now)
+	per := r.reach(now, 1).Sub(now)
+	latest, last := time.Time{}, -1 // the latest start that still reaches everyone, and the user it binds on
+	t, feasible := now, true
+	for i, q := range queue {
+		t = later(t, q.release).Add(per)
+		feasible = feasible && !t.After(q.deadline)
+		if start := q.deadline.Add(-time.Duration(i+1) * per); latest.IsZero() || start.Before(latest) {
+			latest, last = start, i
 		}
 	}
-	if len(queue) == len(due) || !r.late(now, len(queue), r.soonestWaiting(queue, isDue)) {
-		return nil // quick exit: even the whole queue is reached in time
-	}
-	slices.SortFunc(queue, func(a, b *store.UserState) int { return a.AccessExpiry.Compare(b.AccessExpiry) })
-	last := -1
-	for i, u := range queue {
-		if !isDue[u.Name] && r.late(now, i+1, u.AccessExpiry) {
-			last = i
-		}
+	if feasible || now.Add(r.opts.SweepInterval).Before(latest) {
+		return nil
 	}
 	var pulled []string
-	for _, u := range queue[:last+1] {
-		if !isDue[u.Name] {
+	for _, q := range queue[:last+1] {
+		if u := q.user; !q.due {
 			pulled = append(pulled, u.Name)
 			u.Due = now
 			r.probing[u.Name] = true // refreshed whatever its own schedule
@@ -90,20 +87,42 @@ func (r *Refresher) pullForward(due []string, now time.Time) []string {
 	return pulled
 }
 
-// late reports whether the n-th refresh from now comes later than the
-// schedule's margin before exp.
-func (r *Refresher) late(now time.Time, n int, exp time.Time) bool {
-	return r.reach(now, n).After(exp.Add(-r.opts.Schedule.Margin))
+// queued is a kept user in the budget's plan.
+type queued struct {
+	user              *store.UserState
+	due               bool
+	release, deadline time.Time
 }
 
-// soonestWaiting returns the earliest access-token expiry among the queued
-// users not yet due.
-func (r *Refresher) soonestWaiting(queue []*store.UserState, isDue map[string]bool) time.Time {
-	var soonest time.Time
-	for _, u := range queue {
-		if !isDue[u.Name] && (soonest.IsZero() || u.AccessExpiry.Before(soonest)) {
-			soonest = u.AccessExpiry
-		}
+// budgetQueue returns the due users and the kept users with a valid token
+// who are waiting, soonest-expiring first, with when each can be started
+// (now, or the first sweep after their due time) and their deadline.
+// Called with r.mu held.
+func (r *Refresher) budgetQueue(due []string, now time.Time) []queued {
+	isDue := make(map[string]bool, len(due))
+	for _, name := range due {
+		isDue[name] = true
 	}
-	return soonest
+	var queue []queued
+	for name, u := range r.users {
+		d := isDue[name]
+		if !d && !(u.Kept && u.Status == store.StatusFresh && u.AccessExpiry.After(now)) {
+			continue
+		}
+		q := queued{user: u, due: d, release: now}
+		if !d {
+			q.release = u.Due.Add(r.opts.SweepInterval)
+		}
+		q.deadline = u.AccessExpiry.Add(-max(u.AccessExpiry.Sub(u.Due), 0) / 2)
+		queue = append(queue, q)
+	}
+	slices.SortFunc(queue, func(a, b queued) int { return a.user.AccessExpiry.Compare(b.user.AccessExpiry) })
+	return queue
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -70,8 +70,11 @@ type Options struct {
 	Concurrency int
 	// HubRPS is the hub request budget per second (hubclient's rate
 	// limit), zero when unlimited. Due users are refreshed soonest-expiring
-	// first, and health says when the budget cannot reach them all in time.
+	// first, users the budget could not otherwise reach in time are started
+	// early, and health says when it cannot reach them all in time.
 	HubRPS float64
+	// SweepInterval is the time between sweeps, for the budget's plan.
+	SweepInterval time.Duration
 	// GrantTimeout bounds one user's read, grant and write-back.
 	GrantTimeout time.Duration
 	// RefreshAdmins lets tokenkeeper spend hub admins' refresh tokens. The

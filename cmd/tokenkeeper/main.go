@@ -269,6 +269,7 @@ func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error
 		GrantTimeout:  3 * time.Duration(cfg.HTTPTimeout),
 		RefreshAdmins: cfg.RefreshAdmins,
 		HubRPS:        cfg.HubMaxRPS,
+		SweepInterval: time.Duration(cfg.SweepInterval),
 		Actions:       refresh.LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers},
 		Guard:         refresh.Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
 		Keys:          keyring,
