@@ -52,8 +52,8 @@ func (r *Refresher) reach(now time.Time, n int) time.Time {
 // pullForward returns the waiting users to refresh now. It plays the
 // sweeps ahead: every kept user, soonest-expiring first, refreshed one
 // after the other at the budget's pace, each no earlier than their own due
-// time (found by the next sweep after it), must be reached before their
-// deadline (half the schedule's slack before expiry). When that plan fails,
+// time, must be reached before their deadline (half the schedule's slack
+// before expiry). When that plan fails,
 // the budget needs to start earlier than the schedule would: once waiting
 // another sweep would leave too little time, it starts now every waiting
 // user up to the last one the plan fails. Users already due count for the
@@ -62,8 +62,8 @@ func (r *Refresher) pullForward(due []string, now time.Time) []string {
 	if r.opts.HubRPS <= 0 {
 		return nil
 	}
-	queue := r.budgetQueue(due, now)
 	per := r.reach(now, 1).Sub(now)
+	queue := r.budgetQueue(due, now, per)
 	latest, last := time.Time{}, -1 // the latest start that still reaches everyone, and the user it binds on
 	t, feasible := now, true
 	for i, q := range queue {
@@ -95,10 +95,11 @@ type queued struct {
 }
 
 // budgetQueue returns the due users and the kept users with a valid token
-// who are waiting, soonest-expiring first, with when each can be started
-// (now, or the first sweep after their due time) and their deadline.
+// who are waiting (not those at their session's maximum), soonest-expiring first, with when each can be started
+// (now, or their due time) and their deadline; per is one refresh's share
+// of the budget.
 // Called with r.mu held.
-func (r *Refresher) budgetQueue(due []string, now time.Time) []queued {
+func (r *Refresher) budgetQueue(due []string, now time.Time, per time.Duration) []queued {
 	isDue := make(map[string]bool, len(due))
 	for _, name := range due {
 		isDue[name] = true
@@ -106,14 +107,19 @@ func (r *Refresher) budgetQueue(due []string, now time.Time) []queued {
 	var queue []queued
 	for name, u := range r.users {
 		d := isDue[name]
-		if !d && !(u.Kept && u.Status == store.StatusFresh && u.AccessExpiry.After(now)) {
+		_, capped := r.capped[name] // at the SSO maximum: refreshing early moves nothing
+		if !d && (capped || !(u.Kept && u.Status == store.StatusFresh && u.AccessExpiry.After(now))) {
 			continue
 		}
 		q := queued{user: u, due: d, release: now}
 		if !d {
-			q.release = u.Due.Add(r.opts.SweepInterval)
+			q.release = u.Due
 		}
-		q.deadline = u.AccessExpiry.Add(-max(u.AccessExpiry.Sub(u.Due), 0) / 2)
+		// Half the schedule's slack before expiry, and never before a
+		// refresh started at the user's own due time is done: only users
+		// queueing for the budget can miss their deadline, not a token
+		// whose schedule leaves it little slack (near the SSO maximum).
+		q.deadline = later(u.AccessExpiry.Add(-max(u.AccessExpiry.Sub(u.Due), 0)/2), q.release.Add(per))
 		queue = append(queue, q)
 	}
 	slices.SortFunc(queue, func(a, b queued) int { return a.user.AccessExpiry.Compare(b.user.AccessExpiry) })
