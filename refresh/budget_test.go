@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 // TestBudgetBringsUsersForward: 100 kept users whose 5-minute tokens were
@@ -74,5 +76,30 @@ func TestBudgetLeavesUsersItCanReachToTheirSchedule(t *testing.T) {
 	// At most one refresh per 20 s each, and one more for the first.
 	if got, most := f.grant.calls.Load(), int32(8*(120/20+1)); got > most {
 		t.Errorf("2 minutes of sweeps made %d grants for 8 users, want at most %d", got, most)
+	}
+}
+
+// TestBudgetLeavesUsersAtTheirSessionMaximum: ten users whose sessions end
+// together at the SSO maximum hold short last tokens with little slack.
+// Refreshing them early moves nothing, so the plan leaves them to their
+// own due time; were they not at the maximum, the same tokens would be
+// brought forward.
+func TestBudgetLeavesUsersAtTheirSessionMaximum(t *testing.T) {
+	for _, capped := range []bool{true, false} {
+		f := newFixture(t, func(o *Options) { o.HubRPS, o.SweepInterval = 25, 2*time.Second })
+		f.r.mu.Lock()
+		for i := range 10 {
+			name := fmt.Sprintf("u%d", i)
+			f.r.users[name] = &store.UserState{Name: name, Status: store.StatusFresh, Kept: true,
+				Due: f.now.Add(2900 * time.Millisecond), AccessExpiry: f.now.Add(3 * time.Second)}
+			if capped {
+				f.r.capped[name] = store.Digest{}
+			}
+		}
+		pulled := f.r.pullForward(nil, f.now)
+		f.r.mu.Unlock()
+		if want := map[bool]int{true: 0, false: 10}[capped]; len(pulled) != want {
+			t.Errorf("at the maximum %v: brought forward %d users, want %d", capped, len(pulled), want)
+		}
 	}
 }
