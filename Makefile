@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.7.0
 VENVS    := venv venv-jh5
 WHEELS   := .cache/wheels
 
-.PHONY: build test unit wheels python-install pytest integration integration-jh6 integration-jh5 image image-test z2jh install-stack demo lint fuzz bench soak clean clean-stack
+.PHONY: build test preflight unit wheels python-install pytest integration integration-jh6 integration-jh5 it-prepare image image-test z2jh install-stack demo lint fuzz bench soak clean clean-stack
 
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
@@ -17,7 +17,14 @@ build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/tokenkeeper ./cmd/tokenkeeper
 
 ## test: vet, unit tests (race detector, fuzz seeds), the Python packages' tests, the image, the Zero to JupyterHub values, then the integration tests on the real stack.
-test: unit pytest image-test z2jh integration
+test: preflight unit pytest image-test z2jh integration
+
+## preflight: stops at once, in one line, when a tool that make test needs is missing.
+TOOLS := go gcc git python3 mvn java npm sha1sum tar
+preflight:
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	  python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	  [ -z "$$missing" ] || { echo "make: missing on this machine:$$missing (README: Development says what make test needs)" >&2; exit 1; }
 
 unit:
 	$(GO) vet ./...
@@ -27,13 +34,18 @@ unit:
 	$(GO) test -race -count=1 -shuffle=on ./...
 
 ## wheels: builds the Python packages tokenkeeper-hub and tokenkeeper-notebook into .cache/wheels.
-wheels: install-stack
+## Needs only Python with pip (pip fetches hatchling, the build backend, from PyPI).
+PYTHON ?= python3
+WHEEL_BUILD = -m pip wheel -q --disable-pip-version-check --no-deps -w $(WHEELS) python/tokenkeeper-hub python/tokenkeeper-notebook
+wheels:
 	rm -rf $(WHEELS)
-	$(CACHE)/venv/bin/python -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
-	  -w $(WHEELS) python/tokenkeeper-hub python/tokenkeeper-notebook
+	$(PYTHON) $(WHEEL_BUILD)
 
-## python-install: installs both wheels into every virtualenv of the test stack (hubs and single-user servers).
-python-install: wheels
+## python-install: installs both wheels into every virtualenv of the test stack (hubs and single-user servers),
+## built offline with the hatchling install.sh put into the stack's virtualenv.
+python-install: install-stack
+	rm -rf $(WHEELS)
+	$(CACHE)/venv/bin/python $(WHEEL_BUILD) --no-build-isolation
 	@set -e; for v in $(VENVS); do \
 	  $(CACHE)/$$v/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall $(WHEELS)/*.whl; done
 
@@ -54,16 +66,25 @@ pytest: python-install
 # token), logout (RP-initiated back-channel, SSO max), hub admins (cross-user
 # with an admin, the admin's session), and tokenkeeper's own scopes.
 CORE_TESTS := ^(TestLoginWithWrongPasswordSaysWhy|TestFreshTokenServesOwnTokenAndGuardsOthers|TestRunningUserIsRefreshedBeforeExpiry|TestTokenFileStaysFreshAcrossLifetimes|TestServerKeepsTokenFilesFreshUntilTheSessionEnds|TestSpawnedServerHasFreshTokenInEnvironment|TestTokenCommandInsideServer|TestBackchannelLogoutFromRPInitiatedLogout|TestSSOMaxLifespanLogsOut|TestCrossUserNoTokenOrStatusOfAnother|TestHubAdminSessionStaysIntact|TestTokenkeeperHoldsLeastScopes)$$
-IT_FILTER  := grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|integration:)|_test.go'
 
-## integration: the whole suite with JupyterHub 6.1, then CORE_TESTS with JupyterHub 5.
-integration: integration-jh6 integration-jh5
+## integration: the whole suite with JupyterHub 6.1 on IT_SHARDS stacks, and CORE_TESTS with JupyterHub 5
+## on one more, all side by side (integration/suite); each shard's whole output goes to .cache/integration/.
+## IT_RUN narrows the JupyterHub 6 suite to the tests it matches.
+IT_SHARDS ?= 5
+IT_RUN    ?= .
+IT_BIN    := .cache/integration.test
+IT_SUITE   = $(GO) run ./integration/suite -binary $(IT_BIN) -durations integration/durations.txt -logs .cache/integration
+integration: it-prepare
+	$(IT_SUITE) -suite '6:$(IT_SHARDS):$(IT_RUN)' -suite '5:1:$(CORE_TESTS)'
 
-integration-jh6: install-stack build python-install
-	TK_HUB_VERSION=6 $(GO) test -tags integration -count=1 -timeout 60m -v ./integration/ 2>&1 | tee .cache/integration.log | $(IT_FILTER); exit $${PIPESTATUS[0]}
+integration-jh6: it-prepare
+	$(IT_SUITE) -suite '6:$(IT_SHARDS):$(IT_RUN)'
 
-integration-jh5: install-stack build python-install
-	TK_HUB_VERSION=5 $(GO) test -tags integration -count=1 -timeout 20m -v -run '$(CORE_TESTS)' ./integration/ 2>&1 | tee .cache/integration-jh5.log | $(IT_FILTER); exit $${PIPESTATUS[0]}
+integration-jh5: it-prepare
+	$(IT_SUITE) -suite '5:1:$(CORE_TESTS)'
+
+it-prepare: install-stack build python-install
+	$(GO) test -c -tags integration -o $(IT_BIN) ./integration/
 
 ## image: tokenkeeper's OCI image (static binary, non-root user, no shell) as .cache/image/tokenkeeper.tar, without a container daemon.
 IMAGE_DIR := .cache/image

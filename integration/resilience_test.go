@@ -259,7 +259,7 @@ func assertLoggedOut(t *testing.T, user string, browser *http.Client, apiToken s
 		}
 		resp.Body.Close()
 		u := resp.Request.URL
-		return u.Port() == strconv.Itoa(28080) || u.Path == "/hub/login", nil
+		return u.Port() == strconv.Itoa(stack.cfg.PortBase+80) || u.Path == "/hub/login", nil
 	})
 	if err != nil {
 		t.Errorf("%s's browser was not sent to the login page: %v", user, err)

@@ -193,6 +193,12 @@ func (s *Stack) StartKeycloak(ctx context.Context) error {
 		"TK_BACKCHANNEL_URL="+s.ServiceURL()+"backchannel-logout", "TK_HUB_URL="+s.HubURL(),
 		"TK_KEYCLOAK_URL="+s.KeycloakURL(), "TK_BROKER_SECRET="+s.BrokerSecret,
 	)
+	unlock, err := lockFile(filepath.Join(s.cfg.Cache, "keycloak-"+KeycloakVersion+".lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	logStart := fileSize(s.KeycloakLog())
 	p, err := startProcess(s.KeycloakLog(), env, filepath.Join(home, "bin", "kc.sh"), "start-dev",
 		"--http-host=127.0.0.1", "--http-port="+strconv.Itoa(s.cfg.PortBase+80), "--import-realm",
 		"--http-management-port="+strconv.Itoa(s.cfg.PortBase+90))
@@ -202,10 +208,67 @@ func (s *Stack) StartKeycloak(ctx context.Context) error {
 	s.mu.Lock()
 	s.keycloak = p
 	s.mu.Unlock()
+	if err := waitLogLine(ctx, s.KeycloakLog(), logStart, keycloakBuilt, 3*time.Minute, p); err != nil {
+		return err
+	}
+	unlock()
 	if err := waitHTTP(ctx, s.Issuer()+"/.well-known/openid-configuration", 3*time.Minute, p); err != nil {
 		return err
 	}
 	return waitHTTP(ctx, s.ExternalIssuer()+"/.well-known/openid-configuration", time.Minute, p)
+}
+
+// keycloakBuilt is the line Keycloak logs once its start-dev has built
+// (or found built) the server image in the distribution's lib/quarkus.
+const keycloakBuilt = "Running the server in development mode"
+
+// lockFile takes an exclusive lock on path, waiting for it; the returned
+// function releases it and may be called more than once. Stacks started
+// side by side share the cache's Keycloak distribution, whose first
+// start-dev writes the built server into it: the lock lets one Keycloak
+// at a time through that step.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { f.Close() }) }, nil
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// waitLogLine polls the log at path, from offset on, until a line holds
+// want, the process exits, or the deadline passes.
+func waitLogLine(ctx context.Context, path string, offset int64, want string, limit time.Duration, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && int64(len(b)) > offset && strings.Contains(string(b[offset:]), want) {
+			return nil
+		}
+		if p.exited() {
+			return fmt.Errorf("%s exited before logging %q: %v", filepath.Base(p.cmd.Path), want, p.err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %q in %s: %w", want, path, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // keycloakHome lays out a Keycloak home for this run: the distribution's

@@ -41,7 +41,7 @@ install_keycloak() {
   mkdir -p "$dl"
   if [[ ! -f $dl/$tgz ]]; then
     log "Keycloak $KEYCLOAK_VERSION from Maven Central"
-    mvn_on_its_own_java -q -B "$DEPENDENCY_PLUGIN:copy" \
+    mvn_on_its_own_java -q -B -Dstyle.color=never "$DEPENDENCY_PLUGIN:copy" \
       -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" -DoutputDirectory="$dl" >&2 \
       || die "mvn could not fetch org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION"
   fi
