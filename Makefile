@@ -17,7 +17,12 @@ build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/tokenkeeper ./cmd/tokenkeeper
 
 ## test: vet, unit tests (race detector, fuzz seeds), the Python packages' tests, the image, the Zero to JupyterHub values, then the integration tests on the real stack.
-test: preflight unit pytest image-test z2jh integration
+## Each phase says how long it took.
+TEST_PHASES := preflight install-stack unit pytest image-test z2jh integration
+test:
+	@for p in $(TEST_PHASES); do start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$p || { echo "make test: $$p failed after $$(( $$(date +%s) - start )) s" >&2; exit 1; }; \
+	  echo "make test: $$p took $$(( $$(date +%s) - start )) s"; done
 
 ## preflight: stops at once, in one line, when a tool that make test needs is missing.
 TOOLS := go gcc git python3 mvn java npm sha1sum tar

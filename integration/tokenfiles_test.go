@@ -262,8 +262,19 @@ func TestServerKeepsTokenFilesFreshUntilTheSessionEnds(t *testing.T) {
 	stopServerAtEnd(t, "tess")
 	env := serverEnv(t, "tess")
 	files := tokenFiles(t, env)
-	if fi, err := os.Stat(filepath.Dir(files["base"])); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Errorf("token files' directory: %v, %v; want mode 0700", fi.Mode().Perm(), err)
+	// The keeper starts in a thread of the server, which may answer the
+	// hub a moment before the keeper's first write.
+	var dirMode os.FileMode
+	err := Poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
+		fi, err := os.Stat(filepath.Dir(files["base"]))
+		if err != nil {
+			return false, err
+		}
+		dirMode = fi.Mode().Perm()
+		return true, nil
+	})
+	if err != nil || dirMode != 0o700 {
+		t.Errorf("token files' directory: mode %v, %v; want mode 0700", dirMode, err)
 	}
 	formats := map[string]string{"base": "raw", "header": "header", "json": "json"}
 	noAudiences := audienceTokensUnserved(t, env)
@@ -291,7 +302,7 @@ func TestServerKeepsTokenFilesFreshUntilTheSessionEnds(t *testing.T) {
 	// The keeper asks tokenkeeper at the latest two thirds of a lifetime
 	// later and removes the files when it answers 409 (JupyterHub 6), or
 	// when the hub refuses the server's token (401, JupyterHub 5).
-	err := Poll(ctx, tokenFileLife*2/3+10*time.Second, 250*time.Millisecond, func() (bool, error) {
+	err = Poll(ctx, tokenFileLife*2/3+10*time.Second, 250*time.Millisecond, func() (bool, error) {
 		for name, path := range files {
 			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 				return false, fmt.Errorf("token file %s still there (%v)", name, err)

@@ -170,6 +170,9 @@ func runShards(ctx context.Context, o options, binary string, shards []shard, ou
 	}
 	_ = g.Wait()
 	report(out, shards, results)
+	if err := os.WriteFile(filepath.Join(o.logs, "durations.txt"), []byte(measured(results)), 0o644); err != nil {
+		return err
+	}
 	if t := count(shards, results); t.Failed > 0 {
 		return fmt.Errorf("%d of %d tests failed", t.Failed, t.Passed+t.Failed+t.Skipped)
 	}

@@ -78,7 +78,12 @@ func plan(suites []suite, tests []string, estimates map[string]time.Duration) []
 }
 
 func split(su suite, tests []string, estimates map[string]time.Duration) []shard {
-	est := func(t string) time.Duration { return cmp.Or(estimates[t], defaultEstimate) }
+	est := func(t string) time.Duration {
+		if d, ok := estimates[t]; ok {
+			return d
+		}
+		return defaultEstimate
+	}
 	slices.SortStableFunc(tests, func(a, b string) int { return cmp.Compare(est(b), est(a)) })
 	shards := make([]shard, su.Shards)
 	for i := range shards {

@@ -11,8 +11,8 @@ import (
 
 func TestPlanBalancesLongestFirst(t *testing.T) {
 	s := func(n int) time.Duration { return time.Duration(n) * time.Second }
-	estimates := map[string]time.Duration{"TestA": s(600), "TestB": s(300), "TestC": s(250), "TestD": s(200), "TestE": s(100)}
-	tests := []string{"TestE", "TestD", "TestC", "TestB", "TestA", "TestNew", "TestOther"}
+	estimates := map[string]time.Duration{"TestA": s(600), "TestB": s(300), "TestC": s(250), "TestD": s(200), "TestE": s(100), "TestPure": 0}
+	tests := []string{"TestE", "TestD", "TestC", "TestB", "TestA", "TestNew", "TestOther", "TestPure"}
 	suites := []suite{
 		{Hub: "6", Shards: 3, Run: regexp.MustCompile(".")},
 		{Hub: "5", Shards: 2, Run: regexp.MustCompile(`^(TestB|TestE)$`)},
@@ -20,8 +20,9 @@ func TestPlanBalancesLongestFirst(t *testing.T) {
 	got := plan(suites, tests, estimates)
 	want := []shard{
 		// TestNew and TestOther have no measured duration: 90 s each.
+		// TestPure was measured at 0 s: it goes where the least work is.
 		{Name: "jh6-1", Hub: "6", Tests: []string{"TestA"}, Estimate: s(600)},
-		{Name: "jh6-2", Hub: "6", Tests: []string{"TestB", "TestE", "TestNew"}, Estimate: s(490)},
+		{Name: "jh6-2", Hub: "6", Tests: []string{"TestB", "TestE", "TestNew", "TestPure"}, Estimate: s(490)},
 		{Name: "jh6-3", Hub: "6", Tests: []string{"TestC", "TestD", "TestOther"}, Estimate: s(540)},
 		{Name: "jh5-1", Hub: "5", Tests: []string{"TestB"}, Estimate: s(300)},
 		{Name: "jh5-2", Hub: "5", Tests: []string{"TestE"}, Estimate: s(100)},
@@ -131,5 +132,21 @@ func TestCountFailsTestsWithoutAVerdict(t *testing.T) {
 	}
 	if got := slowest(results, 2); len(got) != 2 || got[0].Test != "TestA" || got[0].Took != 12500*time.Millisecond || got[1].Shard != "jh5-1" {
 		t.Errorf("slowest = %+v", got)
+	}
+}
+
+func TestMeasuredRoundTrips(t *testing.T) {
+	results := []result{
+		{Test: "TestA", Shard: "jh6-1", Took: 12 * time.Second},
+		{Test: "TestB", Shard: "jh6-2", Took: 30 * time.Second},
+		{Test: "TestA", Shard: "jh5-1", Took: 14500 * time.Millisecond},
+	}
+	got, err := parseDurations(measured(results))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]time.Duration{"TestA": 14500 * time.Millisecond, "TestB": 30 * time.Second}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("measured durations (-want +got):\n%s", diff)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -67,3 +68,22 @@ func slowest(results []result, n int) []result {
 // comes: test starts and verdicts, the stack's own lines, and a failing
 // test's file:line messages.
 var show = regexp.MustCompile(`^(=== RUN|--- |\s+--- FAIL|PASS$|FAIL|ok|integration:)|_test\.go:\d+`)
+
+// measured returns the results as a durations file: each test's longest
+// time over the shards that ran it, longest first.
+func measured(results []result) string {
+	longest := map[string]time.Duration{}
+	for _, r := range results {
+		longest[r.Test] = max(longest[r.Test], r.Took)
+	}
+	names := make([]string, 0, len(longest))
+	for n := range longest {
+		names = append(names, n)
+	}
+	slices.SortFunc(names, func(a, b string) int { return cmp.Or(cmp.Compare(longest[b], longest[a]), cmp.Compare(a, b)) })
+	out := "# Measured by integration/suite in one run; copy to integration/durations.txt to rebalance the shards.\n"
+	for _, n := range names {
+		out += fmt.Sprintf("%s %.1f\n", n, longest[n].Seconds())
+	}
+	return out
+}
