@@ -20,6 +20,9 @@ func (r *Refresher) budget(due []string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.opts.Now()
+	// A user removed since the sweep listed them (a back-channel logout's
+	// catch-up) has nothing left to refresh.
+	due = slices.DeleteFunc(due, func(name string) bool { return r.users[name] == nil })
 	due = append(due, r.pullForward(due, now)...)
 	expiry := func(name string) time.Time { return r.users[name].AccessExpiry }
 	slices.SortStableFunc(due, func(a, b string) int { return expiry(a).Compare(expiry(b)) })

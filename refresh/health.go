@@ -1,6 +1,8 @@
 package refresh
 
 import (
+	"time"
+
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
@@ -23,7 +25,14 @@ const (
 	// ProblemHubBudget: hub_max_rps cannot refresh every due user before
 	// their access token expires.
 	ProblemHubBudget ProblemClass = "hub_budget"
+	// ProblemSweepPanicked: a sweep panicked (a bug; the log has its
+	// stack) within the last sweepPanicShown.
+	ProblemSweepPanicked ProblemClass = "sweep_panicked"
 )
+
+// sweepPanicShown is how long health shows a sweep's panic: long enough
+// for an admin or a probe to see one that a later sweep did not repeat.
+const sweepPanicShown = 10 * time.Minute
 
 // Problem is one reason tokenkeeper cannot fully do its job.
 type Problem struct {
@@ -84,6 +93,9 @@ func (r *Refresher) Health() Health {
 	}
 	if r.short > 0 {
 		h.Problems = append(h.Problems, Problem{Class: ProblemHubBudget, Users: r.short})
+	}
+	if !r.panicked.IsZero() && r.opts.Now().Sub(r.panicked) < sweepPanicShown {
+		h.Problems = append(h.Problems, Problem{Class: ProblemSweepPanicked})
 	}
 	return h
 }

@@ -20,6 +20,7 @@ import (
 	"iter"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -148,6 +149,7 @@ type Refresher struct {
 	guard    guardWindow             // counts unexpected session endings
 	held     int                     // logouts the tripped guard holds back
 	short    int                     // due users the hub budget cannot reach before expiry
+	panicked time.Time               // when a sweep last panicked
 	capped   map[string]store.Digest // refresh tokens whose grant did not move the refresh token's expiry
 	probing  map[string]bool         // users the next sweep refreshes whatever their schedule: the guard's probes, users the budget brings forward
 	moved    map[string]bool         // kept users whose hub activity moved since they were last read
@@ -193,7 +195,8 @@ func (r *Refresher) Stop(ctx context.Context) error {
 // expired, and logs out those whose session ended. A sweep with nothing due
 // costs the hub only the list pages and Keycloak nothing. Once ctx ends no
 // further user is started.
-func (r *Refresher) Sweep(ctx context.Context) error {
+func (r *Refresher) Sweep(ctx context.Context) (err error) {
+	defer r.recoverSweep(&err)
 	users, err := r.listUsers(ctx)
 	r.mu.Lock()
 	r.hubErr = err
@@ -210,6 +213,21 @@ func (r *Refresher) Sweep(ctx context.Context) error {
 		r.log.Error("prune store", "err", err)
 	}
 	return ctx.Err()
+}
+
+// recoverSweep turns a panic in the sweep's own goroutine into an error,
+// logged at error with its stack and shown in health for
+// sweepPanicShown, instead of a sweep that silently did nothing.
+func (r *Refresher) recoverSweep(err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	r.log.Error("sweep panicked; the next sweep starts afresh", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+	r.mu.Lock()
+	r.panicked = r.opts.Now()
+	r.mu.Unlock()
+	*err = fmt.Errorf("sweep: panic: %v", p)
 }
 
 // refreshAll updates the due users, at most Concurrency at once, and

@@ -150,6 +150,8 @@ var problemTexts = map[refresh.ProblemClass]string{
 		"Nobody is logged out until an admin releases the guard.",
 	refresh.ProblemStuckUsers: "The hub refuses to store some users' new tokens; they are kept in the journal.",
 	refresh.ProblemHubBudget:  "hub_max_rps cannot refresh every due user before their token expires.",
+	refresh.ProblemSweepPanicked: "A sweep failed on an internal error in the last 10 minutes; " +
+		"the log has its stack. Please report it.",
 }
 
 type problemBody struct {

@@ -143,6 +143,10 @@ func printPlan(w io.Writer, shards []shard) {
 
 // runShards runs every shard at once and reports when all have ended.
 func runShards(ctx context.Context, o options, binary string, shards []shard, out *lockedWriter) error {
+	// A fresh directory: no shard's output from an earlier run is left to mislead.
+	if err := os.RemoveAll(o.logs); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(o.logs, 0o755); err != nil {
 		return err
 	}
