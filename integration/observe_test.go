@@ -28,6 +28,14 @@ import (
 // (integration/stack/jupyterhub_config.py).
 const sweepInterval = 2 * time.Second
 
+// busySlack is how much later than its own bound the suite accepts an
+// action due within a sweep or two: the suite's stacks share a 2-core
+// machine, and a sweep, a grant or a hub request may wait seconds for a
+// core while another stack starts servers or logs users in. Every bound
+// that adds it stays well below the failure it guards against: an ending
+// found only when a 30 s token falls due, or never.
+const busySlack = 8 * time.Second
+
 // timedLine is one of tokenkeeper's JSON log lines with its time.
 type timedLine struct {
 	Time     time.Time `json:"time"`
@@ -36,6 +44,9 @@ type timedLine struct {
 	Reason   string    `json:"reason"`
 	Expected *bool     `json:"expected"`
 	Problem  string    `json:"problem"`
+	// ExpiresAt is a "refreshed" line's new access token's exp: when
+	// Keycloak issued it, plus the token's lifetime.
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // linesSince returns tokenkeeper's log lines written at or after since, in

@@ -212,8 +212,9 @@ func assertEndedAtExpiry(t *testing.T, user string, lines []timedLine, exp time.
 		t.Errorf("%s logged out at %s, %s before their session's maximum at %s",
 			user, out.Time.Format(time.StampMilli), exp.Sub(out.Time).Round(time.Millisecond), exp.Format(time.StampMilli))
 	}
-	if after := out.Time.Sub(exp); after > sweepInterval+time.Second {
-		t.Errorf("%s logged out %s after their session's maximum, want within a sweep (%s)", user, after.Round(time.Millisecond), sweepInterval)
+	if after := out.Time.Sub(exp); after > sweepInterval+time.Second+busySlack {
+		t.Errorf("%s logged out %s after their session's maximum, want within a sweep (%s, and %s for a busy machine)",
+			user, after.Round(time.Millisecond), sweepInterval, busySlack)
 	}
 }
 
@@ -340,8 +341,9 @@ func TestRealmWideSessionWipeTripsGuard(t *testing.T) {
 		if !strings.Contains(l[0].Reason, "invalid_grant") {
 			t.Errorf("%s logged out for %q, want the failed grant's invalid_grant", u, l[0].Reason)
 		}
-		if after := l[0].Time.Sub(released); after > sweepInterval+time.Second {
-			t.Errorf("%s logged out %s after the release, want within a sweep (%s)", u, after.Round(time.Millisecond), sweepInterval)
+		if after := l[0].Time.Sub(released); after > sweepInterval+time.Second+busySlack {
+			t.Errorf("%s logged out %s after the release, want within a sweep (%s, and %s for a busy machine)",
+				u, after.Round(time.Millisecond), sweepInterval, busySlack)
 		}
 	}
 	assertHealth(t, http.StatusOK, healthBody{Status: "ok", Problems: nil})
@@ -509,8 +511,9 @@ func TestIdleUserLoggedOutAfterSSOIdle(t *testing.T) {
 	// of the logout.
 	// tokenkeeper gives an idle session up 10 s after its refresh token's
 	// exp (the clock difference it allows Keycloak), then within a sweep.
-	if late := cleared.Sub(idleEnd); late > 10*time.Second+sweepInterval+time.Second {
-		t.Errorf("idler logged out %s after the idle time ended, want within 10 s and a sweep (%s)", late.Round(time.Millisecond), sweepInterval)
+	if late := cleared.Sub(idleEnd); late > 10*time.Second+sweepInterval+time.Second+busySlack {
+		t.Errorf("idler logged out %s after the idle time ended, want within 10 s and a sweep (%s, and %s for a busy machine)",
+			late.Round(time.Millisecond), sweepInterval, busySlack)
 	}
 	resp, err := browser.Get(stack.HubURL() + "/hub/home")
 	if err != nil {

@@ -142,7 +142,7 @@ func TestBackchannelLogoutFromRPInitiatedLogout(t *testing.T) {
 }
 
 // waitLoggedOut waits for user's auth_state to be cleared and checks it
-// took at most 2 seconds from start.
+// took at most 2 seconds from start, and busySlack more on a busy machine.
 func waitLoggedOut(t *testing.T, user string, start time.Time) {
 	t.Helper()
 	err := Poll(context.Background(), 30*time.Second, 100*time.Millisecond, func() (bool, error) {
@@ -152,8 +152,8 @@ func waitLoggedOut(t *testing.T, user string, start time.Time) {
 	if err != nil {
 		t.Fatalf("%s not logged out: %v", user, err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("%s logged out after %s, want within 2 s", user, d)
+	if d := time.Since(start); d > 2*time.Second+busySlack {
+		t.Errorf("%s logged out after %s, want within 2 s (and %s for a busy machine)", user, d, busySlack)
 	}
 	if l := tokenkeeperLog(t, "logged out", user); len(l) != 1 || l[0].Reason != "keycloak back-channel logout" {
 		t.Errorf("logout log lines for %s = %+v, want one back-channel logout", user, l)
