@@ -75,7 +75,7 @@ CORE_TESTS := ^(TestLoginWithWrongPasswordSaysWhy|TestFreshTokenServesOwnTokenAn
 ## integration: the whole suite with JupyterHub 6.1 on IT_SHARDS stacks, and CORE_TESTS with JupyterHub 5
 ## on one more, all side by side (integration/suite); each shard's whole output goes to .cache/integration/.
 ## IT_RUN narrows the JupyterHub 6 suite to the tests it matches.
-IT_SHARDS ?= 5
+IT_SHARDS ?= 4
 IT_RUN    ?= .
 IT_BIN    := .cache/integration.test
 IT_SUITE   = $(GO) run ./integration/suite -binary $(IT_BIN) -durations integration/durations.txt -logs .cache/integration
