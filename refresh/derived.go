@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -31,8 +32,13 @@ type Target struct {
 	Name string
 }
 
-// key is the target's single-flight key for user name.
-func (t Target) key(name string) string { return name + "\x00" + string(t.Kind) + "\x00" + t.Name }
+// flightKey is the single-flight key of user name's own tokens (t zero)
+// or of the token derived for t. The name is length-prefixed, so that no
+// user name, whatever bytes it holds, reads as another user's key or as a
+// derived token's.
+func flightKey(name string, t Target) string {
+	return strconv.Itoa(len(name)) + ":" + name + "\x00" + string(t.Kind) + "\x00" + t.Name
+}
 
 // DeriveFunc makes a derived token from a user's access token: the
 // exchange for an audience, or the stored token of an identity provider.
@@ -106,7 +112,7 @@ func (r *Refresher) derivedOnce(ctx context.Context, name string, t Target, minV
 	if d, ok := r.cachedDerived(name, t, base.Session, minValid); ok {
 		return d, nil
 	}
-	return r.inFlight(ctx, t.key(name), func(ctx context.Context) (Tokens, error) {
+	return r.inFlight(ctx, flightKey(name, t), func(ctx context.Context) (Tokens, error) {
 		return r.derive(ctx, name, t, minValid)
 	})
 }

@@ -551,3 +551,26 @@ func TestUserGoneFromTheHubLeavesNoDerivedTokens(t *testing.T) {
 		t.Errorf("derived tokens held for users the hub no longer has: %d, want 0", n)
 	}
 }
+
+// TestFlightKeysNeverCollide: a user whose name holds NUL bytes cannot
+// join another user's single flight, plain or derived, and receive that
+// user's token.
+func TestFlightKeysNeverCollide(t *testing.T) {
+	trino := Target{Kind: KindAudience, Name: "trino"}
+	keys := map[string]string{
+		"alice":                      flightKey("alice", Target{}),
+		"alice/trino":                flightKey("alice", trino),
+		"alice\x00audience\x00trino": flightKey("alice\x00audience\x00trino", Target{}),
+		"alice\x00/trino":            flightKey("alice\x00", trino),
+		"alice\x00audience":          flightKey("alice\x00audience", Target{Kind: KindAudience, Name: ""}),
+		"\x00":                       flightKey("\x00", Target{}),
+		"":                           flightKey("", Target{}),
+	}
+	seen := map[string]string{}
+	for who, k := range keys {
+		if other, ok := seen[k]; ok {
+			t.Errorf("%q and %q share the single-flight key %q", who, other, k)
+		}
+		seen[k] = who
+	}
+}

@@ -448,7 +448,7 @@ type needFunc func(name string, st AuthState, now time.Time) bool
 // and counted, so that Stop waits for it. No work starts once ctx has ended
 // or Stop has begun.
 func (r *Refresher) do(ctx context.Context, name string, need needFunc) (Tokens, error) {
-	return r.inFlight(ctx, name, func(ctx context.Context) (Tokens, error) {
+	return r.inFlight(ctx, flightKey(name, Target{}), func(ctx context.Context) (Tokens, error) {
 		return r.update(ctx, name, need)
 	})
 }

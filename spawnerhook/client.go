@@ -28,8 +28,22 @@ type Client struct {
 
 // NewClient returns a client for the service at base (TOKENKEEPER_URL,
 // including the service prefix) authenticating with a JupyterHub token.
+// It uses a copy of hc that never follows a redirect: the request carries
+// the caller's JupyterHub token, which is for tokenkeeper alone.
 func NewClient(base, token string, hc *http.Client) *Client {
-	return &Client{base: strings.TrimRight(base, "/") + "/", token: token, http: hc}
+	cp := *hc
+	cp.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Client{base: strings.TrimRight(base, "/") + "/", token: token, http: &cp}
+}
+
+// RedirectError is a redirect answer, which the client does not follow.
+type RedirectError struct {
+	Status   int
+	Location string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("tokenkeeper: HTTP %d redirects to %q; the token is not sent there (check TOKENKEEPER_URL)", e.Status, e.Location)
 }
 
 // For returns a client that asks for the token derived from the user's
@@ -83,6 +97,9 @@ func (c *Client) FreshToken(ctx context.Context, minValid time.Duration) (Token,
 		return Token{}, fmt.Errorf("tokenkeeper: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return Token{}, &RedirectError{Status: resp.StatusCode, Location: resp.Header.Get("Location")}
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return Token{}, fmt.Errorf("tokenkeeper: read: %w", err)

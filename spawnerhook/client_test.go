@@ -79,6 +79,35 @@ func TestClientFreshTokenRequest(t *testing.T) {
 
 // TestClientFor: the derived token's parameter is added to every request,
 // and the client it was made from is unchanged.
+// TestClientRefusesRedirects: a redirect (a proxy sending plain HTTP to
+// HTTPS, a wrong TOKENKEEPER_URL) is an error naming where it pointed, and
+// the redirect's target never sees the caller's token, whatever the HTTP
+// client passed in would do.
+func TestClientRefusesRedirects(t *testing.T) {
+	var seen []keeperRequest
+	var mu sync.Mutex
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, seeRequest(r))
+		mu.Unlock()
+		fmt.Fprint(w, tokenJSON("stolen", time.Now().Add(time.Hour)))
+	}))
+	defer elsewhere.Close()
+	keeper := httptest.NewServer(http.RedirectHandler(elsewhere.URL+"/collect", http.StatusFound))
+	defer keeper.Close()
+	c := NewClient(keeper.URL+"/services/tokenkeeper", "server-token", &http.Client{})
+	_, err := c.FreshToken(context.Background(), time.Minute)
+	var re *RedirectError
+	if !errors.As(err, &re) || re.Status != http.StatusFound || re.Location != elsewhere.URL+"/collect" {
+		t.Errorf("FreshToken error = %v, want a RedirectError to %s/collect", err, elsewhere.URL)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 0 {
+		t.Errorf("the redirect's target saw %+v, want no request", seen)
+	}
+}
+
 func TestClientFor(t *testing.T) {
 	exp := time.Date(2026, 11, 22, 12, 5, 0, 0, time.UTC)
 	var got []keeperRequest
