@@ -153,6 +153,7 @@ func runShards(ctx context.Context, o options, binary string, shards []shard, ou
 	var mu sync.Mutex
 	var results []result
 	took := make([]time.Duration, len(shards))
+	exits := make([]error, len(shards))
 	var g errgroup.Group
 	for i, s := range shards {
 		g.Go(func() error {
@@ -162,7 +163,7 @@ func runShards(ctx context.Context, o options, binary string, shards []shard, ou
 				results = append(results, r)
 				mu.Unlock()
 			})
-			took[i] = time.Since(start)
+			took[i], exits[i] = time.Since(start), err
 			verdict := "passed"
 			if err != nil {
 				verdict = "failed (" + err.Error() + ")"
@@ -177,8 +178,25 @@ func runShards(ctx context.Context, o options, binary string, shards []shard, ou
 	if err := os.WriteFile(filepath.Join(o.logs, "durations.txt"), []byte(measured(results)), 0o644); err != nil {
 		return err
 	}
-	if t := count(shards, results); t.Failed > 0 {
+	return verdict(shards, exits, count(shards, results))
+}
+
+// verdict fails the run when a test failed or gave no verdict, and when a
+// shard's binary failed after its tests passed (the stack's logs held an
+// exception no test expected, or the stack did not stop).
+func verdict(shards []shard, exits []error, t tally) error {
+	var failed []string
+	for i, err := range exits {
+		if err != nil {
+			failed = append(failed, shards[i].Name)
+		}
+	}
+	switch {
+	case t.Failed > 0:
 		return fmt.Errorf("%d of %d tests failed", t.Failed, t.Passed+t.Failed+t.Skipped)
+	case len(failed) > 0:
+		return fmt.Errorf("every test passed, but %s failed after them: see the end of their output",
+			strings.Join(failed, ", "))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"regexp"
 	"slices"
 	"testing"
@@ -148,5 +149,22 @@ func TestMeasuredRoundTrips(t *testing.T) {
 	want := map[string]time.Duration{"TestA": 14500 * time.Millisecond, "TestB": 30 * time.Second}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("measured durations (-want +got):\n%s", diff)
+	}
+}
+
+// TestVerdictFailsAShardThatFailedAfterItsTests: a shard whose binary
+// exits non-zero after every test passed (an exception no test expected
+// in the stack's logs) fails the run.
+func TestVerdictFailsAShardThatFailedAfterItsTests(t *testing.T) {
+	shards := []shard{{Name: "jh6-1"}, {Name: "jh5-1"}}
+	if err := verdict(shards, []error{nil, nil}, tally{Passed: 3}); err != nil {
+		t.Errorf("verdict with every test and shard passed = %v, want nil", err)
+	}
+	err := verdict(shards, []error{nil, errors.New("exit status 1")}, tally{Passed: 3})
+	if err == nil || err.Error() != "every test passed, but jh5-1 failed after them: see the end of their output" {
+		t.Errorf("verdict with jh5-1 failed = %v", err)
+	}
+	if err := verdict(shards, []error{nil, nil}, tally{Passed: 2, Failed: 1}); err == nil || err.Error() != "1 of 3 tests failed" {
+		t.Errorf("verdict with a failed test = %v", err)
 	}
 }
