@@ -263,24 +263,10 @@ func fileSize(path string) int64 {
 // waitLogLine polls the log at path, from offset on, until a line holds
 // want, the process exits, or the deadline passes.
 func waitLogLine(ctx context.Context, path string, offset int64, want string, limit time.Duration, p *process) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	return waitUntil(ctx, limit, p, fmt.Sprintf("%q in %s", want, path), fmt.Sprintf("logging %q", want), func(context.Context) bool {
 		b, err := os.ReadFile(path)
-		if err == nil && int64(len(b)) > offset && strings.Contains(string(b[offset:]), want) {
-			return nil
-		}
-		if p.exited() {
-			return fmt.Errorf("%s exited before logging %q: %v", filepath.Base(p.cmd.Path), want, p.err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %q in %s: %w", want, path, ctx.Err())
-		case <-tick.C:
-		}
-	}
+		return err == nil && int64(len(b)) > offset && strings.Contains(string(b[offset:]), want)
+	})
 }
 
 // keycloakHome lays out a Keycloak home for this run: the distribution's
@@ -489,25 +475,35 @@ func (p *process) stop() {
 // waitHTTP polls url until it answers 200, the process exits, or the
 // deadline passes.
 func waitHTTP(ctx context.Context, url string, limit time.Duration, p *process) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	return waitUntil(ctx, limit, p, url, url+" answered", func(ctx context.Context) bool {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// waitUntil checks ready every 250 ms until it holds, the process p exits
+// ("exited before <event>"), or limit passes ("waiting for <what>").
+func waitUntil(ctx context.Context, limit time.Duration, p *process, what, event string, ready func(context.Context) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	client := &http.Client{Timeout: 2 * time.Second}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if ready(ctx) {
+			return nil
 		}
 		if p.exited() {
-			return fmt.Errorf("%s exited before %s answered: %v", filepath.Base(p.cmd.Path), url, p.err)
+			return fmt.Errorf("%s exited before %s: %v", filepath.Base(p.cmd.Path), event, p.err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", url, ctx.Err())
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		case <-tick.C:
 		}
 	}

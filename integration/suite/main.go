@@ -152,7 +152,6 @@ func runShards(ctx context.Context, o options, binary string, shards []shard, ou
 	}
 	var mu sync.Mutex
 	var results []result
-	took := make([]time.Duration, len(shards))
 	exits := make([]error, len(shards))
 	var g errgroup.Group
 	for i, s := range shards {
@@ -163,13 +162,13 @@ func runShards(ctx context.Context, o options, binary string, shards []shard, ou
 				results = append(results, r)
 				mu.Unlock()
 			})
-			took[i], exits[i] = time.Since(start), err
+			exits[i] = err
 			verdict := "passed"
 			if err != nil {
 				verdict = "failed (" + err.Error() + ")"
 			}
 			out.printf("integration: %s %s in %s; its whole output: %s\n", s.Name, verdict,
-				took[i].Round(time.Second), logPath(o, s))
+				time.Since(start).Round(time.Second), logPath(o, s))
 			return nil
 		})
 	}
