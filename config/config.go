@@ -94,6 +94,12 @@ type Config struct {
 	// disables the guard.
 	GuardMin      int     `json:"guard_min"`
 	GuardFraction float64 `json:"guard_fraction"`
+	// RefreshTokenMaxReuse is the realm's Refresh Token Max Reuse: how many
+	// times Keycloak accepts a refresh token again after its first use. After
+	// a grant whose answer was lost, tokenkeeper spends the same token again
+	// only this many times; beyond it Keycloak would end the client's
+	// session, so it asks Keycloak's introspection instead.
+	RefreshTokenMaxReuse int `json:"refresh_token_max_reuse"`
 
 	// ServiceAccountClientID is a confidential Keycloak client with service
 	// accounts enabled, used for the service-token endpoint (CI callers) and
@@ -222,6 +228,9 @@ func (c Config) Validate() error {
 		bad("state key: %w", err)
 	}
 	errs = append(errs, c.validateClients()...)
+	if c.RefreshTokenMaxReuse < 0 {
+		bad("refresh_token_max_reuse: must be ≥ 0 (the realm's Refresh Token Max Reuse), got %d", c.RefreshTokenMaxReuse)
+	}
 	if c.GuardMin < 0 || c.GuardFraction < 0 || c.GuardFraction > 1 {
 		bad("guard: guard_min must be ≥ 0 and guard_fraction between 0 and 1")
 	}

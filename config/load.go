@@ -241,12 +241,17 @@ func loadEnv(c *Config, getenv func(string) string) error {
 		}
 		c.HubMaxRPS = n
 	}
-	if v := getenv("TOKENKEEPER_CONCURRENCY"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("TOKENKEEPER_CONCURRENCY: %w", err))
+	for name, n := range map[string]*int{
+		"TOKENKEEPER_CONCURRENCY":             &c.Concurrency,
+		"TOKENKEEPER_REFRESH_TOKEN_MAX_REUSE": &c.RefreshTokenMaxReuse,
+	} {
+		if v := getenv(name); v != "" {
+			parsed, err := strconv.Atoi(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+			*n = parsed
 		}
-		c.Concurrency = n
 	}
 	return errors.Join(errs...)
 }

@@ -1,8 +1,9 @@
 // Package keycloak is tokenkeeper's client of one Keycloak realm: discovery,
 // the refresh grant with the hub's client, standard token exchange (RFC 8693,
 // Keycloak 26.2 and later), users' stored identity-provider tokens through
-// identity brokering, verification of back-channel logout tokens, and the
-// sorting of grant failures into transient, terminal and operator problems.
+// identity brokering, token introspection (RFC 7662), verification of
+// back-channel logout tokens, and the sorting of grant failures into
+// transient, terminal and operator problems and grants of unknown outcome.
 package keycloak
 
 import (
@@ -23,8 +24,8 @@ import (
 // Client speaks to one Keycloak realm as one confidential OAuth client: it
 // spends refresh tokens (Keycloak binds them to the client they were issued
 // to, so this is the hub's own client), exchanges access tokens for tokens
-// of another audience, reads users' stored identity-provider tokens and
-// verifies back-channel logout tokens. The realm's endpoints are discovered
+// of another audience, introspects tokens, reads users' stored
+// identity-provider tokens and verifies back-channel logout tokens. The realm's endpoints are discovered
 // from the issuer on first use and kept; discovery is retried on the next
 // call after a failure. It never follows a redirect: its requests carry a
 // client secret or a user's token meant for Keycloak alone.
@@ -146,11 +147,18 @@ func (k *Client) VerifyLogout(ctx context.Context, raw string) (*oidc.LogoutToke
 }
 
 // Refresh runs one refresh_token grant and returns the new token set. Errors
-// from Keycloak are *oauth2.RetrieveError; Classify sorts every error.
+// from Keycloak are *oauth2.RetrieveError; failures before the grant was sent
+// are marked ErrNotSent, except a *DiscoveryError; Classify sorts every error.
 func (k *Client) Refresh(ctx context.Context, refresh config.Secret) (*oauth2.Token, error) {
 	ep, err := k.Endpoint(ctx)
 	if err != nil {
-		return nil, err
+		return nil, unsent(err)
+	}
+	if refresh == "" {
+		return nil, fmt.Errorf("refresh grant: %w: no refresh token", ErrNotSent)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("refresh grant: %w: %w", ErrNotSent, err)
 	}
 	conf := oauth2.Config{ClientID: k.clientID, ClientSecret: k.secret.Reveal(), Endpoint: ep}
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, k.realm.client)
@@ -159,6 +167,15 @@ func (k *Client) Refresh(ctx context.Context, refresh config.Secret) (*oauth2.To
 		return nil, fmt.Errorf("refresh grant: %w", err)
 	}
 	return tok, nil
+}
+
+// unsent marks a discovery failure ErrNotSent, unless it is a
+// *DiscoveryError, which Classify reports as an operator problem.
+func unsent(err error) error {
+	if errors.As(err, new(*DiscoveryError)) {
+		return err
+	}
+	return fmt.Errorf("refresh grant: %w: %w", ErrNotSent, err)
 }
 
 // unavailableStatus is a 5xx or 429 answer during discovery: Keycloak is

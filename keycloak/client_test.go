@@ -6,11 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/oauth2"
@@ -73,8 +78,9 @@ func TestClassifyKeycloakErrors(t *testing.T) {
 		// Older Keycloak reports client authentication failures this way.
 		{400, "unauthorized_client", "Invalid client or Invalid client credentials", Operator},
 		{401, "unauthorized_client", "Invalid client or Invalid client credentials", Operator},
-		// Keycloak's own internal error.
+		// Keycloak's own internal error: its transaction issued no token.
 		{500, "unknown_error", "", Transient},
+		{500, "unknown_error", "For more on this error consult the server log.", Transient},
 	}
 	for _, tt := range tests {
 		rerr := keycloakError(tt.status, tt.code, tt.desc)
@@ -93,24 +99,44 @@ func TestClassifyOtherErrors(t *testing.T) {
 			Body:     []byte("<html><body><h1>" + http.StatusText(status) + "</h1></body></html>"),
 		}
 	}
+	const tokenURL = "https://kc.example.org/realms/jupyter/protocol/openid-connect/token"
+	post := func(err error) error {
+		return fmt.Errorf("refresh grant: %w", &url.Error{Op: "Post", URL: tokenURL, Err: err})
+	}
+	dial := func(op string, err error) error { return post(&net.OpError{Op: op, Net: "tcp", Err: err}) }
+	refused := &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}
+	noHost := &net.DNSError{Err: "no such host", Name: "kc.example.org", IsNotFound: true}
 	tests := []struct {
 		name string
 		err  error
 		want Class
 	}{
-		{name: "500 html", err: html(500), want: Transient},
-		{name: "502 html", err: html(502), want: Transient},
-		{name: "503 html", err: html(503), want: Transient},
-		{name: "504 html", err: html(504), want: Transient},
+		// A proxy's page: Keycloak may have carried out the grant.
+		{name: "500 html", err: html(500), want: Unknown},
+		{name: "502 html", err: html(502), want: Unknown},
+		{name: "503 html", err: html(503), want: Unknown},
+		{name: "504 html", err: html(504), want: Unknown},
 		{name: "429 html", err: html(429), want: Transient},
 		{name: "429 json", err: keycloakError(429, "too_many_requests", "slow down"), want: Transient},
 		{name: "503 with invalid_grant body", err: keycloakError(503, "invalid_grant", "Session not active"), want: Transient},
 		{name: "no response", err: &oauth2.RetrieveError{}, want: Transient},
-		{name: "url error", err: &url.Error{Op: "Post", URL: "https://kc.example.org/realms/jupyter/protocol/openid-connect/token", Err: errors.New("connection refused")}, want: Transient},
-		{name: "wrapped url error", err: fmt.Errorf("refresh grant: %w", &url.Error{Op: "Post", URL: "https://kc", Err: io.ErrUnexpectedEOF}), want: Transient},
-		{name: "deadline", err: context.DeadlineExceeded, want: Transient},
-		{name: "wrapped deadline", err: fmt.Errorf("refresh grant: %w", &url.Error{Op: "Post", URL: "https://kc", Err: context.DeadlineExceeded}), want: Transient},
-		{name: "canceled", err: context.Canceled, want: Transient},
+		// The grant never left.
+		{name: "not sent", err: fmt.Errorf("refresh grant: %w: %w", ErrNotSent, post(context.Canceled)), want: Transient},
+		{name: "connection refused", err: dial("dial", refused), want: Transient},
+		{name: "no such host", err: dial("dial", noHost), want: Transient},
+		{name: "bare dns error", err: noHost, want: Transient},
+		{name: "proxy refused", err: dial("proxyconnect", dial("dial", refused)), want: Transient},
+		// The grant may have arrived; its answer did not.
+		{name: "connection reset", err: dial("read", &os.SyscallError{Syscall: "read", Err: syscall.ECONNRESET}), want: Unknown},
+		{name: "unexpected EOF", err: post(io.ErrUnexpectedEOF), want: Unknown},
+		{name: "EOF", err: post(io.EOF), want: Unknown},
+		{name: "deadline", err: context.DeadlineExceeded, want: Unknown},
+		{name: "wrapped deadline", err: post(context.DeadlineExceeded), want: Unknown},
+		{name: "canceled", err: context.Canceled, want: Unknown},
+		{name: "body cut off", err: errors.New("oauth2: cannot fetch token: unexpected EOF"), want: Unknown},
+		{name: "2xx not json", err: errors.New("oauth2: cannot parse json: invalid character '<' looking for beginning of value"), want: Unknown},
+		{name: "2xx without access token", err: errors.New("oauth2: server response missing access_token"), want: Unknown},
+		// Configuration.
 		{name: "discovery", err: &DiscoveryError{Err: errors.New("oidc: issuer did not match")}, want: Operator},
 		{name: "wrapped discovery", err: fmt.Errorf("x: %w", &DiscoveryError{Err: errors.New("404 Not Found")}), want: Operator},
 		{name: "404 html from a wrong token URL", err: html(404), want: Operator},
@@ -124,10 +150,24 @@ func TestClassifyOtherErrors(t *testing.T) {
 	}
 }
 
+// TestClassString also pins the classes' values: Unknown came last, so the
+// others kept theirs.
 func TestClassString(t *testing.T) {
-	for c, want := range map[Class]string{Transient: "transient", Terminal: "terminal", Operator: "operator"} {
-		if got := c.String(); got != want {
-			t.Errorf("Class(%d).String() = %q, want %q", int(c), got, want)
+	tests := []struct {
+		c     Class
+		value int
+		want  string
+	}{
+		{Transient, 0, "transient"},
+		{Terminal, 1, "terminal"},
+		{Operator, 2, "operator"},
+		{Unknown, 3, "unknown"},
+		{Class(4), 4, "Class(4)"},
+		{Class(-1), -1, "Class(-1)"},
+	}
+	for _, tt := range tests {
+		if int(tt.c) != tt.value || tt.c.String() != tt.want {
+			t.Errorf("Class %d = %q, want %d %q", int(tt.c), tt.c.String(), tt.value, tt.want)
 		}
 	}
 }
@@ -160,8 +200,19 @@ type brokerRequest struct {
 	Body          string
 }
 
-// fakeKeycloak serves one realm, "r": discovery, the token endpoint and the
-// broker token endpoint.
+// introspectRequest is what the fake Keycloak saw at its introspection
+// endpoint.
+type introspectRequest struct {
+	Method        string
+	Path          string
+	ContentType   string
+	Accept        string
+	Authorization string
+	Form          url.Values
+}
+
+// fakeKeycloak serves one realm, "r": discovery, the token endpoint, the
+// introspection endpoint and the broker token endpoint.
 type fakeKeycloak struct {
 	srv *httptest.Server
 
@@ -174,7 +225,16 @@ type fakeKeycloak struct {
 	requests        []tokenRequest
 	// respond answers the n-th token request (from 1).
 	respond func(n int) (status int, body string)
-	brokers []brokerRequest
+	// answer, when set, answers token requests in place of respond, once
+	// they are recorded: it may hold the request or break the connection.
+	answer func(w http.ResponseWriter, r *http.Request)
+	// noIntrospection leaves introspection_endpoint out of discovery.
+	noIntrospection bool
+	introspects     []introspectRequest
+	// introspectRespond answers introspection requests; nil answers
+	// inactiveIntrospection.
+	introspectRespond func() (status int, contentType, body string)
+	brokers           []brokerRequest
 	// brokerRespond answers broker token requests; nil answers storedIdPToken.
 	brokerRespond func() (status int, contentType, body string)
 }
@@ -185,6 +245,7 @@ func newFakeKeycloak(t *testing.T) *fakeKeycloak {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /realms/r/.well-known/openid-configuration", k.discovery)
 	mux.HandleFunc("/realms/r/protocol/openid-connect/token", k.token)
+	mux.HandleFunc("/realms/r/protocol/openid-connect/token/introspect", k.introspect)
 	mux.HandleFunc("/realms/r/broker/", k.broker)
 	k.srv = httptest.NewServer(mux)
 	t.Cleanup(k.srv.Close)
@@ -207,16 +268,21 @@ func (k *fakeKeycloak) discovery(w http.ResponseWriter, r *http.Request) {
 	if k.issuer != "" {
 		issuer = k.issuer
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{
+	config := map[string]any{
 		"issuer":                                issuer,
 		"authorization_endpoint":                k.realm() + "/protocol/openid-connect/auth",
 		"token_endpoint":                        k.realm() + "/protocol/openid-connect/token",
+		"introspection_endpoint":                k.realm() + "/protocol/openid-connect/token/introspect",
 		"userinfo_endpoint":                     k.realm() + "/protocol/openid-connect/userinfo",
 		"jwks_uri":                              k.realm() + "/protocol/openid-connect/certs",
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
-	})
+	}
+	if k.noIntrospection {
+		delete(config, "introspection_endpoint")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(config)
 }
 
 func (k *fakeKeycloak) token(w http.ResponseWriter, r *http.Request) {
@@ -228,8 +294,12 @@ func (k *fakeKeycloak) token(w http.ResponseWriter, r *http.Request) {
 		Method: r.Method, ContentType: r.Header.Get("Content-Type"),
 		User: user, Pass: pass, BasicAuth: ok, Form: form,
 	})
-	n, respond := len(k.requests), k.respond
+	n, respond, answer := len(k.requests), k.respond, k.answer
 	k.mu.Unlock()
+	if answer != nil {
+		answer(w, r)
+		return
+	}
 	status, out := http.StatusOK, keycloakTokenResponse
 	if respond != nil {
 		status, out = respond(n)
@@ -240,6 +310,30 @@ func (k *fakeKeycloak) token(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(status)
 	io.WriteString(w, out)
+}
+
+func (k *fakeKeycloak) introspect(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	form, _ := url.ParseQuery(string(body))
+	k.mu.Lock()
+	k.introspects = append(k.introspects, introspectRequest{Method: r.Method, Path: r.URL.Path,
+		ContentType: r.Header.Get("Content-Type"), Accept: r.Header.Get("Accept"),
+		Authorization: r.Header.Get("Authorization"), Form: form})
+	respond := k.introspectRespond
+	k.mu.Unlock()
+	status, ct, out := http.StatusOK, "application/json", inactiveIntrospection
+	if respond != nil {
+		status, ct, out = respond()
+	}
+	w.Header().Set("Content-Type", ct)
+	w.WriteHeader(status)
+	io.WriteString(w, out)
+}
+
+func (k *fakeKeycloak) introspectRequests() []introspectRequest {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]introspectRequest(nil), k.introspects...)
 }
 
 func (k *fakeKeycloak) broker(w http.ResponseWriter, r *http.Request) {
@@ -320,7 +414,16 @@ func TestRefresh(t *testing.T) {
 	}
 }
 
-// TestKeycloakRefreshErrorsAreSentOnce: a failed grant is never re-sent
+// nginxPage is nginx's own error page for status, e.g. "502 Bad Gateway".
+func nginxPage(status string) string {
+	return "<html>\r\n<head><title>" + status + "</title></head>\r\n<body>\r\n<center><h1>" + status +
+		"</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+}
+
+// haproxy503 is HAProxy's answer when no Keycloak instance is up.
+const haproxy503 = "<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n"
+
+// TestRefreshErrorsAreSentOnce: a failed grant is never re-sent
 // (x/oauth2's auth-style detection would spend the refresh token twice).
 func TestRefreshErrorsAreSentOnce(t *testing.T) {
 	tests := []struct {
@@ -335,7 +438,10 @@ func TestRefreshErrorsAreSentOnce(t *testing.T) {
 		{name: "bad client secret", status: 401, body: `{"error":"invalid_client","error_description":"Invalid client or Invalid client credentials"}`, want: Operator, code: "invalid_client"},
 		{name: "wrong client", status: 400, body: `{"error":"invalid_grant","error_description":"Invalid refresh token. Token client and authorized client don't match"}`, want: Operator, code: "invalid_grant"},
 		{name: "internal error", status: 500, body: `{"error":"unknown_error"}`, want: Transient, code: "unknown_error"},
-		{name: "proxy", status: 502, body: `<html><body>Bad Gateway</body></html>`, want: Transient},
+		{name: "internal error with description", status: 500, body: `{"error":"unknown_error","error_description":"For more on this error consult the server log."}`, want: Transient, code: "unknown_error"},
+		{name: "proxy 502", status: 502, body: nginxPage("502 Bad Gateway"), want: Unknown},
+		{name: "proxy 504", status: 504, body: nginxPage("504 Gateway Time-out"), want: Unknown},
+		{name: "proxy 503", status: 503, body: haproxy503, want: Unknown},
 		{name: "rate limited", status: 429, body: `<html><body>Too Many Requests</body></html>`, want: Transient},
 	}
 	for _, tt := range tests {
@@ -370,8 +476,8 @@ func TestIssuerMismatch(t *testing.T) {
 	k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
 	_, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
 	var derr *DiscoveryError
-	if !errors.As(err, &derr) {
-		t.Fatalf("Refresh() with a mismatched issuer: error = %v, want *DiscoveryError", err)
+	if !errors.As(err, &derr) || errors.Is(err, ErrNotSent) {
+		t.Fatalf("Refresh() with a mismatched issuer: error = %v, want *DiscoveryError not marked ErrNotSent", err)
 	}
 	if got := Classify(err); got != Operator {
 		t.Errorf("Classify(%v) = %v, want %v", err, got, Operator)
@@ -419,29 +525,195 @@ func TestUnreachable(t *testing.T) {
 		t.Errorf("Refresh() against a closed server: error = %v, want a network error, not *DiscoveryError", err)
 	}
 	var uerr *url.Error
-	if !errors.As(err, &uerr) {
-		t.Errorf("Refresh() against a closed server: error = %v, want a *url.Error", err)
+	if !errors.As(err, &uerr) || !errors.Is(err, ErrNotSent) {
+		t.Errorf("Refresh() against a closed server: error = %v, want a *url.Error marked ErrNotSent", err)
 	}
 	if got := Classify(err); got != Transient {
 		t.Errorf("Classify(%v) = %v, want %v", err, got, Transient)
 	}
 }
 
-func TestCanceled(t *testing.T) {
+// TestRefreshNotSent: a failure before the grant leaves is marked
+// ErrNotSent and is transient, and no token request is made.
+func TestRefreshNotSent(t *testing.T) {
+	tests := []struct {
+		name     string
+		discover bool // discover before the grant
+		cancel   bool // cancel the grant's context before the call
+		refresh  config.Secret
+		canceled bool
+	}{
+		{name: "canceled before discovery", cancel: true, refresh: "old-refresh", canceled: true},
+		{name: "canceled after discovery", discover: true, cancel: true, refresh: "old-refresh", canceled: true},
+		{name: "no refresh token", discover: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kc := newFakeKeycloak(t)
+			k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+			if _, err := k.Endpoint(t.Context()); tt.discover && err != nil {
+				t.Fatalf("Endpoint() error: %v", err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			if tt.cancel {
+				cancel()
+			}
+			_, err := k.Refresh(ctx, tt.refresh)
+			if !errors.Is(err, ErrNotSent) || errors.Is(err, context.Canceled) != tt.canceled {
+				t.Errorf("Refresh() error = %v, want ErrNotSent (context.Canceled: %v)", err, tt.canceled)
+			}
+			if got := Classify(err); got != Transient {
+				t.Errorf("Classify(%v) = %v, want %v", err, got, Transient)
+			}
+			if n := len(kc.tokenRequests()); n != 0 {
+				t.Errorf("Refresh() sent %d token requests, want 0", n)
+			}
+		})
+	}
+}
+
+// TestRefreshConnectionRefused: a grant whose connection is refused never
+// left, so it is transient.
+func TestRefreshConnectionRefused(t *testing.T) {
 	kc := newFakeKeycloak(t)
 	k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	_, err := k.Refresh(ctx, config.Secret("old-refresh"))
-	if !errors.Is(err, context.Canceled) {
-		t.Errorf("Refresh(canceled) error = %v, want context.Canceled", err)
+	if _, err := k.Endpoint(t.Context()); err != nil {
+		t.Fatalf("Endpoint() error: %v", err)
+	}
+	kc.srv.Close()
+	_, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
+	var operr *net.OpError
+	if !errors.As(err, &operr) || operr.Op != "dial" || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("Refresh() against a closed server: error = %v, want a refused dial", err)
 	}
 	if got := Classify(err); got != Transient {
 		t.Errorf("Classify(%v) = %v, want %v", err, got, Transient)
 	}
 }
 
-// TestKeycloakDiscoveryUnavailable: a Keycloak that answers discovery with
+// wantOneGrant checks that the fake saw exactly one refresh grant, for
+// old-refresh.
+func wantOneGrant(t *testing.T, kc *fakeKeycloak) {
+	t.Helper()
+	want := []tokenRequest{{
+		Method:      http.MethodPost,
+		ContentType: "application/x-www-form-urlencoded",
+		User:        "jupyterhub", Pass: "client-s3cret", BasicAuth: true,
+		Form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"old-refresh"}},
+	}}
+	if diff := cmp.Diff(want, kc.tokenRequests()); diff != "" {
+		t.Errorf("Refresh() sent (-want +got):\n%s", diff)
+	}
+}
+
+// TestRefreshAnswerLost: a grant Keycloak received but whose answer
+// tokenkeeper could not read is of unknown outcome, and is not re-sent.
+func TestRefreshAnswerLost(t *testing.T) {
+	tests := []struct {
+		name   string
+		answer func(w http.ResponseWriter, r *http.Request)
+	}{
+		{name: "connection closed after the request", answer: func(w http.ResponseWriter, r *http.Request) {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				panic(err)
+			}
+			conn.Close()
+		}},
+		{name: "answer cut off", answer: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(keycloakTokenResponse)))
+			io.WriteString(w, keycloakTokenResponse[:40])
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler)
+		}},
+		{name: "200 html page", answer: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			io.WriteString(w, "<html><body><h1>Welcome</h1></body></html>")
+		}},
+		{name: "200 json without tokens", answer: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"status":"UP","checks":[]}`)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kc := newFakeKeycloak(t)
+			kc.answer = tt.answer
+			k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+			tok, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
+			if err == nil {
+				t.Fatalf("Refresh() = %v, nil; want an error", tok)
+			}
+			if errors.As(err, new(*oauth2.RetrieveError)) || errors.Is(err, ErrNotSent) {
+				t.Errorf("Refresh() error = %v, want neither a *oauth2.RetrieveError nor ErrNotSent", err)
+			}
+			if got := Classify(err); got != Unknown {
+				t.Errorf("Classify(%v) = %v, want %v", err, got, Unknown)
+			}
+			wantOneGrant(t, kc)
+		})
+	}
+}
+
+// holdGrants makes kc's token endpoint hold every grant it receives until
+// the test ends or the client goes away; arrived, when not nil, is called
+// as each grant arrives.
+func holdGrants(t *testing.T, kc *fakeKeycloak, arrived func()) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // before the server closes
+	kc.answer = func(w http.ResponseWriter, r *http.Request) {
+		if arrived != nil {
+			arrived()
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}
+}
+
+// TestRefreshTimeout: a grant that times out waiting for Keycloak's answer
+// is of unknown outcome.
+func TestRefreshTimeout(t *testing.T) {
+	kc := newFakeKeycloak(t)
+	holdGrants(t, kc, nil)
+	k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+	if _, err := k.Endpoint(t.Context()); err != nil {
+		t.Fatalf("Endpoint() error: %v", err)
+	}
+	k.realm.client.Timeout = 50 * time.Millisecond // for the grant only
+	_, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
+	var uerr *url.Error
+	if !errors.As(err, &uerr) || !uerr.Timeout() {
+		t.Fatalf("Refresh() error = %v, want a *url.Error timeout", err)
+	}
+	if got := Classify(err); got != Unknown {
+		t.Errorf("Classify(%v) = %v, want %v", err, got, Unknown)
+	}
+	wantOneGrant(t, kc)
+}
+
+// TestRefreshCanceledWhileWaiting: a grant canceled after it reached
+// Keycloak is of unknown outcome.
+func TestRefreshCanceledWhileWaiting(t *testing.T) {
+	kc := newFakeKeycloak(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	holdGrants(t, kc, cancel)
+	k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
+	_, err := k.Refresh(ctx, config.Secret("old-refresh"))
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrNotSent) {
+		t.Fatalf("Refresh() error = %v, want context.Canceled, not ErrNotSent", err)
+	}
+	if got := Classify(err); got != Unknown {
+		t.Errorf("Classify(%v) = %v, want %v", err, got, Unknown)
+	}
+	wantOneGrant(t, kc)
+}
+
+// TestDiscoveryUnavailable: a Keycloak that answers discovery with
 // a 5xx (starting up, or behind a proxy) is a transient condition, like a
 // 5xx from the token endpoint.
 func TestDiscoveryUnavailable(t *testing.T) {
@@ -450,8 +722,8 @@ func TestDiscoveryUnavailable(t *testing.T) {
 		kc.discoveryStatus = status
 		k := New(kc.realm(), "jupyterhub", config.Secret("client-s3cret"), kc.srv.Client())
 		_, err := k.Refresh(t.Context(), config.Secret("old-refresh"))
-		if err == nil {
-			t.Fatalf("Refresh() with discovery answering %d: error = nil, want one", status)
+		if !errors.Is(err, ErrNotSent) {
+			t.Fatalf("Refresh() with discovery answering %d: error = %v, want one marked ErrNotSent", status, err)
 		}
 		if got := Classify(err); got != Transient {
 			t.Errorf("Classify(Refresh() with discovery answering %d: %v) = %v, want %v", status, err, got, Transient)

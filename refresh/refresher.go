@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -58,6 +59,11 @@ type Hub interface {
 // GrantFunc spends a refresh token and returns the new token set.
 type GrantFunc func(ctx context.Context, refresh config.Secret) (*oauth2.Token, error)
 
+// IntrospectFunc reports whether Keycloak would accept a refresh token now
+// (its session alive, its reuse within the realm's limit), without spending
+// it and without moving the session's idle timer.
+type IntrospectFunc func(ctx context.Context, refresh config.Secret) (bool, error)
+
 // Options tune a Refresher.
 type Options struct {
 	// Keep is config.KeepRunning or config.KeepAll.
@@ -76,8 +82,19 @@ type Options struct {
 	HubRPS float64
 	// SweepInterval is the time between sweeps, for the budget's plan.
 	SweepInterval time.Duration
-	// GrantTimeout bounds one user's read, grant and write-back.
+	// GrantTimeout bounds one user's read, grant and write-back, and,
+	// separately, the grant itself, so that a slow hub read leaves the grant
+	// its whole time.
 	GrantTimeout time.Duration
+	// MaxReuse is the realm's Refresh Token Max Reuse. After a grant whose
+	// outcome is unknown (its answer lost, or tokenkeeper stopped while
+	// waiting for it) the same refresh token is spent again at most this many
+	// times; beyond that, Introspect decides.
+	MaxReuse int
+	// Introspect asks Keycloak whether spending a refresh token would now
+	// succeed, without spending it. Nil: a user whose grant outcome is
+	// unknown beyond MaxReuse waits for a new login or their token's expiry.
+	Introspect IntrospectFunc
 	// RefreshAdmins lets tokenkeeper spend hub admins' refresh tokens. The
 	// hub lets only admin callers write an admin's auth_state, so this needs
 	// tokenkeeper's service to hold the admin role; without it admins are
@@ -135,6 +152,10 @@ type Refresher struct {
 	flight   singleflight.Group
 	locks    userLocks
 	work     tracker
+	halt     context.Context    // ends when Stop stops waiting: work in flight is cancelled
+	abort    context.CancelFunc // ends halt
+	stopOnce sync.Once
+	stopErr  error
 
 	mu       sync.Mutex // guards the fields below
 	users    map[string]*store.UserState
@@ -175,18 +196,40 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		moved:   make(map[string]bool),
 		rand:    opts.Rand,
 	}
+	r.halt, r.abort = context.WithCancel(context.Background())
 	for _, s := range states {
 		r.users[s.Name] = &s
 	}
 	return r, nil
 }
 
+// abortWait is how long Stop waits for cancelled work to record what it
+// knows: a grant's tokens in the journal, or its intent left as unknown.
+const abortWait = 2 * time.Second
+
 // Stop starts no new grant or logout from now on and waits, until ctx ends,
-// for those in flight to finish and be journaled. Close the store after it.
+// for those in flight to finish and be journaled. If ctx ends first, the
+// work in flight is cancelled and given abortWait to record what it knows: a
+// grant cancelled while waiting for Keycloak's answer leaves its intent,
+// which the next start settles as an unknown outcome. Only the first call
+// waits; later calls return its result. Close the store after it.
 func (r *Refresher) Stop(ctx context.Context) error {
-	if err := r.work.stop(ctx); err != nil {
-		return fmt.Errorf("stop: work still in flight: %w", err)
+	r.stopOnce.Do(func() { r.stopErr = r.stop(ctx) })
+	return r.stopErr
+}
+
+func (r *Refresher) stop(ctx context.Context) error {
+	err := r.work.stop(ctx)
+	if err == nil {
+		return nil
 	}
+	r.abort()
+	wait, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortWait)
+	defer cancel()
+	if err := r.work.stop(wait); err != nil {
+		return fmt.Errorf("stop: work still in flight after cancelling it: %w", err)
+	}
+	r.log.Warn("stopped: work in flight was cancelled; grants whose answer did not arrive are settled at the next start", "err", err)
 	return nil
 }
 
@@ -254,13 +297,19 @@ func (r *Refresher) refreshAll(ctx context.Context, due []string) []string {
 }
 
 // Replay writes back every journaled token set left by a crash between a
-// grant and its write-back. It runs once at start, before the first sweep.
+// grant and its write-back, and settles every grant whose outcome a crash or
+// stop left unknown (an intent without an outcome). It runs once at start,
+// before the first sweep.
 func (r *Refresher) Replay(ctx context.Context) error {
-	names, err := r.store.PendingUsers(ctx)
+	pending, err := r.store.PendingUsers(ctx)
 	if err != nil {
 		return err
 	}
-	for _, name := range names {
+	intents, err := r.store.IntentUsers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range slices.Compact(slices.Sorted(slices.Values(append(pending, intents...)))) {
 		_, err := r.do(ctx, name, r.scheduled)
 		r.logFailure(name, err)
 	}
@@ -464,7 +513,7 @@ func (r *Refresher) inFlight(ctx context.Context, key string, work func(context.
 			return Tokens{}, ErrStopping
 		}
 		defer r.work.done()
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.GrantTimeout)
+		ctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
 		defer cancel()
 		return work(ctx)
 	})
@@ -475,6 +524,15 @@ func (r *Refresher) inFlight(ctx context.Context, key string, work func(context.
 	case <-ctx.Done():
 		return Tokens{}, ctx.Err()
 	}
+}
+
+// detached returns a context that outlives ctx's cancellation (one caller
+// giving up does not abort work others wait for), ends after d, and ends
+// when Stop gives up waiting.
+func (r *Refresher) detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
+	stop := context.AfterFunc(r.halt, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // update reads the user's auth_state, finishes a journaled write-back,
@@ -509,6 +567,9 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 		// is pending. Its access token is not served meanwhile.
 		return Tokens{}, fmt.Errorf("%w (%s)", ErrSessionEnded, u.Reason)
 	}
+	if t, done, err := r.settleIntent(ctx, name, st); done {
+		return t, err
+	}
 	if !need(name, st, r.opts.Now()) {
 		t := r.settle(ctx, name, st, "", "")
 		r.log.Debug("not due", "user", name, "kept", r.kept(name), "access_expires_at", t.Expiry.UTC().Format(time.RFC3339))
@@ -521,18 +582,36 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 		r.backoff(ctx, name, st, err)
 		return r.current(st, err)
 	}
-	return r.spend(ctx, name, st)
+	return r.spend(ctx, name, st, 0, true)
 }
 
-// spend makes the refresh grant and handles its answer.
-func (r *Refresher) spend(ctx context.Context, name string, st AuthState) (Tokens, error) {
+// spend makes the refresh grant and handles its answer. Before the grant
+// is sent, the intent to spend the token is made durable (with prior, the
+// grants already sent with it whose outcome is unknown), so that a crash or
+// stop while waiting for the answer leaves a known unknown. The grant has
+// its own deadline. retry allows one more grant in this update when the
+// outcome is unknown.
+func (r *Refresher) spend(ctx context.Context, name string, st AuthState, prior int, retry bool) (Tokens, error) {
+	in := store.Intent{User: name, Spent: digest(st.Refresh.Reveal()), Spends: prior + 1, Created: r.opts.Now()}
+	if err := r.store.Apply(context.WithoutCancel(ctx), store.Change{Intent: &in}); err != nil {
+		err = fmt.Errorf("no grant: its intent could not be recorded: %w", err)
+		r.backoff(ctx, name, st, err)
+		return r.current(st, err)
+	}
 	r.mu.Lock()
 	r.guard.attempt(r.opts.Now())
 	r.mu.Unlock()
 	start := time.Now()
-	tok, err := r.grant(ctx, st.Refresh)
+	gctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
+	tok, err := r.grant(gctx, st.Refresh)
+	cancel()
 	if err != nil {
-		r.opts.Metrics.grant(keycloak.Classify(err).String(), time.Since(start))
+		class := keycloak.Classify(err)
+		r.opts.Metrics.grant(class.String(), time.Since(start))
+		if class == keycloak.Unknown {
+			return r.unknownOutcome(ctx, name, st, in, err, retry)
+		}
+		r.save(ctx, store.Change{DropIntent: name})
 		return r.grantFailed(ctx, name, st, err)
 	}
 	r.opts.Metrics.grant("success", time.Since(start))

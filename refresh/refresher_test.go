@@ -163,8 +163,21 @@ type fakeGrant struct {
 	sessionMax  time.Time
 	mu          sync.Mutex
 	spent       map[string]bool
+	uses        map[string]int // grants that spent each token, when maxReuse is set
+	maxReuse    int            // Keycloak accepts a token 1 + maxReuse times
 	calls       atomic.Int32
 	fail        func(refresh string) error
+	// lose, when it returns true for the grant's number, makes the grant
+	// take effect and its answer a proxy's 502 page.
+	lose func(n int32) bool
+}
+
+// active is Keycloak's introspection of a refresh token: would a grant with
+// it succeed now?
+func (g *fakeGrant) active(_ context.Context, refresh config.Secret) (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.spent[refresh.Reveal()] || g.uses[refresh.Reveal()] <= g.maxReuse, nil
 }
 
 func (g *fakeGrant) grant(ctx context.Context, refresh config.Secret) (*oauth2.Token, error) {
@@ -176,10 +189,14 @@ func (g *fakeGrant) grant(ctx context.Context, refresh config.Secret) (*oauth2.T
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.spent[refresh.Reveal()] {
+	if g.spent[refresh.Reveal()] && g.uses[refresh.Reveal()] > g.maxReuse {
 		return nil, grantError(400, "invalid_grant", "Maximum allowed refresh token reuse exceeded")
 	}
 	g.spent[refresh.Reveal()] = true
+	if g.uses == nil {
+		g.uses = map[string]int{}
+	}
+	g.uses[refresh.Reveal()]++
 	now := g.now()
 	rt := fmt.Sprintf("rt-%d", n)
 	if g.refreshLife > 0 || !g.sessionMax.IsZero() {
@@ -193,7 +210,18 @@ func (g *fakeGrant) grant(ctx context.Context, refresh config.Secret) (*oauth2.T
 		AccessToken:  jwt(map[string]any{"iat": now.Unix(), "exp": now.Add(g.life).Unix(), "n": n, "sid": "s1"}),
 		RefreshToken: rt, TokenType: "Bearer", ExpiresIn: int64(g.life.Seconds()),
 	}
+	if g.lose != nil && g.lose(n) {
+		return nil, proxyPage(http.StatusBadGateway)
+	}
 	return tok.WithExtra(map[string]any{"refresh_expires_in": 1800.0, "scope": "openid profile"}), nil
+}
+
+// proxyPage is a reverse proxy's error page in place of Keycloak's answer.
+func proxyPage(status int) error {
+	return fmt.Errorf("refresh grant: %w", &oauth2.RetrieveError{
+		Response: &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {"text/html"}}},
+		Body:     []byte(fmt.Sprintf("<html><body><h1>%d %s</h1></body></html>\n", status, http.StatusText(status))),
+	})
 }
 
 func grantError(status int, code, desc string) error {

@@ -104,6 +104,8 @@ type simEngineConfig struct {
 	EndSessions   func(ctx context.Context, sub string) error // nil: off
 	GuardMin      int
 	GuardFraction float64
+	MaxReuse      int
+	Introspect    func(ctx context.Context, refresh string) (bool, error)
 	// Keys are the state keys, newest first.
 	Keys   [][]byte
 	Rand   *rand.Rand
@@ -133,8 +135,12 @@ func simOpen(ctx context.Context, path string, cfg simEngineConfig, hub *simHubC
 		Keep: cfg.Keep, Schedule: Schedule{Window: cfg.Window, Margin: cfg.Interval + cfg.GrantTimeout},
 		Recheck: cfg.Recheck, Concurrency: cfg.Concurrency,
 		GrantTimeout: cfg.GrantTimeout, Keys: keys, Now: time.Now, Rand: cfg.Rand, Logger: cfg.Logger,
-		Actions: LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers, EndSessions: cfg.EndSessions},
-		Guard:   Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
+		Actions:  LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers, EndSessions: cfg.EndSessions},
+		Guard:    Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
+		MaxReuse: cfg.MaxReuse,
+		Introspect: func(ctx context.Context, refresh config.Secret) (bool, error) {
+			return cfg.Introspect(ctx, refresh.Reveal())
+		},
 	}
 	g := func(ctx context.Context, refresh config.Secret) (*oauth2.Token, error) {
 		return grant(ctx, refresh.Reveal())
@@ -184,13 +190,19 @@ func (e *simEngine) unhealthy() error {
 	return nil
 }
 
-// stop finishes a graceful shutdown after the sweep's context was cancelled
-// and the sweep returned: cmd/tokenkeeper then closes the store and exits.
-func (e *simEngine) stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), e.r.opts.GrantTimeout+5*time.Second)
+// simStopWait is cmd/tokenkeeper's stopWait: how long a stop lets grants
+// in flight finish before it cancels them.
+const simStopWait = 11 * time.Second
+
+// stopRefresher is what cmd/tokenkeeper does at the first signal.
+func (e *simEngine) stopRefresher() error {
+	ctx, cancel := context.WithTimeout(context.Background(), simStopWait)
 	defer cancel()
-	return errors.Join(e.r.Stop(ctx), e.store.Close())
+	return e.r.Stop(ctx)
 }
+
+// close closes the store, as cmd/tokenkeeper does before it exits.
+func (e *simEngine) close() error { return e.store.Close() }
 
 // crash is the process dying: its database handle goes with it.
 func (e *simEngine) crash() { e.store.Close() }

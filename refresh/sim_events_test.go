@@ -349,7 +349,7 @@ func (w *simWorld) hubFailure(kind string) string {
 func (w *simWorld) kcOutage() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	kinds := []string{"network", "network", "503", "503", "blackhole", "invalid_client"}
+	kinds := []string{"network", "network", "503", "503", "blackhole", "invalid_client", "lost", "lost"}
 	kind := kinds[w.rng.IntN(len(kinds))]
 	now := time.Now()
 	until := now.Add(w.logUniform(2*time.Second, 10*time.Minute))

@@ -26,6 +26,9 @@ type simRealm struct {
 	// token; backchannelOnInvalid the share of refreshes that find an expired
 	// session and send one before answering.
 	backchannel, backchannelOnInvalid float64
+	// maxReuse is Refresh Token Max Reuse: the client session's current
+	// refresh token may be spent 1 + maxReuse times.
+	maxReuse int
 }
 
 // simSession is one SSO session with the hub's client session in it.
@@ -42,6 +45,9 @@ type simSession struct {
 	// fault of tokenkeeper's (a crash mid-grant, a removed key, a re-login
 	// inside the hub's read→write window); empty otherwise.
 	writtenOff string
+	// lost is the newest refresh token when a proxy lost the answer that
+	// carried it.
+	lost string
 	// answering are the callers of grants whose answers, carrying a new
 	// token, are on their way.
 	answering []*simProc
@@ -53,6 +59,7 @@ type simToken struct {
 	s          *simSession
 	iat, exp   time.Time
 	spent      bool
+	uses       int // grants that spent it
 	spentBy    string
 	spentAt    time.Time
 }
@@ -64,8 +71,9 @@ type simAccess struct {
 }
 
 // simOutage is a time Keycloak answers badly: "network" (connection
-// refused), "503", "blackhole" (no answer) or "invalid_client" (the client
-// secret was changed).
+// refused), "503", "blackhole" (no answer), "invalid_client" (the client
+// secret was changed) or "lost" (Keycloak processes grants, but a proxy
+// loses their answers and sends a 502 page instead).
 type simOutage struct {
 	kind        string
 	from, until time.Time
@@ -208,6 +216,11 @@ func (k *simKeycloak) grant(ctx context.Context, p *simProc, raw string) (*oauth
 	}
 	w.mu.Lock()
 	tok, outage, gerr := k.arrive(p, raw)
+	if tok != nil && k.outage(time.Now()) == "lost" {
+		k.lose(p, tok)
+		w.mu.Unlock()
+		return nil, sim502()
+	}
 	w.mu.Unlock()
 	switch outage {
 	case "network":
@@ -289,9 +302,10 @@ func (k *simKeycloak) arrive(p *simProc, raw string) (*oauth2.Token, string, err
 	case !k.live(s, now):
 		k.expired(s)
 		return nil, "", k.terminal(p, s.user, "Session not active")
-	case t.spent:
+	case t.spent && !k.reusable(t):
 		return nil, "", k.reuse(p, t, now)
 	}
+	t.uses++
 	t.spent, t.spentBy, t.spentAt = true, p.name, now
 	s.lastSpent, s.lastRefresh = t, now
 	tok := k.mint(s, now)
@@ -302,6 +316,77 @@ func (k *simKeycloak) arrive(p *simProc, raw string) (*oauth2.Token, string, err
 	k.w.note("kc refreshed %s: %s → %s for %s", s.user, t.label, s.current.label, p.name)
 	k.w.count("refreshes")
 	return tok, "", nil
+}
+
+// reusable reports whether Keycloak accepts the spent token t once more:
+// it is the client session's current refresh token and its uses are within
+// Max Reuse.
+func (k *simKeycloak) reusable(t *simToken) bool {
+	return t == t.s.lastSpent && t.uses <= k.realm.maxReuse
+}
+
+// lose drops the answer to a processed grant, as a proxy's 502 does. Once
+// the spent token's uses exceed Max Reuse (with Max Reuse 0, at once) the
+// new token is gone for good and the session is written off
+// (tokenkeeper learns that from introspection), as it is when the hub's
+// own grant lost its answer; with Max Reuse 1 or more tokenkeeper must
+// spend the old token again and keep the session.
+func (k *simKeycloak) lose(p *simProc, tok *oauth2.Token) {
+	s := k.refresh[tok.RefreshToken].s
+	s.answering = slices.DeleteFunc(s.answering, func(c *simProc) bool { return c == p })
+	k.w.note("kc answer with %s to %s lost by a proxy (502)", s.current.label, p.name)
+	k.w.count("answers lost by a proxy")
+	k.unanswered(p, s)
+}
+
+// unanswered handles a processed grant whose answer never reached p: while
+// the realm's reuse lets tokenkeeper spend the old token again it must
+// recover the session (its intent tells it the outcome is unknown);
+// otherwise, and for the hub, the session is written off.
+func (k *simKeycloak) unanswered(p *simProc, s *simSession) {
+	s.lost = s.current.raw
+	switch {
+	case s.writtenOff != "":
+	case !p.tk: // the hub's OAuthenticator does not spend the token again
+		s.writtenOff = "the answer to " + p.name + "'s grant was lost"
+		k.w.count("written off: answer to the hub lost")
+	case !k.reusable(s.lastSpent):
+		s.writtenOff = "the answer to " + p.name + "'s grant was lost and the realm allows no more reuse"
+		k.w.count("written off: answer lost, no reuse left")
+	}
+}
+
+// introspect answers token introspection for a refresh token the way
+// Keycloak does: active while a grant with it would succeed. It changes
+// nothing.
+func (k *simKeycloak) introspect(ctx context.Context, p *simProc, raw string) (bool, error) {
+	w := k.w
+	w.mu.Lock()
+	lat := w.latency("kc", k.owner(raw))
+	w.mu.Unlock()
+	if err := sleepCtx(ctx, lat); err != nil {
+		return false, simNetError(err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p.dead {
+		return false, errProcessGone
+	}
+	now := time.Now()
+	switch o := k.outage(now); o {
+	case "network", "blackhole", "503":
+		return false, fmt.Errorf("introspection: Keycloak unreachable (%s)", o)
+	case "invalid_client":
+		return false, fmt.Errorf("introspection: HTTP 401 invalid_client")
+	}
+	t := k.refresh[raw]
+	active := t != nil && now.Before(t.exp) && t.s.detached.IsZero() && k.live(t.s, now) && (!t.spent || k.reusable(t))
+	label := "an unknown token"
+	if t != nil {
+		label = t.label
+	}
+	w.note("kc introspection of %s for %s: active=%v", label, p.name, active)
+	return active, nil
 }
 
 // terminal is an invalid_grant answer.
@@ -354,6 +439,7 @@ func (k *simKeycloak) answer(p *simProc, tok *oauth2.Token, gerr, serr error) (*
 	case serr != nil:
 		k.w.note("kc answer with %s lost: %s cancelled the grant", s.current.label, p.name)
 		k.w.count("answers lost to cancellation")
+		k.unanswered(p, s)
 		return nil, simNetError(serr)
 	case p.dead:
 		k.w.note("kc answer with %s lost: %s has exited", s.current.label, p.name)
@@ -363,11 +449,19 @@ func (k *simKeycloak) answer(p *simProc, tok *oauth2.Token, gerr, serr error) (*
 	return tok, nil
 }
 
-// crashed writes off the sessions whose newest token is on its way to p,
-// which has just crashed.
+// crashed handles the sessions whose newest token is on its way to p,
+// which has just crashed: recoverable while the realm's reuse lets the
+// spent token be spent again, written off otherwise.
 func (k *simKeycloak) crashed(p *simProc) {
 	k.walk(func(s *simSession) {
-		if slices.Contains(s.answering, p) {
+		switch {
+		case !slices.Contains(s.answering, p):
+		case k.reusable(s.lastSpent):
+			// The intent tokenkeeper wrote before the grant makes it
+			// spend the token again after the restart.
+			s.lost = s.current.raw
+			k.w.count("answers lost to a crash, reuse left")
+		default:
 			s.writtenOff = p.name + " crashed while its grant was in flight"
 			k.w.count("written off: crash during a grant")
 		}
@@ -448,6 +542,15 @@ func sim503() error {
 		Response: &http.Response{StatusCode: http.StatusServiceUnavailable, Status: "503 Service Unavailable",
 			Header: http.Header{"Content-Type": {"text/html"}}},
 		Body: []byte("<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n"),
+	})
+}
+
+// sim502 is a proxy's answer whose grant Keycloak may have processed.
+func sim502() error {
+	return fmt.Errorf("refresh grant: %w", &oauth2.RetrieveError{
+		Response: &http.Response{StatusCode: http.StatusBadGateway, Status: "502 Bad Gateway",
+			Header: http.Header{"Content-Type": {"text/html"}}},
+		Body: []byte("<html><body><h1>502 Bad Gateway</h1>\nThe server returned an invalid or incomplete response.\n</body></html>\n"),
 	})
 }
 

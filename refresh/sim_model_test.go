@@ -141,8 +141,8 @@ func TestSimKeycloakLogoutAndOutages(t *testing.T) {
 			{kind: "network", from: now.Add(time.Minute), until: now.Add(2 * time.Minute)}}
 		w.mu.Unlock()
 		_, err := w.kc.grant(ctx, tk, w.hubRefresh(u))
-		if status, _ := grantBody(t, err); status != http.StatusServiceUnavailable || keycloak.Classify(err) != keycloak.Transient {
-			t.Errorf("grant during a 503 outage = %v (%v), want a transient 503", err, keycloak.Classify(err))
+		if status, _ := grantBody(t, err); status != http.StatusServiceUnavailable || keycloak.Classify(err) != keycloak.Unknown {
+			t.Errorf("grant during a 503 outage = %v (%v), want a proxy's 503 page: an unknown outcome", err, keycloak.Classify(err))
 		}
 		time.Sleep(time.Minute)
 		_, err = w.kc.grant(ctx, tk, w.hubRefresh(u))

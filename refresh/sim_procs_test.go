@@ -71,6 +71,8 @@ func (w *simWorld) startGen() {
 	if c.endSessions {
 		cfg.EndSessions = func(ctx context.Context, sub string) error { return w.kc.endUser(ctx, p, sub) }
 	}
+	cfg.MaxReuse = c.realm.maxReuse
+	cfg.Introspect = func(ctx context.Context, rt string) (bool, error) { return w.kc.introspect(ctx, p, rt) }
 	grant := func(ctx context.Context, rt string) (*oauth2.Token, error) { return w.kc.grant(ctx, p, rt) }
 	eng, err := simOpen(context.Background(), w.dbPath(), cfg, &simHubConn{h: w.hub, p: p}, grant)
 	if err != nil {
@@ -85,32 +87,63 @@ func (w *simWorld) startGen() {
 	w.nextSweep = time.Now().Add(c.interval)
 }
 
-// stopGen is SIGTERM as cmd/tokenkeeper handles it: the sweep's context is
-// cancelled and the sweep waited for, the HTTP server drains for up to 5 s,
-// the store is closed, and the process exits.
+// simHubGrace is how long JupyterHub lets a managed service stop: SIGINT,
+// SIGTERM 10 s later, SIGKILL 5 s after that.
+const simHubGrace = 15 * time.Second
+
+// stopGen is a restart's SIGINT as cmd/tokenkeeper handles it: the sweep's
+// context is cancelled and the refresher stopped at once, the HTTP server
+// drains for up to 5 s, the store is closed, and the process exits. What is
+// still running when the hub's grace ends dies by SIGKILL, as in a crash.
 func (w *simWorld) stopGen(gen *simGen) {
+	start := time.Now()
 	gen.cancel()
-	if gen.sweepDone != nil {
-		<-gen.sweepDone
-	}
+	stopped := make(chan error, 1)
+	w.bg.Go(func() { stopped <- gen.eng.stopRefresher() })
 	w.mu.Lock()
 	gen.stopping = true
 	w.mu.Unlock()
 	drained := make(chan struct{})
 	w.bg.Go(func() {
+		if gen.sweepDone != nil {
+			<-gen.sweepDone
+		}
 		gen.http.Wait()
 		close(drained)
 	})
+	kill := time.After(simHubGrace)
 	select {
 	case <-drained:
 	case <-time.After(5 * time.Second):
+	case <-kill:
 	}
-	if err := gen.eng.stop(); err != nil {
-		w.logf("%s: stop: %v", gen.p.name, err)
+	select {
+	case err := <-stopped:
+		if err != nil {
+			w.logf("%s: stop: %v", gen.p.name, err)
+		}
+	case <-kill:
+		w.logf("%s: still stopping %s after SIGINT: SIGKILL", gen.p.name, time.Since(start))
+		w.count("SIGKILL at the end of the hub's grace")
+		w.kill(gen)
+		return
+	}
+	if err := gen.eng.close(); err != nil {
+		w.logf("%s: close: %v", gen.p.name, err)
 	}
 	w.mu.Lock()
 	gen.p.dead = true
 	w.mu.Unlock()
+}
+
+// kill ends gen's process at once, as SIGKILL or a crash does.
+func (w *simWorld) kill(gen *simGen) {
+	w.mu.Lock()
+	gen.p.dead, gen.p.crashed, gen.stopping = true, true, true
+	w.kc.crashed(gen.p)
+	w.mu.Unlock()
+	gen.eng.crash()
+	gen.cancel()
 }
 
 // serve runs f as an HTTP request to gen, unless gen no longer accepts any.
@@ -162,12 +195,7 @@ func (w *simWorld) crash() string {
 		w.awaitGrant()
 	}
 	old := w.gen
-	w.mu.Lock()
-	old.p.dead, old.p.crashed, old.stopping = true, true, true
-	w.kc.crashed(old.p)
-	w.mu.Unlock()
-	old.eng.crash()
-	old.cancel()
+	w.kill(old)
 	w.startGen()
 	return fmt.Sprintf("crash: %s died, %s started", old.p.name, w.gen.p.name)
 }

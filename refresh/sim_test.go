@@ -100,6 +100,7 @@ func newSimConfig(seed uint64, weights map[string]int) simConfig {
 	c.realm.max = 2*c.realm.idle + time.Duration(r.Int64N(int64(4*time.Hour-2*c.realm.idle)+1)).Round(time.Second)
 	c.realm.backchannel = []float64{0, 0.5, 0.9}[r.IntN(3)]
 	c.realm.backchannelOnInvalid = []float64{0, 0.5}[r.IntN(2)]
+	c.realm.maxReuse = r.IntN(2)
 	return c
 }
 
@@ -108,9 +109,9 @@ func (c simConfig) recheck() time.Duration { return max(time.Minute, 4*c.interva
 
 func (c simConfig) String() string {
 	return fmt.Sprintf("users=%d admins=%d keep=%s interval=%s window=%s concurrency=%d access=%s idle=%s max=%s "+
-		"backchannel=%.1f backchannel_on_invalid=%.1f revoke=%t stop_servers=%t end_sessions=%t guard=%t",
+		"backchannel=%.1f backchannel_on_invalid=%.1f max_reuse=%d revoke=%t stop_servers=%t end_sessions=%t guard=%t",
 		c.users, c.admins, c.keep, c.interval, c.window, c.concurrency, c.realm.access, c.realm.idle, c.realm.max,
-		c.realm.backchannel, c.realm.backchannelOnInvalid, c.revoke, c.stopServers, c.endSessions, c.guard)
+		c.realm.backchannel, c.realm.backchannelOnInvalid, c.realm.maxReuse, c.revoke, c.stopServers, c.endSessions, c.guard)
 }
 
 // simTotalSteps is -sim.steps, else $TOKENKEEPER_SIM_STEPS, else 10,000.

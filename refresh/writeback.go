@@ -28,7 +28,9 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 		return Tokens{}, fmt.Errorf("keycloak returned unusable tokens: %w", err)
 	}
 	p := store.Pending{User: name, Spent: digest(st.Refresh.Reveal()), Sealed: r.opts.Keys.Seal(name, state), Created: r.opts.Now()}
-	if err := r.store.Apply(ctx, store.Change{Pending: &p}); err != nil {
+	// The tokens are journaled even when the update's time is up or Stop
+	// cancelled it: the refresh token they replace is spent.
+	if err := r.store.Apply(context.WithoutCancel(ctx), store.Change{Pending: &p, DropIntent: name}); err != nil {
 		r.log.Error("journal write failed; keeping the new tokens in memory until the hub has them", "user", name, "err", err)
 		r.mu.Lock()
 		r.unsaved[name] = p

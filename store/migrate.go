@@ -54,6 +54,19 @@ var migrations = []string{
 	CREATE INDEX IF NOT EXISTS logouts_at ON logouts (at);
 	CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
 	CREATE INDEX IF NOT EXISTS seen_jti_expires ON seen_jti (expires);`,
+	// 3: intents written before each grant (whose outcome is unknown while
+	// they remain), and the mass-failure guard's state.
+	`CREATE TABLE intents (
+		name    TEXT PRIMARY KEY,
+		spent   BLOB NOT NULL,
+		spends  INTEGER NOT NULL,
+		created INTEGER NOT NULL
+	);
+	CREATE TABLE guard (
+		id      INTEGER PRIMARY KEY CHECK (id = 1),
+		tripped INTEGER NOT NULL,
+		since   INTEGER NOT NULL
+	);`,
 }
 
 // SchemaVersion is the schema version Open migrates to.

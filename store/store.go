@@ -1,5 +1,6 @@
 // Package store keeps tokenkeeper's durable state in SQLite: each user's
-// refresh schedule, the encrypted write-back journal, which Keycloak session
+// refresh schedule, the encrypted write-back journal, the intents written
+// before each grant, the mass-failure guard's state, which Keycloak session
 // belongs to which hub user, the back-channel logout token ids already acted
 // on, and the logout audit. It holds no plaintext token: journal entries are
 // sealed by the caller before they reach the store.
@@ -142,12 +143,12 @@ func (s *Store) Put(ctx context.Context, u UserState) error {
 	return s.Apply(ctx, Change{User: &u})
 }
 
-// Delete forgets users the hub no longer has: their schedule state and
-// journal entries.
+// Delete forgets users the hub no longer has: their schedule state,
+// journal entries and intents.
 func (s *Store) Delete(ctx context.Context, names ...string) error {
 	var errs []error
 	for _, n := range names {
-		for _, q := range []string{`DELETE FROM users WHERE name = ?`, `DELETE FROM journal WHERE name = ?`} {
+		for _, q := range []string{`DELETE FROM users WHERE name = ?`, `DELETE FROM journal WHERE name = ?`, `DELETE FROM intents WHERE name = ?`} {
 			if _, err := s.db.ExecContext(ctx, q, n); err != nil {
 				errs = append(errs, fmt.Errorf("delete user %q: %w", n, err))
 			}
@@ -169,6 +170,10 @@ type Change struct {
 	DropPending string
 	// Logout, when set, appends an audit record.
 	Logout *Logout
+	// Intent, when set, replaces the user's intent to spend a refresh token.
+	Intent *Intent
+	// DropIntent removes the user's intent (named by DropIntent).
+	DropIntent string
 }
 
 // Apply writes c in one transaction.
@@ -179,7 +184,7 @@ func (s *Store) Apply(ctx context.Context, c Change) error {
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	for _, step := range []func(context.Context, *sql.Tx) error{
-		c.putUser, c.putSession, c.putPending, c.dropPending, c.addLogout,
+		c.putUser, c.putSession, c.dropIntent, c.putIntent, c.putPending, c.dropPending, c.addLogout,
 	} {
 		if err := step(ctx, tx); err != nil {
 			return err

@@ -101,14 +101,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, underHub bo
 	sw := &switchHandler{}
 	sw.set(problemHandler(cfg.Hub.Prefix, []problem{{Class: "starting", Message: "tokenkeeper is starting."}}))
 	var started *app
+	ready := make(chan *refresh.Refresher, 1)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(gctx, newServer(cfg, sw), ln) })
+	g.Go(func() error { return stopAtSignal(gctx, ready, log) })
 	g.Go(func() error {
 		a, err := start(gctx, cfg, log)
 		if err != nil {
 			return holdOrFail(gctx, err, sw, cfg.Hub.Prefix, log, underHub)
 		}
 		started = a
+		ready <- a.r
 		sw.set(a.handler)
 		log.Info("tokenkeeper started", "version", version, "listen", ln.Addr().String(),
 			"prefix", cfg.Hub.Prefix, "issuer", cfg.IssuerURL, "keep", cfg.Keep)
@@ -119,9 +122,23 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, underHub bo
 	})
 	err = g.Wait()
 	if started != nil {
-		err = errors.Join(err, stopRefresher(ctx, started.r, time.Duration(cfg.HTTPTimeout), log), started.db.Close())
+		// Stopped already at the signal; this covers a start that raced it.
+		err = errors.Join(err, stopRefresher(ctx, started.r, log), started.db.Close())
 	}
 	return err
+}
+
+// stopAtSignal stops the refresher as soon as ctx ends (the first SIGINT or
+// SIGTERM), alongside the HTTP server's drain, so that the grants in flight
+// are journaled within the hub's grace.
+func stopAtSignal(ctx context.Context, ready <-chan *refresh.Refresher, log *slog.Logger) error {
+	select {
+	case r := <-ready:
+		<-ctx.Done()
+		return stopRefresher(ctx, r, log)
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // start opens the store, checks tokenkeeper's hub scopes (retrying while
@@ -156,6 +173,9 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 		return nil, err
 	}
 	opts.Exchange, opts.Audiences = kc.Exchange, cfg.Audiences
+	opts.Introspect = func(ctx context.Context, refresh config.Secret) (bool, error) {
+		return kc.Introspect(ctx, refresh, "refresh_token")
+	}
 	opts.ProviderToken, opts.Providers = kc.ProviderToken, cfg.IdentityProviders
 	admin, err := keycloakAdmin(ctx, cfg, client, kc)
 	if err != nil {
@@ -195,10 +215,19 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	return &app{r: r, handler: spawnerhook.NewHandler(cfg.Hub.Prefix, deps), db: db}, nil
 }
 
+// stopWait is how long a stop lets the grants in flight finish before it
+// cancels them: longer than one request's http_timeout (10 s by default),
+// so that with the defaults a grant sent before the signal gets its answer.
+// JupyterHub sends a managed service SIGINT, SIGTERM 10 s later and SIGKILL
+// 5 s after that; the refresher needs at most 2 s more to journal what it
+// has (refresh's abortWait), within the 15 s.
+const stopWait = 11 * time.Second
+
 // stopRefresher lets the grants in flight finish and be journaled, within
-// a bound, before the store closes.
-func stopRefresher(ctx context.Context, r *refresh.Refresher, httpTimeout time.Duration, log *slog.Logger) error {
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*httpTimeout+5*time.Second)
+// stopWait, before the store closes; grants still waiting for Keycloak then
+// are cancelled, and their intents settle them at the next start.
+func stopRefresher(ctx context.Context, r *refresh.Refresher, log *slog.Logger) error {
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopWait)
 	defer cancel()
 	if err := r.Stop(stopCtx); err != nil {
 		return err
@@ -267,6 +296,7 @@ func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error
 		Recheck:       max(time.Minute, 4*time.Duration(cfg.SweepInterval)),
 		Concurrency:   cfg.Concurrency,
 		GrantTimeout:  3 * time.Duration(cfg.HTTPTimeout),
+		MaxReuse:      cfg.RefreshTokenMaxReuse,
 		RefreshAdmins: cfg.RefreshAdmins,
 		HubRPS:        cfg.HubMaxRPS,
 		SweepInterval: time.Duration(cfg.SweepInterval),

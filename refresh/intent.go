@@ -1,0 +1,122 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tokenkeeper/tokenkeeper/store"
+)
+
+// intentStep is what to do about a user's intent to spend a refresh token,
+// given the refresh token the hub holds now.
+type intentStep int
+
+const (
+	// intentNone: no intent; refresh as usual.
+	intentNone intentStep = iota
+	// intentStale: the intent is for a token the hub no longer holds (its
+	// tokens were written back, or the user logged in again); drop it.
+	intentStale
+	// intentRetry: the last grant's outcome is unknown and the realm's Max
+	// Reuse allows spending the token again: do so at once.
+	intentRetry
+	// intentProbe: the outcome is unknown and spending again could exceed
+	// Max Reuse, which makes Keycloak end the client's session: ask
+	// Keycloak's introspection whether the token is still good instead.
+	intentProbe
+)
+
+// afterIntent decides what an intent means. Its safety rule: a refresh
+// token whose grants' outcomes are unknown is spent again only while the
+// spends so far are within maxReuse (Keycloak accepts a token 1 + Max Reuse
+// times).
+func afterIntent(in store.Intent, ok bool, held store.Digest, maxReuse int) intentStep {
+	switch {
+	case !ok:
+		return intentNone
+	case in.Spent != held:
+		return intentStale
+	case in.Spends <= maxReuse:
+		return intentRetry
+	default:
+		return intentProbe
+	}
+}
+
+// settleIntent acts on the user's intent before anything else is decided:
+// it drops a stale one, and settles an unknown outcome. done reports
+// whether it answered the update. The caller holds the user's lock.
+func (r *Refresher) settleIntent(ctx context.Context, name string, st AuthState) (Tokens, bool, error) {
+	in, ok, err := r.store.Intent(ctx, name)
+	if err != nil {
+		t, err := r.current(st, fmt.Errorf("read intent: %w", err))
+		return t, true, err
+	}
+	switch afterIntent(in, ok, digest(st.Refresh.Reveal()), r.opts.MaxReuse) {
+	case intentStale:
+		r.save(ctx, store.Change{DropIntent: name})
+	case intentRetry:
+		if r.work.isStopping() {
+			t, err := r.current(st, ErrStopping)
+			return t, true, err
+		}
+		r.log.Info("spending a refresh token again after a grant whose outcome is unknown", "user", name, "spends", in.Spends)
+		t, err := r.spend(ctx, name, st, in.Spends, false)
+		return t, true, err
+	case intentProbe:
+		t, err := r.probe(ctx, name, st)
+		return t, true, err
+	}
+	return Tokens{}, false, nil
+}
+
+// errOutcomeUnknown is the reason recorded while a grant's outcome is
+// unknown and cannot yet be settled.
+var errOutcomeUnknown = errors.New("the answer to a refresh grant was lost; its outcome is unknown")
+
+// unknownOutcome handles a grant whose answer never arrived: Keycloak may
+// have spent the refresh token. Once per update (retry), within the realm's
+// Max Reuse the token is spent again at once; beyond it introspection
+// decides. Otherwise the user is retried with backoff: the intent stays, so
+// the next update settles it the same way.
+func (r *Refresher) unknownOutcome(ctx context.Context, name string, st AuthState, in store.Intent, grantErr error, retry bool) (Tokens, error) {
+	r.log.Warn("refresh grant outcome unknown", "user", name, "spends", in.Spends, "max_reuse", r.opts.MaxReuse, "err", grantErr)
+	if !retry || ctx.Err() != nil || r.work.isStopping() {
+		r.backoff(ctx, name, st, fmt.Errorf("%w: %w", errOutcomeUnknown, grantErr))
+		return r.current(st, grantErr)
+	}
+	if afterIntent(in, true, in.Spent, r.opts.MaxReuse) == intentRetry {
+		return r.spend(ctx, name, st, in.Spends, false)
+	}
+	return r.probe(ctx, name, st)
+}
+
+// probe settles an unknown outcome that Max Reuse does not allow to retry:
+// Keycloak's introspection says whether the refresh token is still good. If
+// it is, the lost grant never took effect and the token is spent; if not, it
+// did (or the session ended meanwhile), the tokens in the hub are dead, and
+// the user's session is treated as ended. While introspection cannot answer,
+// the user is retried with backoff and their current token served while
+// valid.
+func (r *Refresher) probe(ctx context.Context, name string, st AuthState) (Tokens, error) {
+	if r.opts.Introspect == nil {
+		err := fmt.Errorf("%w, and spending the token again would exceed the realm's refresh token max reuse", errOutcomeUnknown)
+		r.backoff(ctx, name, st, err)
+		return r.current(st, err)
+	}
+	pctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
+	active, err := r.opts.Introspect(pctx, st.Refresh)
+	cancel()
+	switch {
+	case err != nil:
+		err = fmt.Errorf("%w; introspection failed: %w", errOutcomeUnknown, err)
+		r.backoff(ctx, name, st, err)
+		return r.current(st, err)
+	case active:
+		r.log.Info("introspection: the refresh token is still good; the lost grant did not take effect", "user", name)
+		return r.spend(ctx, name, st, 0, false)
+	}
+	r.save(ctx, store.Change{DropIntent: name})
+	return Tokens{}, r.markEnded(ctx, name, st, errors.New("a grant's answer was lost and Keycloak no longer accepts the refresh token"), false)
+}
