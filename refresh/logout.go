@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 	"github.com/tokenkeeper/tokenkeeper/store"
@@ -165,19 +166,21 @@ func (r *Refresher) stopServers(ctx context.Context, name string) (int, error) {
 // session ended: a user who logged in again since keeps the new login.
 func (r *Refresher) logoutEnded(ctx context.Context, ended []string) {
 	now := r.opts.Now()
-	r.mu.Lock()
-	tripped := r.guard.check(r.opts.Guard, now)
-	r.mu.Unlock()
+	tripped := r.checkGuard(ctx, now)
 	for _, name := range ended {
 		u, ok := r.user(name)
 		if !ok || !pendingLogout(&u) || u.Due.After(now) {
 			continue // not ended, or an unexpected ending still held for the guard
 		}
-		if tripped && !u.EndExpected {
-			continue
-		}
 		if ctx.Err() != nil {
 			return // the user stays ended and due; the next sweep logs them out
+		}
+		if !u.EndExpected && !r.stillEnded(ctx, name, u) {
+			continue // alive after all, or Keycloak cannot say yet
+		}
+		if tripped && !u.EndExpected {
+			r.holdAgain(ctx, u)
+			continue
 		}
 		still := func(st AuthState) bool { return digest(st.Refresh.Reveal()) == u.EndedOn }
 		if _, err := r.logoutIf(ctx, name, u.Reason, still); err != nil {
@@ -207,8 +210,13 @@ func (r *Refresher) setHeld(tripped bool) {
 
 // ReleaseGuard lets the logouts the mass-failure guard holds back go ahead
 // at the next sweep, and starts counting afresh. It is the admin's answer
-// once they have checked that the sessions really ended.
-func (r *Refresher) ReleaseGuard() {
+// once they have checked that the sessions really ended; each held user is
+// still asked about first (stillEnded), so only sessions still ended are
+// logged out. The release is durable.
+func (r *Refresher) ReleaseGuard(ctx context.Context) error {
+	if err := r.store.PutGuard(ctx, store.GuardState{}); err != nil {
+		return fmt.Errorf("release the guard: %w", err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.log.Warn("mass-failure guard released by an admin", "held", r.held)
@@ -220,6 +228,73 @@ func (r *Refresher) ReleaseGuard() {
 			u.Due = now
 		}
 	}
+	return nil
+}
+
+// checkGuard checks the guard's window and reports whether it is tripped;
+// the moment it trips is made durable, so that a restart keeps holding.
+func (r *Refresher) checkGuard(ctx context.Context, now time.Time) bool {
+	r.mu.Lock()
+	was := r.guard.tripped
+	tripped := r.guard.check(r.opts.Guard, now)
+	r.mu.Unlock()
+	if tripped && !was {
+		if err := r.store.PutGuard(ctx, store.GuardState{Tripped: true, Since: now}); err != nil {
+			r.log.Error("the tripped guard could not be recorded; a restart would release it", "err", err)
+		}
+	}
+	return tripped
+}
+
+// stillEnded reports whether the logout of an unexpected ending may go
+// ahead: Keycloak's introspection must agree that the refresh token a grant
+// found ended is no longer accepted. Introspection neither spends the token
+// nor moves the session's idle timer, so it is how the guard's held users
+// are probed, and how a release logs out only sessions still ended. A user
+// whose token Keycloak accepts after all is kept; one it cannot answer for
+// is asked again later. Without Introspect the logout may go ahead.
+func (r *Refresher) stillEnded(ctx context.Context, name string, u store.UserState) bool {
+	if r.opts.Introspect == nil {
+		return true
+	}
+	unlock, err := r.locks.lock(ctx, name)
+	if err != nil {
+		return false
+	}
+	defer unlock()
+	hu, err := r.hub.User(ctx, name)
+	if err != nil {
+		r.holdAgain(ctx, u)
+		return false
+	}
+	st, err := ParseAuthState(hu.AuthState)
+	if err != nil || digest(st.Refresh.Reveal()) != u.EndedOn {
+		return true // logoutIf adopts a new login, or finds nothing to clear
+	}
+	pctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
+	active, err := r.opts.Introspect(pctx, st.Refresh)
+	cancel()
+	switch {
+	case err != nil:
+		r.log.Warn("could not ask Keycloak whether an ended session really ended; asking again later", "user", name, "err", err)
+		r.holdAgain(ctx, u)
+		return false
+	case active:
+		r.log.Warn("not logged out: Keycloak still accepts the refresh token of a session a grant found ended", "user", name)
+		r.settle(ctx, name, st, "", "")
+		return false
+	}
+	return true
+}
+
+// holdAgain schedules the next look at an ending that is held or could not
+// be confirmed, with backoff.
+func (r *Refresher) holdAgain(ctx context.Context, u store.UserState) {
+	u.Failures++
+	r.mu.Lock()
+	u.Due = Retry(r.opts.Now(), u.Failures, time.Time{}, r.rand)
+	r.mu.Unlock()
+	r.put(ctx, u)
 }
 
 // user returns a copy of name's schedule state.

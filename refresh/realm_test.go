@@ -140,7 +140,9 @@ func TestGuardSeesLossSpreadOverSweeps(t *testing.T) {
 	if !hasProblem(h, ProblemLogoutsPaused) || h.State() != HealthUnhealthy {
 		t.Fatalf("Health() = %+v, want logouts paused", h)
 	}
-	f.r.ReleaseGuard()
+	if err := f.r.ReleaseGuard(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	f.advance(15 * time.Second)
 	f.sweep(t)
 	for i := range 20 {

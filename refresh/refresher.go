@@ -200,6 +200,12 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 	for _, s := range states {
 		r.users[s.Name] = &s
 	}
+	g, err := st.Guard(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.guard.tripped = g.Tripped
+	r.setHeld(g.Tripped)
 	return r, nil
 }
 

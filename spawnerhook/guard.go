@@ -19,7 +19,10 @@ func (h *handler) releaseGuard(c *gin.Context) {
 		h.writeError(c, forbidden("Only a hub admin may release the mass-failure guard."))
 		return
 	}
-	h.ReleaseGuard()
+	if err := h.ReleaseGuard(c.Request.Context()); err != nil {
+		h.writeError(c, err)
+		return
+	}
 	h.log.Warn("mass-failure guard released", "by", id.Name)
 	c.JSON(http.StatusOK, gin.H{"released": true})
 }

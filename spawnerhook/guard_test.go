@@ -1,6 +1,7 @@
 package spawnerhook
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -25,7 +26,7 @@ func TestReleaseGuardOnlyByHubAdmin(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			released := 0
 			d := (&fakes{}).deps()
-			d.ReleaseGuard = func() { released++ }
+			d.ReleaseGuard = func(context.Context) error { released++; return nil }
 			req := httptest.NewRequest(http.MethodPost, prefix+"guard/release", nil)
 			if tt.auth != "" {
 				req.Header.Set("Authorization", tt.auth)

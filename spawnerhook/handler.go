@@ -36,7 +36,7 @@ type Deps struct {
 	Health func() refresh.Health
 	// ReleaseGuard lets the logouts the mass-failure guard holds back go
 	// ahead; nil disables the endpoint.
-	ReleaseGuard func()
+	ReleaseGuard func(ctx context.Context) error
 	// ServiceToken returns the service account's token, narrowed to audience
 	// unless that is ""; nil when no service account is configured.
 	ServiceToken func(ctx context.Context, audience string) (*oauth2.Token, error)

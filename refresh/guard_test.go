@@ -1,0 +1,102 @@
+package refresh
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/config"
+)
+
+// tripGuard gives n kept users sessions that Keycloak then loses, and
+// sweeps until the guard has tripped.
+func tripGuard(t *testing.T, f *fixture, n int) {
+	t.Helper()
+	for i := range n {
+		f.addSession(fmt.Sprintf("u%02d", i), true, f.now.Add(-time.Duration(i)*10*time.Second), 5*time.Minute, f.now.Add(time.Hour), "a")
+	}
+	f.sweep(t)
+	f.grant.fail = func(string) error { return grantError(400, "invalid_grant", "Session not active") }
+	for range 24 {
+		f.advance(15 * time.Second)
+		f.sweep(t)
+	}
+	if !hasProblem(f.r.Health(), ProblemLogoutsPaused) {
+		t.Fatalf("Health() = %+v, want logouts paused", f.r.Health())
+	}
+}
+
+// The tripped guard, and the users it holds, survive a restart: the new
+// process logs none of them out and says why.
+func TestGuardHoldsAcrossRestart(t *testing.T) {
+	f := newFixture(t)
+	tripGuard(t, f, 10)
+	f.r = f.newRefresher(t) // a restart on the same database
+	if h := f.r.Health(); !hasProblem(h, ProblemLogoutsPaused) || h.Problems[0].Users != 10 {
+		t.Errorf("Health() after restart = %+v, want logouts paused for 10 users", h)
+	}
+	for range 8 {
+		f.advance(time.Minute)
+		f.sweep(t)
+	}
+	for i := range 10 {
+		if name := fmt.Sprintf("u%02d", i); f.loggedOut(name) {
+			t.Errorf("%s logged out after a restart while the guard held", name)
+		}
+	}
+}
+
+// aliveSet is Keycloak's introspection over a set of refresh tokens still
+// accepted.
+type aliveSet struct {
+	mu    sync.Mutex
+	alive map[string]bool
+	calls int
+}
+
+func (a *aliveSet) introspect(_ context.Context, rt config.Secret) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls++
+	return a.alive[rt.Reveal()], nil
+}
+
+// Users the guard holds are asked about again (by introspection, which
+// spends nothing): those Keycloak accepts once more are kept and no longer
+// held; after a release only sessions still ended are logged out.
+func TestHeldUsersProbedAndReleaseLogsOutOnlyEnded(t *testing.T) {
+	f := newFixture(t)
+	kc := &aliveSet{alive: map[string]bool{}}
+	f.r = f.newRefresher(t, func(o *Options) { o.Introspect = kc.introspect })
+	tripGuard(t, f, 10)
+	kc.mu.Lock()
+	for i := 0; i < 10; i += 2 { // Keycloak finds the even users' sessions again
+		kc.alive[f.hub.state(t, fmt.Sprintf("u%02d", i)).Refresh.Reveal()] = true
+	}
+	kc.mu.Unlock()
+	f.grant.fail = nil
+	for range 8 {
+		f.advance(time.Minute)
+		f.sweep(t)
+	}
+	if h := f.r.Health(); h.Problems[0].Users != 5 {
+		t.Errorf("held after Keycloak recovered half = %+v, want 5", h)
+	}
+	if err := f.r.ReleaseGuard(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	f.advance(15 * time.Second)
+	f.sweep(t)
+	for i := range 10 {
+		name := fmt.Sprintf("u%02d", i)
+		if want := i%2 == 1; f.loggedOut(name) != want {
+			t.Errorf("%s logged out = %t, want %t", name, f.loggedOut(name), want)
+		}
+	}
+	if !strings.Contains(f.logs.String(), "Keycloak still accepts the refresh token") {
+		t.Error("no log line for the sessions found alive")
+	}
+}
