@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
@@ -119,4 +120,43 @@ func (r *Refresher) probe(ctx context.Context, name string, st AuthState) (Token
 	}
 	r.save(ctx, store.Change{DropIntent: name})
 	return Tokens{}, r.markEnded(ctx, name, st, errors.New("a grant's answer was lost and Keycloak no longer accepts the refresh token"), false)
+}
+
+// idleCheck is how often an idle user's session is checked with
+// introspection, so that a session an admin ended without a back-channel
+// logout is logged out within it rather than at the refresh token's expiry.
+const idleCheck = 5 * time.Minute
+
+// idleCheckDue reports whether name is an idle user (tokens not kept fresh)
+// whose scheduled look has come, and introspection can check their session.
+func (r *Refresher) idleCheckDue(name string) bool {
+	if r.opts.Introspect == nil || r.kept(name) {
+		return false
+	}
+	u, ok := r.user(name)
+	return ok && !u.Due.After(r.opts.Now())
+}
+
+// errIdleEnded is the reason for an idle user whose session Keycloak no
+// longer has, found by introspection.
+var errIdleEnded = errors.New("keycloak no longer accepts the idle session's refresh token: the session was ended")
+
+// checkIdle asks Keycloak's introspection whether an idle user's session
+// still accepts their refresh token. Introspection spends nothing and leaves
+// the session's idle timer alone, which a grant would not. A session no
+// longer accepted is marked ended (an unexpected ending, which the guard
+// counts); when Keycloak cannot answer, the next check is the next try. The
+// caller holds the user's lock.
+func (r *Refresher) checkIdle(ctx context.Context, name string, st AuthState) error {
+	pctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
+	active, err := r.opts.Introspect(pctx, st.Refresh)
+	cancel()
+	switch {
+	case err != nil:
+		r.log.Debug("idle check: introspection failed; next check later", "user", name, "err", err)
+		return nil
+	case active:
+		return nil
+	}
+	return r.markEnded(ctx, name, st, errIdleEnded, false)
 }

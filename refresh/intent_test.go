@@ -199,3 +199,37 @@ func TestStopCancelsAGrantThatOutlastsTheWait(t *testing.T) {
 		}
 	})
 }
+
+// An idle user (no server) whose session an admin ended without a
+// back-channel logout is logged out within idleCheck and an access-token
+// lifetime, found by introspection, never by a grant (which would move the
+// session's idle timer).
+func TestIdleUserWhoseSessionEndedIsFoundByIntrospection(t *testing.T) {
+	f := newFixture(t)
+	kc := &aliveSet{alive: map[string]bool{}}
+	f.r = f.newRefresher(t, func(o *Options) { o.Introspect = kc.introspect })
+	f.addSession("idle", false, f.now, 2*time.Minute, f.now.Add(time.Hour), "a")
+	kc.alive[f.hub.state(t, "idle").Refresh.Reveal()] = true
+	f.sweep(t)
+	for range 4 { // alive: checked, kept
+		f.advance(2 * time.Minute)
+		f.sweep(t)
+	}
+	if f.loggedOut("idle") || kc.calls == 0 {
+		t.Fatalf("alive idle user: logged out %t, introspections %d; want kept and checked", f.loggedOut("idle"), kc.calls)
+	}
+	kc.mu.Lock()
+	clear(kc.alive) // an admin ends the session in Keycloak; no back-channel
+	kc.mu.Unlock()
+	deadline := f.now.Add(idleCheck + 2*time.Minute + 15*time.Second)
+	for !f.loggedOut("idle") && f.now.Before(deadline) {
+		f.advance(15 * time.Second)
+		f.sweep(t)
+	}
+	if !f.loggedOut("idle") {
+		t.Errorf("idle user whose session ended not logged out by %s", deadline)
+	}
+	if got := f.grant.calls.Load(); got != 0 {
+		t.Errorf("grants for an idle user = %d, want 0", got)
+	}
+}

@@ -577,6 +577,11 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 		return t, err
 	}
 	if !need(name, st, r.opts.Now()) {
+		if r.idleCheckDue(name) {
+			if err := r.checkIdle(ctx, name, st); err != nil {
+				return Tokens{}, err
+			}
+		}
 		t := r.settle(ctx, name, st, "", "")
 		r.log.Debug("not due", "user", name, "kept", r.kept(name), "access_expires_at", t.Expiry.UTC().Format(time.RFC3339))
 		return t, nil

@@ -51,9 +51,13 @@ func (w *simWorld) check() {
 	for _, name := range w.hub.names {
 		u := w.hub.users[name]
 		w.checkHeld(u, journal, now)
-		if !u.admin && w.kept(u) {
+		switch {
+		case u.admin:
+		case w.kept(u):
 			w.checkFresh(u, now)
-			w.checkLoggedOut(u, now)
+			w.checkLoggedOut(u, now, 0)
+		default: // idle: introspection checks the session every idleCheck
+			w.checkLoggedOut(u, now, idleCheck)
 		}
 	}
 }
@@ -110,15 +114,16 @@ func (w *simWorld) checkFresh(u *simHubUser, now time.Time) {
 	}
 }
 
-// checkLoggedOut is (e).
-func (w *simWorld) checkLoggedOut(u *simHubUser, now time.Time) {
+// checkLoggedOut is (e), for kept users and, with slack for the checks of
+// idle sessions, for idle ones.
+func (w *simWorld) checkLoggedOut(u *simHubUser, now time.Time, slack time.Duration) {
 	s := w.heldSession(u)
 	if s == nil || w.kc.live(s, now) {
 		return
 	}
 	end := w.kc.end(s)
 	from := latest(end, u.keptSince, w.heldUp(u), s.start.Add(w.cfg.recheck()))
-	if deadline := from.Add(w.cfg.interval + w.cfg.realm.access + 20*time.Second); now.After(deadline) {
+	if deadline := from.Add(slack + w.cfg.interval + w.cfg.realm.access + 20*time.Second); now.After(deadline) {
 		w.violate("e", "%s: session %s ended at %s (%s), yet the hub still holds its tokens after %s",
 			u.name, s.id, w.since(end), w.endReason(s), w.since(deadline))
 	}

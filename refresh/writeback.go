@@ -187,8 +187,12 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 	}
 	if !r.kept(name) && !st.RefreshExpiry.IsZero() {
 		// Idle: not refreshed, only looked at again once the session's
-		// idle time is over, or when the hub shows activity.
+		// idle time is over, when the hub shows activity, or, with
+		// introspection, within idleCheck (checkIdle).
 		u.Due = st.RefreshExpiry.Add(expirySkew)
+		if check := r.opts.Now().Add(idleCheck); r.opts.Introspect != nil && check.Before(u.Due) {
+			u.Due = check
+		}
 	}
 	r.mu.Lock()
 	r.guard.lifetime(st.AccessClaims.Expiry.Sub(st.AccessClaims.IssuedAt))
