@@ -2,6 +2,7 @@ package refresh
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -38,6 +39,11 @@ type AuthState struct {
 	// Access holds its claims; Refresh holds the refresh token's expiry, zero when unknown.
 	AccessClaims  Claims
 	RefreshExpiry time.Time
+	// Session and Subject are Keycloak's sid and sub for these tokens: the
+	// access token's, else the ID token's, else the refresh token's. Session
+	// is empty when no token carries a sid (a client without Keycloak's
+	// basic scope, lightweight access tokens).
+	Session, Subject string
 }
 
 // Claims are the JWT claims tokenkeeper schedules by.
@@ -75,8 +81,19 @@ func ParseAuthState(b json.RawMessage) (AuthState, error) {
 	if s.AccessClaims, err = ParseClaims(s.Access.Reveal()); err != nil {
 		return s, malformed("access_token: %v", err)
 	}
-	if c, err := ParseClaims(s.Refresh.Reveal()); err == nil {
-		s.RefreshExpiry = c.Expiry
+	rc, rerr := ParseClaims(s.Refresh.Reveal())
+	if rerr == nil {
+		s.RefreshExpiry = rc.Expiry
+	}
+	s.Session, s.Subject = s.AccessClaims.SessionID, s.AccessClaims.Subject
+	ic, ierr := ParseClaims(s.ID.Reveal())
+	for _, c := range []struct {
+		claims Claims
+		err    error
+	}{{ic, ierr}, {rc, rerr}} {
+		if c.err == nil {
+			s.Session, s.Subject = cmp.Or(s.Session, c.claims.SessionID), cmp.Or(s.Subject, c.claims.Subject)
+		}
 	}
 	return s, nil
 }

@@ -83,6 +83,7 @@ func TestParseAuthStateOAuthenticatorLayout(t *testing.T) {
 			IssuedAt: stateIAT, Expiry: stateExp, SessionID: "sess-1", Subject: "user-uuid-1",
 		},
 		RefreshExpiry: stateRefreshExp,
+		Session:       "sess-1", Subject: "user-uuid-1",
 	}
 	if diff := cmp.Diff(want, got, ignoreRaw); diff != "" {
 		t.Errorf("ParseAuthState(layout) mismatch (-want +got):\n%s", diff)
@@ -126,6 +127,7 @@ func TestParseAuthStateOptionalParts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.want.AccessClaims = Claims{IssuedAt: stateIAT, Expiry: stateExp, SessionID: "sess-1", Subject: "user-uuid-1"}
+			tt.want.Session, tt.want.Subject = "sess-1", "user-uuid-1"
 			got, err := ParseAuthState(json.RawMessage(tt.state))
 			if err != nil {
 				t.Fatalf("ParseAuthState(%s) error: %v", tt.state, err)
@@ -443,5 +445,53 @@ func TestApplyDoesNotChangeReceiver(t *testing.T) {
 	}
 	if st.Refresh.Reveal() != stateRefresh {
 		t.Errorf("after Apply(), Refresh = %q, want the parsed one", st.Refresh.Reveal())
+	}
+}
+
+// The session a back-channel logout matches comes from the access token,
+// else the ID token, else the refresh token: lightweight access tokens and
+// clients without Keycloak's basic scope carry no sid.
+func TestAuthStateSessionFallsBack(t *testing.T) {
+	exp := stateExp.Unix()
+	noSID := testJWT(map[string]any{"exp": exp, "iat": stateIAT.Unix()})
+	idSID := testJWT(map[string]any{"exp": exp, "sid": "from-id", "sub": "sub-id"})
+	rtSID := testJWT(map[string]any{"exp": exp, "sid": "from-refresh", "sub": "sub-rt"})
+	for _, tc := range []struct {
+		name, state, session, subject string
+	}{
+		{"access token's", `{"access_token": "` + stateAccess + `", "refresh_token": "` + rtSID + `", "id_token": "` + idSID + `"}`, "sess-1", "user-uuid-1"},
+		{"ID token's", `{"access_token": "` + noSID + `", "refresh_token": "` + rtSID + `", "id_token": "` + idSID + `"}`, "from-id", "sub-id"},
+		{"refresh token's", `{"access_token": "` + noSID + `", "refresh_token": "` + rtSID + `"}`, "from-refresh", "sub-rt"},
+		{"none", `{"access_token": "` + noSID + `", "refresh_token": "opaque"}`, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := ParseAuthState(json.RawMessage(tc.state))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Session != tc.session || st.Subject != tc.subject {
+				t.Errorf("Session, Subject = %q, %q; want %q, %q", st.Session, st.Subject, tc.session, tc.subject)
+			}
+		})
+	}
+}
+
+// sameSession matches by sid when both sides have one, else by subject.
+func TestSameSession(t *testing.T) {
+	for _, tc := range []struct {
+		stSID, stSub, sid, sub string
+		want                   bool
+	}{
+		{"s1", "u1", "s1", "u1", true},
+		{"s2", "u1", "s1", "u1", false}, // another session of the same user
+		{"", "u1", "s1", "u1", true},    // tokens without sid: every session of the user
+		{"", "u2", "s1", "u1", false},
+		{"s1", "u1", "", "u1", true}, // a logout of all the subject's sessions
+		{"", "", "s1", "", false},
+	} {
+		st := AuthState{Session: tc.stSID, Subject: tc.stSub}
+		if got := sameSession(st, tc.sid, tc.sub); got != tc.want {
+			t.Errorf("sameSession(%+v, %q, %q) = %t, want %t", tc, tc.sid, tc.sub, got, tc.want)
+		}
 	}
 }

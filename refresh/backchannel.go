@@ -2,7 +2,6 @@ package refresh
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -31,11 +30,14 @@ type LogoutVerifier func(ctx context.Context, raw string) (*oidc.LogoutToken, er
 
 // BackchannelLogout handles Keycloak's back-channel logout: it verifies the
 // token, refuses a jti already acted on, finds the hub users of the session
-// (sid) or subject (sub), and logs out those who still hold that session. It
-// returns the users logged out. The jti is spent only once every logout took
-// effect; otherwise the error makes the caller answer non-2xx, the users are
-// due at once so that the next sweep finds their ended session, and a
-// redelivery of the token is acted on.
+// (sid) or subject (sub), and fences each: the logout is recorded durably
+// and their tokens of that session are no longer served. Then the jti is
+// spent and each logout carried out at once where nobody holds the user's
+// lock; a grant in flight carries it out when it ends (discarding its
+// tokens), and a failing hub leaves it to the next sweep. So the answer
+// never waits for a grant (Keycloak may send the logout while handling
+// tokenkeeper's own grant) and a failing hub loses no logout. It returns the
+// users logged out now.
 func (r *Refresher) BackchannelLogout(ctx context.Context, raw string, verify LogoutVerifier) ([]string, error) {
 	lt, err := verify(ctx, raw)
 	if err != nil {
@@ -48,27 +50,25 @@ func (r *Refresher) BackchannelLogout(ctx context.Context, raw string, verify Lo
 	if err != nil {
 		return nil, err
 	}
-	holds := func(st AuthState) bool { return lt.SessionID == "" || st.AccessClaims.SessionID == lt.SessionID }
-	var out []string
-	var errs []error
 	for _, name := range names {
-		done, err := r.logoutIf(ctx, name, ReasonBackchannel, holds)
-		if err != nil {
-			errs = append(errs, err)
-			r.dueNow(ctx, name)
+		if err := r.fence(ctx, name, lt.SessionID, lt.Subject, ReasonBackchannel); err != nil {
+			return nil, fmt.Errorf("back-channel logout not recorded: %w", err)
 		}
-		if done {
-			out = append(out, name)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return out, fmt.Errorf("back-channel logout incomplete: %w", err)
 	}
 	expires := lt.Expiry
 	if limit := r.opts.Now().Add(maxJTIRetention); expires.After(limit) {
 		expires = limit
 	}
-	return out, r.store.SpendJTI(ctx, lt.TokenID, expires)
+	if err := r.store.SpendJTI(ctx, lt.TokenID, expires); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, name := range names {
+		if r.tryFence(ctx, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }
 
 // usersForSession returns the hub users of a session or subject. When

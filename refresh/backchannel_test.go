@@ -166,3 +166,28 @@ func FuzzBackchannelLogout(f *testing.F) {
 		}
 	})
 }
+
+// Tokens without a sid (lightweight access tokens, no ID token) are matched
+// by subject: the back-channel logout takes effect instead of answering 200
+// and doing nothing, and health says such tokens are held.
+func TestBackchannelLogoutMatchesTokensWithoutSID(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s := newLogoutSigner(t, f.clock)
+	at := jwt(map[string]any{"iat": f.now.Unix(), "exp": f.now.Add(5 * time.Minute).Unix(), "sub": "sub-1"})
+	st, _ := json.Marshal(map[string]any{"access_token": at, "refresh_token": "rt-alice"})
+	f.hub.mu.Lock()
+	f.hub.states["alice"], f.hub.active["alice"] = st, true
+	f.hub.mu.Unlock()
+	if _, err := f.r.Fresh(ctx, "alice", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if h := f.r.Health(); !hasProblem(h, ProblemNoSessionID) || h.State() != HealthDegraded {
+		t.Errorf("Health() with tokens without sid = %+v, want degraded, tokens_without_sid", h)
+	}
+	got, err := f.r.BackchannelLogout(ctx, s.token(t, logoutClaims(f.now, "j1", "s9", "jupyterhub")), s.verify)
+	if err != nil || len(got) != 1 || !f.loggedOut("alice") {
+		t.Errorf("BackchannelLogout of a session of alice's subject = %v, %v (logged out %t); want alice logged out",
+			got, err, f.loggedOut("alice"))
+	}
+}

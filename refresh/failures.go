@@ -37,6 +37,9 @@ func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, gra
 		r.log.Info("adopted tokens refreshed elsewhere", "user", name)
 		return r.settle(ctx, name, now, "", ""), nil
 	}
+	if t, done, err := r.carryOutFence(ctx, name, st, false); done {
+		return t, err // Keycloak's back-channel logout told why the grant failed
+	}
 	return Tokens{}, r.markEnded(ctx, name, st, grantErr, nearExpiry(st, r.opts.Now()))
 }
 

@@ -107,3 +107,26 @@ func (t *tracker) stop(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
+
+// tryLock takes name's lock if nobody holds it, without waiting; ok is
+// false when somebody does.
+func (l *userLocks) tryLock(name string) (unlock func(), ok bool) {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*userLock{}
+	}
+	u := l.locks[name]
+	if u == nil {
+		u = &userLock{ch: make(chan struct{}, 1)}
+		l.locks[name] = u
+	}
+	u.refs++
+	l.mu.Unlock()
+	select {
+	case u.ch <- struct{}{}:
+		return func() { <-u.ch; l.release(name, u) }, true
+	default:
+		l.release(name, u)
+		return nil, false
+	}
+}

@@ -28,6 +28,10 @@ const (
 	// ProblemSweepPanicked: a sweep panicked (a bug; the log has its
 	// stack) within the last sweepPanicShown.
 	ProblemSweepPanicked ProblemClass = "sweep_panicked"
+	// ProblemNoSessionID: some users' tokens carry no sid (a client
+	// without Keycloak's basic scope, lightweight access tokens), so a
+	// back-channel logout of one of their sessions logs out all of them.
+	ProblemNoSessionID ProblemClass = "tokens_without_sid"
 )
 
 // sweepPanicShown is how long health shows a sweep's panic: long enough
@@ -54,11 +58,12 @@ const (
 )
 
 // State is HealthOK with no problems, HealthDegraded when the only problems
-// are stuck users or a short hub budget, and HealthUnhealthy otherwise.
+// are stuck users, a short hub budget or tokens without sid, and
+// HealthUnhealthy otherwise.
 func (h Health) State() string {
 	state := HealthOK
 	for _, p := range h.Problems {
-		if p.Class != ProblemStuckUsers && p.Class != ProblemHubBudget {
+		if p.Class != ProblemStuckUsers && p.Class != ProblemHubBudget && p.Class != ProblemNoSessionID {
 			return HealthUnhealthy
 		}
 		state = HealthDegraded
@@ -90,6 +95,9 @@ func (r *Refresher) Health() Health {
 	}
 	if stuck > 0 {
 		h.Problems = append(h.Problems, Problem{Class: ProblemStuckUsers, Users: stuck})
+	}
+	if len(r.noSID) > 0 {
+		h.Problems = append(h.Problems, Problem{Class: ProblemNoSessionID, Users: len(r.noSID)})
 	}
 	if r.short > 0 {
 		h.Problems = append(h.Problems, Problem{Class: ProblemHubBudget, Users: r.short})

@@ -135,7 +135,7 @@ type Tokens struct {
 // tokensOf returns st's access token as Tokens.
 func tokensOf(st AuthState) Tokens {
 	c := st.AccessClaims
-	return Tokens{Access: st.Access, Expiry: c.Expiry, Type: "Bearer", Issued: c.IssuedAt, Session: c.SessionID}
+	return Tokens{Access: st.Access, Expiry: c.Expiry, Type: "Bearer", Issued: c.IssuedAt, Session: st.Session}
 }
 
 // claims returns what needs looks at.
@@ -174,6 +174,8 @@ type Refresher struct {
 	capped   map[string]store.Digest // refresh tokens whose grant did not move the refresh token's expiry
 	probing  map[string]bool         // users the next sweep refreshes whatever their schedule: the guard's probes, users the budget brings forward
 	moved    map[string]bool         // kept users whose hub activity moved since they were last read
+	fences   map[string]store.Fence  // logouts decided and not yet carried out, by user
+	noSID    map[string]bool         // users whose tokens carry no sid
 	rand     *rand.Rand
 }
 
@@ -194,6 +196,8 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		capped:  make(map[string]store.Digest),
 		probing: make(map[string]bool),
 		moved:   make(map[string]bool),
+		fences:  make(map[string]store.Fence),
+		noSID:   make(map[string]bool),
 		rand:    opts.Rand,
 	}
 	r.halt, r.abort = context.WithCancel(context.Background())
@@ -203,6 +207,13 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 	g, err := st.Guard(ctx)
 	if err != nil {
 		return nil, err
+	}
+	fences, err := st.Fences(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range fences {
+		r.fences[f.User] = f
 	}
 	r.guard.tripped = g.Tripped
 	r.setHeld(g.Tripped)
@@ -385,7 +396,11 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 			delete(r.capped, name)
 			delete(r.probing, name)
 			delete(r.moved, name)
+			delete(r.fences, name)
+			delete(r.noSID, name)
 			r.forget(name)
+		case r.fences[name] != (store.Fence{}):
+			due = append(due, name) // a logout recorded and not yet carried out
 		case u.Due.After(now):
 		case pendingLogout(u):
 			ended = append(ended, name)
@@ -560,7 +575,11 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	}
 	st, err := ParseAuthState(state)
 	if err != nil {
+		r.dropFence(ctx, name) // nothing left to log out
 		return Tokens{}, r.unusable(ctx, name, err)
+	}
+	if t, done, err := r.carryOutFence(ctx, name, st, u.Admin); done {
+		return t, err
 	}
 	if u.Admin && !r.opts.RefreshAdmins {
 		return r.hubAdmin(ctx, name, st)

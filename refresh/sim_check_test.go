@@ -48,6 +48,7 @@ func (w *simWorld) check() {
 	if health != nil {
 		w.impair(now.Add(simBackoffCap)) // users retry by their own backoff once it recovers
 	}
+	w.checkFences(now)
 	for _, name := range w.hub.names {
 		u := w.hub.users[name]
 		w.checkHeld(u, journal, now)
@@ -142,10 +143,19 @@ func (w *simWorld) endReason(s *simSession) string {
 	}
 }
 
+// simFence is a back-channel logout tokenkeeper accepted: by deadline the
+// hub must no longer hold the session's tokens.
+type simFence struct {
+	sid, by  string
+	status   int
+	deadline time.Time
+}
+
 // checkBackchannel is (h): after tokenkeeper accepted (2xx) or refused as
 // replayed (400) the logout of session sid, the hub must not hold its tokens
-// any more, provided tokenkeeper knew the session or its user and the token
-// had not expired.
+// once the grant in flight (if any) or the next sweep has carried it out,
+// provided tokenkeeper knew the session or its user and the token had not
+// expired. Checked by checkFences.
 func (w *simWorld) checkBackchannel(gen *simGen, sid, user string, status int, exp time.Time) {
 	if !time.Now().Before(exp) {
 		return
@@ -153,10 +163,26 @@ func (w *simWorld) checkBackchannel(gen *simGen, sid, user string, status int, e
 	known := gen.eng.knowsSession(context.Background(), sid, simSub(user))
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := w.heldSession(w.hub.users[user])
-	if !known || s == nil || s.id != sid {
+	u := w.hub.users[user]
+	if s := w.heldSession(u); !known || s == nil || s.id != sid {
 		return
 	}
-	w.violate("h", "%s: %s answered %d to the back-channel logout of session %s, yet the hub still holds the session's tokens",
-		user, gen.p.name, status, sid)
+	from := latest(time.Now(), w.heldUp(u))
+	w.fences[user] = simFence{sid: sid, by: gen.p.name, status: status,
+		deadline: from.Add(30*time.Second + w.cfg.interval + 20*time.Second)}
+}
+
+// checkFences is (h) for the logouts accepted. The caller holds w.mu.
+func (w *simWorld) checkFences(now time.Time) {
+	for user, f := range w.fences {
+		s := w.heldSession(w.hub.users[user])
+		switch {
+		case s == nil || s.id != f.sid:
+			delete(w.fences, user)
+		case now.After(f.deadline):
+			w.violate("h", "%s: %s answered %d to the back-channel logout of session %s, yet the hub still holds the session's tokens at %s",
+				user, f.by, f.status, f.sid, w.since(f.deadline))
+			delete(w.fences, user)
+		}
+	}
 }

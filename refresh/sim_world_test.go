@@ -84,7 +84,8 @@ type simWorld struct {
 	steps         *simRing
 	trace         *simRing
 	engineLog     *simRing
-	traceFile     io.Writer // the whole trace, with -sim.trace
+	traceFile     io.Writer           // the whole trace, with -sim.trace
+	fences        map[string]simFence // back-channel logouts accepted and not yet seen carried out, by user
 }
 
 // simRing keeps the last lines written to it.

@@ -39,6 +39,13 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 	if t, done, err := r.changedDuringGrant(ctx, name, st, next); done {
 		return t, err
 	}
+	if f, ok := r.fenceOf(name); ok && sameSession(st, f.SID, f.Sub) {
+		// A back-channel logout arrived during the grant: its tokens are
+		// not written back, and the logout is carried out now.
+		r.log.Info("not written back: the session was logged out during the grant", "user", name)
+		t, _, err := r.carryOutFence(ctx, name, st, false)
+		return t, err
+	}
 	if err := r.hub.SetAuthState(ctx, name, state); err != nil {
 		return r.writeFailed(ctx, name, next, err)
 	}
@@ -203,10 +210,10 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 		delete(r.unsaved, drop)
 		r.mu.Unlock()
 	}
-	c := st.AccessClaims
 	u = r.setUser(u)
+	r.noteSession(name, st)
 	r.save(ctx, store.Change{User: &u, DropPending: drop,
-		Session: &store.Session{SID: c.SessionID, Sub: c.Subject, Name: name, Updated: r.opts.Now()}})
+		Session: &store.Session{SID: st.Session, Sub: st.Subject, Name: name, Updated: r.opts.Now()}})
 	return t
 }
 

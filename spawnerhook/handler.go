@@ -152,6 +152,8 @@ var problemTexts = map[refresh.ProblemClass]string{
 	refresh.ProblemHubBudget:  "hub_max_rps cannot refresh every due user before their token expires.",
 	refresh.ProblemSweepPanicked: "A sweep failed on an internal error in the last 10 minutes; " +
 		"the log has its stack. Please report it.",
+	refresh.ProblemNoSessionID: "Some users' tokens carry no session id (sid): a back-channel logout of one " +
+		"of their sessions logs out all of them. Give the hub's client Keycloak's basic scope.",
 }
 
 type problemBody struct {

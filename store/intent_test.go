@@ -91,3 +91,28 @@ func TestGuardStateSurvivesReopen(t *testing.T) {
 		t.Errorf("guard after reopen (-want +got):\n%s", diff)
 	}
 }
+
+// A fence survives a reopen and goes with the logout that carries it out.
+func TestFenceIsDurableUntilTheLogout(t *testing.T) {
+	ctx := t.Context()
+	s, path := openTestStore(t)
+	f := Fence{User: "alice", SID: "s1", Sub: "sub-a", Reason: "keycloak back-channel logout", Created: time.UnixMilli(1_700_000_000_000)}
+	if err := s.Apply(ctx, Change{Fence: &f}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = reopenTestStore(t, path)
+	got, err := s.Fences(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := gocmp.Diff([]Fence{f}, got); diff != "" {
+		t.Errorf("fences after reopen (-want +got):\n%s", diff)
+	}
+	if err := s.Apply(ctx, Change{DropFence: "alice", Logout: &Logout{User: "alice", At: f.Created}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Fences(ctx); len(got) != 0 {
+		t.Errorf("fences after the logout = %v, want none", got)
+	}
+}

@@ -55,7 +55,8 @@ var migrations = []string{
 	CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
 	CREATE INDEX IF NOT EXISTS seen_jti_expires ON seen_jti (expires);`,
 	// 3: intents written before each grant (whose outcome is unknown while
-	// they remain), and the mass-failure guard's state.
+	// they remain), the mass-failure guard's state, and fences: logouts
+	// decided (a back-channel logout) and not yet carried out.
 	`CREATE TABLE intents (
 		name    TEXT PRIMARY KEY,
 		spent   BLOB NOT NULL,
@@ -66,6 +67,13 @@ var migrations = []string{
 		id      INTEGER PRIMARY KEY CHECK (id = 1),
 		tripped INTEGER NOT NULL,
 		since   INTEGER NOT NULL
+	);
+	CREATE TABLE fences (
+		name    TEXT PRIMARY KEY,
+		sid     TEXT NOT NULL,
+		sub     TEXT NOT NULL,
+		reason  TEXT NOT NULL,
+		created INTEGER NOT NULL
 	);`,
 }
 

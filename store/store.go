@@ -1,6 +1,7 @@
 // Package store keeps tokenkeeper's durable state in SQLite: each user's
 // refresh schedule, the encrypted write-back journal, the intents written
-// before each grant, the mass-failure guard's state, which Keycloak session
+// before each grant, the fences of logouts decided and not yet carried out,
+// the mass-failure guard's state, which Keycloak session
 // belongs to which hub user, the back-channel logout token ids already acted
 // on, and the logout audit. It holds no plaintext token: journal entries are
 // sealed by the caller before they reach the store.
@@ -144,11 +145,11 @@ func (s *Store) Put(ctx context.Context, u UserState) error {
 }
 
 // Delete forgets users the hub no longer has: their schedule state,
-// journal entries and intents.
+// journal entries, intents and fences.
 func (s *Store) Delete(ctx context.Context, names ...string) error {
 	var errs []error
 	for _, n := range names {
-		for _, q := range []string{`DELETE FROM users WHERE name = ?`, `DELETE FROM journal WHERE name = ?`, `DELETE FROM intents WHERE name = ?`} {
+		for _, q := range []string{`DELETE FROM users WHERE name = ?`, `DELETE FROM journal WHERE name = ?`, `DELETE FROM intents WHERE name = ?`, `DELETE FROM fences WHERE name = ?`} {
 			if _, err := s.db.ExecContext(ctx, q, n); err != nil {
 				errs = append(errs, fmt.Errorf("delete user %q: %w", n, err))
 			}
@@ -174,6 +175,10 @@ type Change struct {
 	Intent *Intent
 	// DropIntent removes the user's intent (named by DropIntent).
 	DropIntent string
+	// Fence, when set, replaces the user's fence.
+	Fence *Fence
+	// DropFence removes the user's fence (named by DropFence).
+	DropFence string
 }
 
 // Apply writes c in one transaction.
@@ -184,7 +189,7 @@ func (s *Store) Apply(ctx context.Context, c Change) error {
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 	for _, step := range []func(context.Context, *sql.Tx) error{
-		c.putUser, c.putSession, c.dropIntent, c.putIntent, c.putPending, c.dropPending, c.addLogout,
+		c.putUser, c.putSession, c.dropIntent, c.putIntent, c.putPending, c.dropPending, c.dropFence, c.putFence, c.addLogout,
 	} {
 		if err := step(ctx, tx); err != nil {
 			return err

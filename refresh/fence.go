@@ -1,0 +1,124 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tokenkeeper/tokenkeeper/store"
+)
+
+// sameSession reports whether st belongs to the session a logout names: by
+// sid when both have one, else by subject, which covers every session of
+// the user (tokens that carry no sid leave nothing finer to match on).
+func sameSession(st AuthState, sid, sub string) bool {
+	if sid != "" && st.Session != "" {
+		return st.Session == sid
+	}
+	return sub != "" && st.Subject == sub
+}
+
+// fence records a logout decided for name's session (sid, else every
+// session of sub) before it is carried out: durably, so that a restart
+// carries it out, and at once in memory, so that the user's tokens of that
+// session are no longer served. The user's cached tokens are dropped.
+func (r *Refresher) fence(ctx context.Context, name, sid, sub, reason string) error {
+	f := store.Fence{User: name, SID: sid, Sub: sub, Reason: reason, Created: r.opts.Now()}
+	if err := r.store.Apply(ctx, store.Change{Fence: &f}); err != nil {
+		return fmt.Errorf("record the logout of %q: %w", name, err)
+	}
+	r.mu.Lock()
+	r.fences[name] = f
+	r.forget(name)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Refresher) fenceOf(name string) (store.Fence, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f, ok := r.fences[name]
+	return f, ok
+}
+
+func (r *Refresher) dropFence(ctx context.Context, name string) {
+	r.mu.Lock()
+	_, ok := r.fences[name]
+	delete(r.fences, name)
+	r.mu.Unlock()
+	if ok {
+		r.save(ctx, store.Change{DropFence: name})
+	}
+}
+
+// carryOutFence carries out name's fence, if any, on st, the auth_state the
+// hub holds: it logs the user out if st is the fenced session, and drops a
+// fence the user's newer login outlived. A hub admin (whose session the hub
+// checks itself) keeps their auth_state, but tokenkeeper serves none of
+// that session's tokens. done reports whether the update ends here. The
+// caller holds the user's lock.
+func (r *Refresher) carryOutFence(ctx context.Context, name string, st AuthState, admin bool) (Tokens, bool, error) {
+	f, ok := r.fenceOf(name)
+	switch {
+	case !ok:
+		return Tokens{}, false, nil
+	case !sameSession(st, f.SID, f.Sub):
+		r.log.Info("logout not carried out: the user holds a newer session", "user", name)
+		r.dropFence(ctx, name)
+		return Tokens{}, false, nil
+	case admin && !r.opts.RefreshAdmins:
+		return Tokens{}, true, fmt.Errorf("%w (%s; a hub admin, whose session the hub ends itself)", ErrSessionEnded, f.Reason)
+	}
+	if err := r.logout(ctx, name, st, f.Reason); err != nil {
+		return Tokens{}, true, err
+	}
+	return Tokens{}, true, fmt.Errorf("%w (%s)", ErrSessionEnded, f.Reason)
+}
+
+// tryFence carries out name's fence now if nobody holds the user's lock. A
+// grant in flight holds it: its update carries the fence out when it ends
+// (the grant's tokens are not written back), so a back-channel logout never
+// waits for a grant, whose Keycloak request may be the very one that sent
+// it. Otherwise, or when the hub fails, the next sweep does. It reports
+// whether the user was logged out now.
+func (r *Refresher) tryFence(ctx context.Context, name string) bool {
+	unlock, ok := r.locks.tryLock(name)
+	if !ok {
+		r.dueNow(ctx, name)
+		return false
+	}
+	defer unlock()
+	u, err := r.hub.User(ctx, name)
+	if err != nil {
+		r.log.Warn("logout recorded; the hub could not be read, the next sweep carries it out", "user", name, "err", err)
+		r.dueNow(ctx, name)
+		return false
+	}
+	st, err := ParseAuthState(u.AuthState)
+	if err != nil {
+		r.dropFence(ctx, name) // nothing left to log out
+		return false
+	}
+	_, done, err := r.carryOutFence(ctx, name, st, u.Admin)
+	if err != nil && !isEnded(err) {
+		r.log.Warn("logout recorded; the next sweep carries it out", "user", name, "err", err)
+		r.dueNow(ctx, name)
+		return false
+	}
+	return done && !u.Admin
+}
+
+// isEnded reports whether err says the user's session ended.
+func isEnded(err error) bool { return errors.Is(err, ErrSessionEnded) }
+
+// noteSession records whether name's tokens carry a sid; health warns while
+// some do not, since a back-channel logout then matches by subject only.
+func (r *Refresher) noteSession(name string, st AuthState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st.Session == "" {
+		r.noSID[name] = true
+	} else {
+		delete(r.noSID, name)
+	}
+}
