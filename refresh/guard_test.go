@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/tokenkeeper/tokenkeeper/config"
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
 )
 
 // tripGuard gives n kept users sessions that Keycloak then loses, and
@@ -98,5 +101,36 @@ func TestHeldUsersProbedAndReleaseLogsOutOnlyEnded(t *testing.T) {
 	}
 	if !strings.Contains(f.logs.String(), "Keycloak still accepts the refresh token") {
 		t.Error("no log line for the sessions found alive")
+	}
+}
+
+// A logout is durable from its decision to its last action: when clearing
+// auth_state took effect but its answer was lost, the actions and the audit
+// row are not skipped; the next sweep finishes them, once.
+func TestLogoutFinishedAfterItsClearLostItsAnswer(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.addUser("alice", true, f.now, "rt-alice")
+	sid := "hub-session-1"
+	f.hub.tokens["alice"] = []hubclient.Token{{ID: "t1", SessionID: &sid}}
+	f.sweep(t)
+	f.hub.lostWrite = &hubclient.APIError{Method: "PATCH", Path: "/users/alice", Status: 502}
+	if err := f.r.Logout(ctx, "alice", "ended by an admin"); err == nil {
+		t.Fatal("Logout with the clear's answer lost = nil, want an error")
+	}
+	f.hub.lostWrite = nil
+	if audit, _ := f.store.Logouts(ctx); len(audit) != 0 || len(f.hub.deleted) != 0 {
+		t.Fatalf("after the lost answer: audit %v, revoked %v; want neither yet", audit, f.hub.deleted)
+	}
+	f.advance(15 * time.Second)
+	f.sweep(t)
+	f.advance(15 * time.Second)
+	f.sweep(t)
+	audit, err := f.store.Logouts(ctx)
+	if err != nil || len(audit) != 1 || audit[0].Reason != "ended by an admin" {
+		t.Errorf("audit after the next sweeps = %+v, %v; want one row for the admin's logout", audit, err)
+	}
+	if diff := cmp.Diff([]string{"alice/t1"}, f.hub.deleted); diff != "" {
+		t.Errorf("session tokens revoked (-want +got):\n%s", diff)
 	}
 }

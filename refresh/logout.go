@@ -77,20 +77,36 @@ func (r *Refresher) logoutIf(ctx context.Context, name, reason string, still fun
 }
 
 // logout clears the user's auth_state, then takes the configured actions,
-// and records the user as ended, drops their journal entry and appends the
-// audit record in one store transaction. The caller holds the user's lock.
+// and records the user as ended, drops their journal entry, intent and
+// fence and appends the audit record in one store transaction. The logout
+// is fenced first (unless a back-channel logout fenced it already), so that
+// a failed write, a stop or a crash part-way leaves it to be finished by the
+// next update (finishLogout). The caller holds the user's lock.
 func (r *Refresher) logout(ctx context.Context, name string, st AuthState, reason string) error {
+	if _, ok := r.fenceOf(name); !ok {
+		if err := r.fence(ctx, name, st.Session, st.Subject, reason); err != nil {
+			return fmt.Errorf("logout %q: %w", name, err)
+		}
+	}
 	if err := r.hub.SetAuthState(ctx, name, nil); err != nil {
 		return fmt.Errorf("logout %q: clear auth_state: %w", name, err)
 	}
+	return r.finishLogout(ctx, name, st.Subject, reason)
+}
+
+// finishLogout takes a logout's actions once auth_state is cleared, and
+// records it. It runs again (the actions are idempotent) for a fenced user
+// whose auth_state a logout cleared before it could finish.
+func (r *Refresher) finishLogout(ctx context.Context, name, sub, reason string) error {
 	r.mu.Lock()
 	r.forget(name)
 	delete(r.unsaved, name)
+	delete(r.fences, name)
 	r.mu.Unlock()
-	done, errs := r.logoutActions(ctx, name, st.AccessClaims.Subject)
+	done, errs := r.logoutActions(ctx, name, sub)
 	actions := strings.Join(append([]string{"cleared auth_state"}, done...), "; ")
 	u := r.setUser(store.UserState{Name: name, Status: store.StatusEnded, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)})
-	errs = append(errs, r.store.Apply(ctx, store.Change{User: &u, DropPending: name, DropIntent: name,
+	errs = append(errs, r.store.Apply(ctx, store.Change{User: &u, DropPending: name, DropIntent: name, DropFence: name,
 		Logout: &store.Logout{User: name, At: r.opts.Now(), Reason: reason, Actions: actions}}))
 	r.log.Warn("logged out", "user", name, "reason", reason, "actions", actions)
 	r.opts.Metrics.logout(metricReason(reason))

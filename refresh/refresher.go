@@ -574,6 +574,10 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 		return Tokens{}, err
 	}
 	st, err := ParseAuthState(state)
+	if f, ok := r.fenceOf(name); ok && errors.Is(err, ErrNoTokens) {
+		// A logout cleared auth_state and stopped before it finished.
+		return Tokens{}, errors.Join(ErrNoTokens, r.finishLogout(ctx, name, f.Sub, f.Reason))
+	}
 	if err != nil {
 		r.dropFence(ctx, name) // nothing left to log out
 		return Tokens{}, r.unusable(ctx, name, err)

@@ -35,6 +35,9 @@ type fakeHub struct {
 	deleted   []string
 	failWrite error
 	failRead  error
+	// lostWrite, when set, is returned by a write that took effect, as
+	// when its answer is lost.
+	lostWrite error
 	admins    map[string]bool
 	activity  map[string]string
 	// onRead, when set, runs before each read of a user, outside the lock.
@@ -104,7 +107,7 @@ func (h *fakeHub) SetAuthState(ctx context.Context, name string, state json.RawM
 		state = json.RawMessage(`{}`)
 	}
 	h.states[name] = state
-	return nil
+	return h.lostWrite
 }
 
 func (h *fakeHub) Tokens(ctx context.Context, user string) ([]hubclient.Token, error) {
