@@ -553,6 +553,8 @@ func TestValidate(t *testing.T) {
 		{name: "concurrency 256", modify: func(c *Config) { c.Concurrency = 256 }},
 		{name: "concurrency 0", modify: func(c *Config) { c.Concurrency = 0 }, want: "concurrency"},
 		{name: "concurrency 257", modify: func(c *Config) { c.Concurrency = 257 }, want: "concurrency"},
+		{name: "refresh token max reuse 1", modify: func(c *Config) { c.RefreshTokenMaxReuse = 1 }},
+		{name: "negative refresh token max reuse", modify: func(c *Config) { c.RefreshTokenMaxReuse = -1 }, want: "refresh_token_max_reuse"},
 		{name: "keep all", modify: func(c *Config) { c.Keep = KeepAll }},
 		{name: "keep unknown", modify: func(c *Config) { c.Keep = "Running" }, want: "keep"},
 		{name: "log level warn", modify: func(c *Config) { c.LogLevel = "warn" }},

@@ -87,6 +87,8 @@ test_options = {
 test_settings = {
     "TOKENKEEPER_SWEEP_INTERVAL": env.get("TK_SWEEP_INTERVAL", "2s"),
     "TOKENKEEPER_REFRESH_WINDOW": "5s",
+    # The realm's Refresh Token Max Reuse (realm.json), as README recommends.
+    "TOKENKEEPER_REFRESH_TOKEN_MAX_REUSE": "1",
     "TOKENKEEPER_LOG_LEVEL": "debug",
     "TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": "trino",
     "TOKENKEEPER_AUDIENCES": "trino",
