@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/keycloak"
@@ -102,7 +104,8 @@ func (r *Refresher) markEnded(ctx context.Context, name string, st AuthState, re
 // little early. The caller holds r.mu; it returns the states to save.
 func (r *Refresher) probeOthers(name string, now time.Time) []*store.UserState {
 	var out []*store.UserState
-	for other, u := range r.users {
+	for _, other := range slices.Sorted(maps.Keys(r.users)) { // name order: a seeded simulation replays
+		u := r.users[other]
 		if len(out) >= r.opts.Guard.Min {
 			break
 		}

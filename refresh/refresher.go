@@ -409,6 +409,10 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 		}
 	}
 	r.mu.Unlock()
+	// In name order, so that the same hub gives the same sweep: a seeded
+	// simulation replays.
+	slices.Sort(due)
+	slices.Sort(ended)
 	for _, u := range changed {
 		r.save(ctx, store.Change{User: &u})
 	}
