@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/time/rate"
@@ -283,13 +284,40 @@ func truncate(s string, n int) string {
 }
 
 // userPath returns /users/{name}, followed by the given segments, each one
-// path-escaped.
+// a path segment of its own.
 func userPath(name string, segments ...string) string {
-	p := "/users/" + url.PathEscape(name)
+	p := "/users/" + segment(name)
 	for _, s := range segments {
-		p += "/" + url.PathEscape(s)
+		p += "/" + segment(s)
 	}
 	return p
+}
+
+// segment escapes s as one path segment. url.PathEscape leaves "." and ".."
+// as they are, which a server or proxy may resolve as the current or parent
+// directory; they are percent-encoded instead.
+func segment(s string) string {
+	switch s {
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	return url.PathEscape(s)
+}
+
+// CheckName reports why a hub user name cannot be used as one, if it
+// cannot: empty, not UTF-8, or holding a NUL or other control character.
+func CheckName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty user name")
+	case !utf8.ValidString(name):
+		return fmt.Errorf("user name %q is not UTF-8", name)
+	case strings.ContainsFunc(name, unicode.IsControl):
+		return fmt.Errorf("user name %q holds a control character", name)
+	}
+	return nil
 }
 
 // route is r's method and path with the user name and any token id or

@@ -176,6 +176,7 @@ type Refresher struct {
 	moved    map[string]bool         // kept users whose hub activity moved since they were last read
 	fences   map[string]store.Fence  // logouts decided and not yet carried out, by user
 	noSID    map[string]bool         // users whose tokens carry no sid
+	badNames map[string]bool         // hub user names refused, logged once each
 	rand     *rand.Rand
 }
 
@@ -188,17 +189,18 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 	}
 	r := &Refresher{
 		hub: hub, sessions: sessions, grant: grant, store: st, opts: opts, log: opts.Logger,
-		users:   make(map[string]*store.UserState, len(states)),
-		cache:   make(map[string]Tokens),
-		derived: make(map[string]map[Target]Tokens),
-		epochs:  make(map[string]uint64),
-		unsaved: make(map[string]store.Pending),
-		capped:  make(map[string]store.Digest),
-		probing: make(map[string]bool),
-		moved:   make(map[string]bool),
-		fences:  make(map[string]store.Fence),
-		noSID:   make(map[string]bool),
-		rand:    opts.Rand,
+		users:    make(map[string]*store.UserState, len(states)),
+		cache:    make(map[string]Tokens),
+		derived:  make(map[string]map[Target]Tokens),
+		epochs:   make(map[string]uint64),
+		unsaved:  make(map[string]store.Pending),
+		capped:   make(map[string]store.Digest),
+		probing:  make(map[string]bool),
+		moved:    make(map[string]bool),
+		fences:   make(map[string]store.Fence),
+		noSID:    make(map[string]bool),
+		badNames: make(map[string]bool),
+		rand:     opts.Rand,
 	}
 	r.halt, r.abort = context.WithCancel(context.Background())
 	for _, s := range states {
@@ -348,9 +350,25 @@ func (r *Refresher) listUsers(ctx context.Context) (map[string]listed, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list users: %w", err)
 		}
+		if err := hubclient.CheckName(u.Name); err != nil {
+			r.refuseName(u.Name, err)
+			continue
+		}
 		users[u.Name] = listed{kept: r.opts.Keep == config.KeepAll || u.Active(), activity: u.LastActivity}
 	}
 	return users, nil
+}
+
+// refuseName logs, once per name, a hub user whose name cannot be used as
+// one; tokenkeeper leaves that user alone.
+func (r *Refresher) refuseName(name string, err error) {
+	r.mu.Lock()
+	seen := r.badNames[name]
+	r.badNames[name] = true
+	r.mu.Unlock()
+	if !seen {
+		r.log.Error("hub user skipped: the name cannot be used", "err", err)
+	}
 }
 
 // sync adds newly listed users (due at once), makes users whose server

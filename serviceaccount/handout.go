@@ -16,16 +16,17 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/keycloak"
 )
 
-// AdminRolesError means the service account's token carries realm-management
-// roles. That token is handed out, so Handout refuses it: those roles belong
-// to the admin client.
+// AdminRolesError means the service account's token carries admin roles
+// (see adminRoles). That token is handed out, so Handout refuses it: admin
+// roles belong to the admin client.
 type AdminRolesError struct {
+	// Roles are the admin roles found, sorted: "realm:ROLE" for a realm
+	// role, "CLIENT:ROLE" for a client role.
 	Roles []string
 }
 
 func (e *AdminRolesError) Error() string {
-	return "service account: its token carries the realm-management roles " + strings.Join(e.Roles, ", ") +
-		"; tokenkeeper hands this token out, so remove them (they belong to the admin client)"
+	return fmt.Sprintf("the service account's token carries admin roles %v; tokenkeeper hands out no admin token", e.Roles)
 }
 
 // ExchangeFunc trades an access token for one whose audience is narrowed to
@@ -35,7 +36,7 @@ type ExchangeFunc func(ctx context.Context, subject config.Secret, audience stri
 // Handout gives the service account's token to callers: as it is, or
 // narrowed to one allowed audience with Keycloak's standard token exchange.
 // Exchanged tokens are cached per audience until shortly before they
-// expire. It never hands out a token that carries realm-management roles.
+// expire. It never hands out a token that carries admin roles.
 type Handout struct {
 	account  *Account
 	exchange ExchangeFunc
@@ -112,39 +113,77 @@ func (h *Handout) narrowed(ctx context.Context, audience string) (*oauth2.Token,
 	return tok, nil
 }
 
-// checked passes tok on unless it carries realm-management roles.
+// checked passes tok on unless it carries admin roles.
 func (h *Handout) checked(tok *oauth2.Token, err error) (*oauth2.Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	if roles := adminRoles(tok.AccessToken); len(roles) > 0 {
+	if roles := adminRoles(parseClaims(tok.AccessToken)); len(roles) > 0 {
 		return nil, &AdminRolesError{Roles: roles}
 	}
 	return tok, nil
 }
 
-// adminRoles returns the realm-management roles in an access token's
-// resource_access claim. The token comes straight from Keycloak's token
-// endpoint, so it is read without verifying its signature; a token that is
-// not a JWT has none.
-func adminRoles(token string) []string {
+// roleClaims are the role claims of a Keycloak access token.
+type roleClaims struct {
+	RealmAccess    roleList            `json:"realm_access"`
+	ResourceAccess map[string]roleList `json:"resource_access"`
+}
+
+// roleList is the roles of one realm_access or resource_access entry.
+type roleList struct {
+	Roles []string `json:"roles"`
+}
+
+// parseClaims reads the role claims of an access token. The token comes
+// straight from Keycloak's token endpoint, so it is read without verifying
+// its signature; a token that is not a JWT has none.
+func parseClaims(token string) roleClaims {
+	var claims roleClaims
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return nil
+		return claims
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
-		return nil
-	}
-	var claims struct {
-		ResourceAccess map[string]struct {
-			Roles []string `json:"roles"`
-		} `json:"resource_access"`
+		return roleClaims{}
 	}
 	if json.Unmarshal(payload, &claims) != nil {
-		return nil
+		return roleClaims{}
 	}
-	roles := slices.Clone(claims.ResourceAccess["realm-management"].Roles)
-	slices.Sort(roles)
-	return roles
+	return claims
+}
+
+// adminRealmRoles are the realm roles that grant admin powers: admin over
+// the realm (in the master realm, over every realm) and create-realm.
+var adminRealmRoles = []string{"admin", "create-realm"}
+
+// adminRoles returns the admin roles in claims, sorted: the realm roles
+// admin and create-realm as "realm:ROLE", and every role of an admin client
+// as "CLIENT:ROLE".
+func adminRoles(claims roleClaims) []string {
+	var found []string
+	for _, role := range claims.RealmAccess.Roles {
+		if slices.Contains(adminRealmRoles, role) {
+			found = append(found, "realm:"+role)
+		}
+	}
+	for client, access := range claims.ResourceAccess {
+		if !isAdminClient(client) {
+			continue
+		}
+		for _, role := range access.Roles {
+			found = append(found, client+":"+role)
+		}
+	}
+	slices.Sort(found)
+	return slices.Compact(found)
+}
+
+// isAdminClient reports whether every role of client is an admin role: the
+// realm's realm-management client, and the master realm's <realm>-realm
+// clients, one per realm, whose roles administer that realm. A client of
+// another realm whose ID ends in -realm is refused as well.
+func isAdminClient(client string) bool {
+	return client == "realm-management" || strings.HasSuffix(client, "-realm")
 }
