@@ -93,9 +93,13 @@ func TestBadConfigUnderHubKeepsHubUp(t *testing.T) {
 			if err != nil {
 				t.Fatalf("health through the hub's proxy: %v (last %d %+v)", err, got.Status, got.Body)
 			}
-			want := healthBody{Status: "unhealthy", Problems: []healthProblem{{Class: "configuration", Message: tt.problem}}}
+			want := healthBody{Status: "unhealthy", Problems: []healthProblem{{Class: "configuration",
+				Message: "tokenkeeper's configuration has 1 problem(s); its log lists them."}}}
 			if diff := cmp.Diff(want, got.Body); diff != "" {
 				t.Errorf("health (-want +got):\n%s", diff)
+			}
+			if l := tokenkeeperLog(t, "bad configuration", ""); !slices.ContainsFunc(l, func(l logLine) bool { return l.Problem == tt.problem }) {
+				t.Errorf("tokenkeeper's log has no line naming the problem %q", tt.problem)
 			}
 			pid := tokenkeeperPID(t)
 			status, body := callTokenkeeper(t, stack.TestToken, "fresh-token?user=badcfg")

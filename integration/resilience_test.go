@@ -26,9 +26,10 @@ import (
 
 // logLine is one of tokenkeeper's JSON log lines in the hub log.
 type logLine struct {
-	Msg    string `json:"msg"`
-	User   string `json:"user"`
-	Reason string `json:"reason"`
+	Msg     string `json:"msg"`
+	User    string `json:"user"`
+	Reason  string `json:"reason"`
+	Problem string `json:"problem"`
 }
 
 // tokenkeeperLog returns tokenkeeper's log lines with msg (all when empty) for user (any when empty).

@@ -166,27 +166,38 @@ func TestHandoutPassesKeycloaksRefusalOn(t *testing.T) {
 	}
 }
 
-// TestHandoutRefusesAdminTokens checks that a token carrying
-// realm-management roles is never handed out, as it is or exchanged.
+// TestHandoutRefusesAdminTokens checks that a token carrying admin roles is
+// never handed out, as it is or exchanged, and that the refusal names them.
 func TestHandoutRefusesAdminTokens(t *testing.T) {
 	admin := fakeJWT(map[string]any{"azp": saClientID, "resource_access": map[string]any{
 		"realm-management": map[string]any{"roles": []string{"manage-users", "view-users"}},
 		"account":          map[string]any{"roles": []string{"view-profile"}},
 	}})
-	plain := fakeJWT(map[string]any{"azp": saClientID, "resource_access": map[string]any{
-		"account": map[string]any{"roles": []string{"view-profile"}},
-	}})
+	adminRoles := []string{"realm-management:manage-users", "realm-management:view-users"}
+	realmAdmin := fakeJWT(map[string]any{"azp": saClientID,
+		"realm_access": map[string]any{"roles": []string{"offline_access", "admin"}},
+		"resource_access": map[string]any{
+			"master-realm": map[string]any{"roles": []string{"manage-users"}},
+		}})
+	realmAdminRoles := []string{"master-realm:manage-users", "realm:admin"}
+	plain := fakeJWT(map[string]any{"azp": saClientID,
+		"realm_access": map[string]any{"roles": []string{"offline_access", "uma_authorization"}},
+		"resource_access": map[string]any{
+			"account": map[string]any{"roles": []string{"view-profile"}},
+		}})
 	tests := []struct {
 		name      string
 		saToken   string
 		exchanged string
 		audience  string
-		refused   bool
+		wantRoles []string // nil: handed out
 	}{
-		{name: "own token with admin roles", saToken: admin, refused: true},
+		{name: "own token with realm-management roles", saToken: admin, wantRoles: adminRoles},
+		{name: "own token with the realm role admin", saToken: realmAdmin, wantRoles: realmAdminRoles},
 		{name: "own token without", saToken: plain},
 		{name: "opaque token", saToken: "opaque-token"},
-		{name: "exchanged token with admin roles", saToken: plain, exchanged: admin, audience: "trino", refused: true},
+		{name: "exchanged token with realm-management roles", saToken: plain, exchanged: admin, audience: "trino", wantRoles: adminRoles},
+		{name: "exchanged token with the realm role admin", saToken: plain, exchanged: realmAdmin, audience: "trino", wantRoles: realmAdminRoles},
 		{name: "exchanged token without", saToken: plain, exchanged: plain, audience: "trino"},
 	}
 	for _, tt := range tests {
@@ -195,12 +206,81 @@ func TestHandoutRefusesAdminTokens(t *testing.T) {
 			h, _ := newHandout(t, tt.saToken, x, "trino")
 			tok, err := h.Token(context.Background(), tt.audience)
 			var rerr *AdminRolesError
-			if got := errors.As(err, &rerr); got != tt.refused {
-				t.Fatalf("Token(%q) = %v, %v; refused = %t, want %t", tt.audience, tok, err, got, tt.refused)
+			if refused, want := errors.As(err, &rerr), tt.wantRoles != nil; refused != want {
+				t.Fatalf("Token(%q) = %v, %v; refused = %t, want %t", tt.audience, tok, err, refused, want)
 			}
-			if tt.refused && !cmp.Equal(rerr.Roles, []string{"manage-users", "view-users"}) {
-				t.Errorf("AdminRolesError.Roles = %q, want manage-users, view-users", rerr.Roles)
+			if tt.wantRoles == nil {
+				return
+			}
+			if tok != nil {
+				t.Errorf("Token(%q) handed out %v with a refusal", tt.audience, tok)
+			}
+			if diff := cmp.Diff(tt.wantRoles, rerr.Roles); diff != "" {
+				t.Errorf("AdminRolesError.Roles (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// realmRoles returns claims with the realm roles roles.
+func realmRoles(roles ...string) roleClaims {
+	return roleClaims{RealmAccess: roleList{Roles: roles}}
+}
+
+// clientRoles returns claims with the roles roles of client.
+func clientRoles(client string, roles ...string) roleClaims {
+	return roleClaims{ResourceAccess: map[string]roleList{client: {Roles: roles}}}
+}
+
+func TestAdminRoles(t *testing.T) {
+	tests := []struct {
+		name   string
+		claims roleClaims
+		want   []string // nil: no admin roles
+	}{
+		{name: "realm role admin", claims: realmRoles("offline_access", "admin"), want: []string{"realm:admin"}},
+		{name: "realm role create-realm", claims: realmRoles("create-realm", "uma_authorization"), want: []string{"realm:create-realm"}},
+		{name: "master-realm client role", claims: clientRoles("master-realm", "view-realm"), want: []string{"master-realm:view-realm"}},
+		{name: "jupyter-realm client roles", claims: clientRoles("jupyter-realm", "manage-users", "impersonation"),
+			want: []string{"jupyter-realm:impersonation", "jupyter-realm:manage-users"}},
+		{name: "realm-management admin roles", claims: clientRoles("realm-management", "realm-admin", "manage-realm",
+			"manage-users", "manage-clients", "manage-identity-providers", "manage-authorization", "manage-events",
+			"impersonation", "create-client"),
+			want: []string{"realm-management:create-client", "realm-management:impersonation", "realm-management:manage-authorization",
+				"realm-management:manage-clients", "realm-management:manage-events", "realm-management:manage-identity-providers",
+				"realm-management:manage-realm", "realm-management:manage-users", "realm-management:realm-admin"}},
+		{name: "realm-management view roles", claims: clientRoles("realm-management", "view-users", "query-users"),
+			want: []string{"realm-management:query-users", "realm-management:view-users"}},
+		{name: "realm and client roles together, sorted", claims: roleClaims{
+			RealmAccess: roleList{Roles: []string{"admin", "admin"}},
+			ResourceAccess: map[string]roleList{
+				"realm-management": {Roles: []string{"view-users"}},
+				"master-realm":     {Roles: []string{"manage-users"}},
+				"trino":            {Roles: []string{"reader"}},
+			}},
+			want: []string{"master-realm:manage-users", "realm-management:view-users", "realm:admin"}},
+		{name: "ordinary roles", claims: roleClaims{
+			RealmAccess: roleList{Roles: []string{"offline_access", "uma_authorization", "default-roles-jupyter"}},
+			ResourceAccess: map[string]roleList{
+				"account": {Roles: []string{"view-profile", "manage-account"}},
+				"trino":   {Roles: []string{"reader"}},
+			}}},
+		{name: "admin as an app client role", claims: clientRoles("trino", "admin", "create-realm")},
+		{name: "no roles", claims: roleClaims{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, adminRoles(tt.claims)); diff != "" {
+				t.Errorf("adminRoles(%+v) (-want +got):\n%s", tt.claims, diff)
+			}
+		})
+	}
+}
+
+func TestAdminRolesErrorNamesTheRoles(t *testing.T) {
+	err := &AdminRolesError{Roles: []string{"master-realm:manage-users", "realm:admin"}}
+	want := "the service account's token carries admin roles [master-realm:manage-users realm:admin]; tokenkeeper hands out no admin token"
+	if got := err.Error(); got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }

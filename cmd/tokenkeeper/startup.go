@@ -72,15 +72,18 @@ func holdOrFail(ctx context.Context, err error, sw *switchHandler, prefix string
 	return nil
 }
 
-// holdBadConfig logs every configuration problem and answers with them at
-// the service's address until ctx ends, so that the hub stays up.
+// holdBadConfig logs every configuration problem and answers 503 at the
+// service's address until ctx ends, so that the hub stays up. The public
+// health answer gives the class and the number of problems, never their
+// text, which may name internal hosts or secret file paths.
 func holdBadConfig(ctx context.Context, err error, getenv func(string) string, stderr io.Writer) error {
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
-	var problems []problem
-	for _, line := range strings.Split(err.Error(), "\n") {
-		problems = append(problems, problem{Class: "configuration", Message: line})
+	lines := strings.Split(err.Error(), "\n")
+	for _, line := range lines {
 		log.Error("bad configuration", "problem", line)
 	}
+	problems := []problem{{Class: "configuration",
+		Message: fmt.Sprintf("tokenkeeper's configuration has %d problem(s); its log lists them.", len(lines))}}
 	u, perr := url.Parse(getenv("JUPYTERHUB_SERVICE_URL"))
 	if perr != nil {
 		return errors.Join(configError(err), fmt.Errorf("JUPYTERHUB_SERVICE_URL: %w", perr))
