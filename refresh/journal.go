@@ -16,8 +16,8 @@ import (
 var ErrNoKeyOpens = errors.New("no state key opens the journal entry")
 
 // Keyring seals journal entries with AES-256-GCM under the newest of its
-// keys and opens them with any. The user's name is the additional data, so
-// an entry cannot be replayed onto another user.
+// keys and opens them with any. The user's name, the spent token's digest
+// and the entry's creation time are the additional data (see Seal).
 type Keyring struct{ aeads []cipher.AEAD }
 
 // NewKeyring returns a Keyring for one or more 32-byte keys, newest first.
@@ -47,28 +47,43 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// Seal encrypts plaintext for user under the newest key; the nonce is prepended.
-func (k *Keyring) Seal(user string, plaintext []byte) []byte {
+// Seal encrypts plaintext, the new auth_state of entry p, under the newest
+// key; the nonce is prepended. The user, the spent token's digest and the
+// creation time are the additional data, so that an entry cannot be moved to
+// another user, and its replay condition (Spent) or age cannot be rolled
+// back, by whoever can write the database.
+func (k *Keyring) Seal(p store.Pending, plaintext []byte) []byte {
 	aead := k.aeads[0]
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
 		panic(fmt.Sprintf("crypto/rand: %v", err)) // rand.Read does not fail on supported systems
 	}
-	return aead.Seal(nonce, nonce, plaintext, []byte(user))
+	return aead.Seal(nonce, nonce, plaintext, boundData(p))
 }
 
-// Open decrypts what Seal produced for user with whichever key opens it.
-func (k *Keyring) Open(user string, sealed []byte) ([]byte, error) {
-	for _, aead := range k.aeads {
-		n := aead.NonceSize()
-		if len(sealed) < n {
-			break
-		}
-		if out, err := aead.Open(nil, sealed[:n], sealed[n:], []byte(user)); err == nil {
-			return out, nil
+// Open decrypts entry p's sealed state with whichever key opens it. Entries
+// sealed before the additional data bound more than the user name still
+// open.
+func (k *Keyring) Open(p store.Pending) ([]byte, error) {
+	for _, ad := range [][]byte{boundData(p), []byte(p.User)} {
+		for _, aead := range k.aeads {
+			n := aead.NonceSize()
+			if len(p.Sealed) < n {
+				break
+			}
+			if out, err := aead.Open(nil, p.Sealed[:n], p.Sealed[n:], ad); err == nil {
+				return out, nil
+			}
 		}
 	}
-	return nil, fmt.Errorf("journal entry for %q: %w", user, ErrNoKeyOpens)
+	return nil, fmt.Errorf("journal entry for %q: %w", p.User, ErrNoKeyOpens)
+}
+
+// boundData is the additional data of a journal entry: a version, the
+// user, the spent token's digest and the creation time in milliseconds (as
+// the store keeps it).
+func boundData(p store.Pending) []byte {
+	return fmt.Appendf(nil, "tokenkeeper-journal-v2\x00%s\x00%x\x00%d", p.User, p.Spent, p.Created.UnixMilli())
 }
 
 // digest identifies a refresh token without keeping it.

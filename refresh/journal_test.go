@@ -2,6 +2,7 @@ package refresh
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -52,7 +53,8 @@ func TestStoreFileHoldsNoTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := []byte(oauthenticatorState())
-	pending := store.Pending{User: "alice", Sealed: keys.Seal("alice", state), Spent: digest(stateRefresh), Created: stateIAT}
+	pending := store.Pending{User: "alice", Spent: digest(stateRefresh), Created: stateIAT}
+	pending.Sealed = keys.Seal(pending, state)
 	if err := s.Apply(t.Context(), store.Change{Pending: &pending}); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +64,7 @@ func TestStoreFileHoldsNoTokens(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("Pending(alice) = %t, %v; want the stored entry", ok, err)
 	}
-	if plain, err := keys.Open("alice", got.Sealed); err != nil || !bytes.Equal(plain, state) {
+	if plain, err := keys.Open(got); err != nil || !bytes.Equal(plain, state) {
 		t.Fatalf("Open(entry) = %v; want the stored state", err)
 	}
 	if err := s.Close(); err != nil {
@@ -81,5 +83,38 @@ func TestStoreFileHoldsNoTokens(t *testing.T) {
 		if bytes.Contains(raw, []byte(needle)) {
 			t.Errorf("database files contain %.40q", needle)
 		}
+	}
+}
+
+// The entry's spent digest and creation time are bound to it: changed in the
+// database, the entry no longer opens. An entry sealed with the user name
+// alone (before they were bound) still opens.
+func TestJournalBindsSpentAndCreated(t *testing.T) {
+	keys, err := NewKeyring(bytes.Repeat([]byte{0x42}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := store.Pending{User: "alice", Spent: digest("rt-1"), Created: stateIAT}
+	p.Sealed = keys.Seal(p, []byte(`{"refresh_token": "rt-2"}`))
+	if _, err := keys.Open(p); err != nil {
+		t.Fatalf("Open(entry as sealed) = %v", err)
+	}
+	for name, change := range map[string]func(*store.Pending){
+		"spent rolled back":   func(q *store.Pending) { q.Spent = digest("rt-0") },
+		"created moved":       func(q *store.Pending) { q.Created = q.Created.Add(time.Hour) },
+		"moved to other user": func(q *store.Pending) { q.User = "bob" },
+	} {
+		q := p
+		change(&q)
+		if _, err := keys.Open(q); !errors.Is(err, ErrNoKeyOpens) {
+			t.Errorf("%s: Open = %v, want ErrNoKeyOpens", name, err)
+		}
+	}
+	aead, _ := newAEAD(bytes.Repeat([]byte{0x42}, 32))
+	nonce := make([]byte, aead.NonceSize())
+	legacy := p
+	legacy.Sealed = aead.Seal(nonce, nonce, []byte("old"), []byte("alice"))
+	if got, err := keys.Open(legacy); err != nil || string(got) != "old" {
+		t.Errorf("Open(an entry sealed with the user name alone) = %q, %v; want it opened", got, err)
 	}
 }

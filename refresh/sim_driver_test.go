@@ -238,7 +238,7 @@ func simJournal(ctx context.Context, st *store.Store, keys [][]byte) (map[string
 		if err != nil || !ok {
 			continue
 		}
-		if state, err := ring.Open(name, p.Sealed); err == nil {
+		if state, err := ring.Open(p); err == nil {
 			if t := simParse(state); t.ok {
 				out[name] = t.refresh
 			}

@@ -27,7 +27,8 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 	if err != nil {
 		return Tokens{}, fmt.Errorf("keycloak returned unusable tokens: %w", err)
 	}
-	p := store.Pending{User: name, Spent: digest(st.Refresh.Reveal()), Sealed: r.opts.Keys.Seal(name, state), Created: r.opts.Now()}
+	p := store.Pending{User: name, Spent: digest(st.Refresh.Reveal()), Created: r.opts.Now().Truncate(time.Millisecond)}
+	p.Sealed = r.opts.Keys.Seal(p, state)
 	// The tokens are journaled even when the update's time is up or Stop
 	// cancelled it: the refresh token they replace is spent.
 	if err := r.store.Apply(context.WithoutCancel(ctx), store.Change{Pending: &p, DropIntent: name}); err != nil {
@@ -140,7 +141,7 @@ func (r *Refresher) replay(ctx context.Context, name string, current json.RawMes
 	if err != nil || !ok {
 		return current, err
 	}
-	state, err := r.opts.Keys.Open(name, p.Sealed)
+	state, err := r.opts.Keys.Open(p)
 	if err != nil {
 		r.log.Error("dropped a journal entry that no state key opens; using the hub's auth_state", "user", name, "err", err)
 		return current, r.dropPending(ctx, name)
