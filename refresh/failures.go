@@ -184,7 +184,7 @@ func (r *Refresher) logFailure(name string, err error) {
 	var merr *MalformedError
 	switch {
 	case err == nil, errors.Is(err, ErrNoTokens), errors.Is(err, ErrSessionEnded), errors.Is(err, ErrStopping),
-		errors.Is(err, ErrOperatorHold), errors.Is(err, ErrHubAdmin),
+		errors.Is(err, ErrOperatorHold), errors.Is(err, ErrHubAdmin), errors.Is(err, ErrUserGone),
 		errors.Is(err, context.Canceled), errors.As(err, &merr):
 	default:
 		r.log.Warn("refresh failed", "user", name, "err", err)

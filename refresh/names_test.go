@@ -1,6 +1,7 @@
 package refresh
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -24,5 +25,40 @@ func TestUnusableNamesAreSkippedWithOneLine(t *testing.T) {
 	}
 	if _, ok := f.r.user("alice\x00audience\x00trino"); ok {
 		t.Error("the unusable name was scheduled")
+	}
+}
+
+// A user the hub no longer has (deleted, or renamed) is forgotten at the
+// first 404: cached token, schedule and the cached identities of their
+// tokens (UserGone), with one line that says so and no "refresh failed".
+func TestDeletedUserIsForgottenAtTheFirst404(t *testing.T) {
+	f := newFixture(t)
+	var gone []string
+	f.r = f.newRefresher(t, func(o *Options) { o.UserGone = func(name string) { gone = append(gone, name) } })
+	f.addUser("alice", true, f.now, "rt-alice")
+	if _, err := f.r.Fresh(t.Context(), "alice", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	f.hub.mu.Lock()
+	delete(f.hub.states, "alice")
+	f.hub.mu.Unlock()
+	f.advance(270 * time.Second) // the cached token needs a refresh: the hub is read
+	for range 3 {
+		if _, err := f.r.Fresh(t.Context(), "alice", time.Minute); !errors.Is(err, ErrUserGone) {
+			t.Fatalf("Fresh for a deleted user = %v, want ErrUserGone", err)
+		}
+	}
+	if len(gone) == 0 || gone[0] != "alice" {
+		t.Errorf("UserGone calls = %v, want alice", gone)
+	}
+	if _, ok := f.r.user("alice"); ok {
+		t.Error("the deleted user is still scheduled")
+	}
+	logs := f.logs.String()
+	if n := strings.Count(logs, "the hub no longer has this user"); n != 1 {
+		t.Errorf("log lines saying the user is gone = %d, want 1", n)
+	}
+	if strings.Contains(logs, "refresh failed") {
+		t.Error(`a deleted user logged "refresh failed"`)
 	}
 }

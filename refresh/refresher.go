@@ -20,6 +20,7 @@ import (
 	"iter"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -42,6 +43,8 @@ var (
 	// ErrUnavailable means no fresh token can be had right now (Keycloak
 	// unreachable or misconfigured) and the current one has expired.
 	ErrUnavailable = errors.New("keycloak is unavailable and the current token has expired")
+	// ErrUserGone means the hub no longer has the user: deleted, or renamed.
+	ErrUserGone = errors.New("the hub has no such user (deleted or renamed)")
 	// ErrHubAdmin means the user is a hub admin, whose tokens the hub
 	// refreshes itself (see Options.RefreshAdmins), and the current one has
 	// expired.
@@ -114,6 +117,9 @@ type Options struct {
 	// provider; Providers are the aliases Derived serves.
 	ProviderToken DeriveFunc
 	Providers     []string
+	// UserGone, when set, is called with the name of a user the hub no
+	// longer has, so that the cached identities of their tokens go too.
+	UserGone func(name string)
 	// Metrics, when set, counts grants, derived tokens and logouts.
 	Metrics *Metrics
 	Now     func() time.Time
@@ -440,6 +446,40 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 	return due, ended
 }
 
+// notFound reports whether the hub answered 404: it has no such user.
+func notFound(err error) bool {
+	var apiErr *hubclient.APIError
+	return errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound
+}
+
+// userGone forgets a user the hub no longer has, at its first 404: their
+// cached and derived tokens, schedule, journal entry, intent and fence, and
+// (through UserGone) the cached identities of their tokens. One log line
+// says so, the first time.
+func (r *Refresher) userGone(ctx context.Context, name string, err error) error {
+	r.mu.Lock()
+	_, known := r.users[name]
+	delete(r.users, name)
+	delete(r.capped, name)
+	delete(r.probing, name)
+	delete(r.moved, name)
+	delete(r.fences, name)
+	delete(r.noSID, name)
+	delete(r.cache, name)
+	r.forget(name)
+	r.mu.Unlock()
+	if derr := r.store.Delete(ctx, name); derr != nil {
+		r.log.Error("forget a user the hub no longer has", "user", name, "err", derr)
+	}
+	if r.opts.UserGone != nil {
+		r.opts.UserGone(name)
+	}
+	if known {
+		r.log.Info("the hub no longer has this user (deleted or renamed); forgotten", "user", name)
+	}
+	return fmt.Errorf("%w: %w", ErrUserGone, err)
+}
+
 // pendingLogout reports whether u's session ended and u waits to be
 // logged out.
 func pendingLogout(u *store.UserState) bool {
@@ -588,6 +628,9 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	}
 	defer unlock()
 	u, err := r.hub.User(ctx, name)
+	if err != nil && notFound(err) {
+		return Tokens{}, r.userGone(ctx, name, err)
+	}
 	if err != nil {
 		return Tokens{}, r.unreadable(ctx, name, err)
 	}

@@ -173,6 +173,7 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 		return nil, err
 	}
 	opts.Exchange, opts.Audiences = kc.Exchange, cfg.Audiences
+	opts.UserGone = hub.Forget
 	opts.Introspect = func(ctx context.Context, refresh config.Secret) (bool, error) {
 		return kc.Introspect(ctx, refresh, "refresh_token")
 	}

@@ -148,45 +148,114 @@ def render(file_format, answer):
 def write_atomically(path, text):
     """Replace the file at ``path`` by one of mode 0600 holding ``text``, by atomic rename.
 
-    The text goes to a new temporary file in the same directory (created
-    exclusively, mode 0600), is flushed to disk, and the file is renamed
-    over ``path``: a reader sees the old content or the new, never part.
+    The directory is the one ``path`` names (the caller's choice: it is not
+    checked as :func:`open_private_directory` checks the keeper's); see
+    :func:`write_in` for how the file is written.
     """
     directory, base = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        write_in(dir_fd, base, text)
+    finally:
+        os.close(dir_fd)
+
+
+def write_in(dir_fd, name, text):
+    """Replace file ``name`` in the directory open as ``dir_fd`` by one of mode 0600 holding ``text``.
+
+    The text goes to a new temporary file in that directory (created
+    exclusively, never through a symlink, mode 0600, checked to be a
+    regular file of this user), is flushed to disk, and the file is renamed
+    over ``name``: a reader sees the old content or the new, never part. A
+    symlink at ``name`` is replaced, never written through. Every step is
+    relative to ``dir_fd``, so a directory swapped in at the directory's
+    path meanwhile is never written to.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        tmp = f".{name}.{os.urandom(6).hex()}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no unused temporary file name", name)
     try:
         with os.fdopen(fd, "w") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                raise UnsafeDirectory(f"temporary file {tmp} is not a regular file of this user")
+            os.fchmod(f.fileno(), 0o600)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
         raise
 
 
 class UnsafeDirectory(OSError):
-    """A token file's directory could be written by someone else."""
+    """A token file's directory is a symlink, another user's, or others may write to it."""
 
 
-def private_directory(path):
-    """Make directory ``path`` (mode 0700) if it does not exist; refuse one others could write to.
+def open_private_directory(path, create=True):
+    """Return a file descriptor of directory ``path``, checked to be private to this user.
 
-    A directory someone else may write to (group or others may write, or
-    its owner is neither this user nor root) lets them put a file of theirs
-    at a token file's path; :class:`UnsafeDirectory` says which.
+    With ``create`` a directory that does not exist is made, mode 0700 (and
+    so are missing parents, one by one). The directory is opened without
+    following a symlink at ``path``, and checked on the open descriptor: a
+    directory owned by this user (its effective user id) that neither group
+    nor others may write to. Anything else raises :class:`UnsafeDirectory`
+    saying why: whoever may write there, or could point the path elsewhere,
+    could read tokens written there, put a token of theirs at a file's path,
+    or have files of theirs removed. Without ``create`` a missing directory
+    raises FileNotFoundError.
     """
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeDirectory(f"{path} is not a directory")
-    if st.st_uid not in (os.geteuid(), 0):
-        raise UnsafeDirectory(f"{path} belongs to user id {st.st_uid}, not to this user or root")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UnsafeDirectory(f"{path} may be written by group or others (mode {stat.S_IMODE(st.st_mode):04o})")
+    if create:
+        _make_directories(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            what = "a symlink" if os.path.islink(path) else "not a directory"
+            raise UnsafeDirectory(f"token directory {path} is {what}: refusing to write tokens there") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        problem = None
+        if not stat.S_ISDIR(st.st_mode):
+            problem = "not a directory"
+        elif st.st_uid != os.geteuid():
+            problem = f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+        elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            problem = f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+        if problem:
+            raise UnsafeDirectory(f"token directory {path} is {problem}: refusing to write tokens there")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _make_directories(path):
+    """Make ``path`` and its missing parents, each with mode 0700; leave whatever exists alone."""
+    missing = []
+    while not os.path.lexists(path):  # a dangling symlink exists: opening it is refused
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
 
 
 class _Stopped(Exception):
