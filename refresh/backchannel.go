@@ -79,6 +79,18 @@ func (r *Refresher) usersForSession(ctx context.Context, sid, sub string) ([]str
 	if err != nil || len(names) > 0 {
 		return names, err
 	}
+	// One catch-up at a time: a second logout arriving meanwhile (Keycloak
+	// sends one per session at once) waits for the first to record the
+	// sessions it reads, instead of finding nothing left to read.
+	select {
+	case r.catching <- struct{}{}:
+		defer func() { <-r.catching }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if names, err := r.store.UsersForSession(ctx, sid, sub); err != nil || len(names) > 0 {
+		return names, err
+	}
 	if err := r.catchUp(ctx); err != nil {
 		return nil, fmt.Errorf("back-channel logout: read new logins: %w", err)
 	}
@@ -109,6 +121,11 @@ func (r *Refresher) catchUp(ctx context.Context) error {
 	var g errgroup.Group
 	g.SetLimit(r.opts.Concurrency)
 	for _, name := range due {
+		if r.locks.busy(name) {
+			// Being updated now, which records the session: waiting for it
+			// could wait for a grant whose Keycloak request sent this logout.
+			continue
+		}
 		g.Go(func() error {
 			_, err := r.do(ctx, name, never)
 			r.logFailure(name, err)

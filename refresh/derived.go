@@ -209,9 +209,11 @@ func (r *Refresher) epoch(name string) uint64 {
 	return r.epochs[name]
 }
 
-// forget drops name's cached tokens, their own and derived ones, and makes
-// a derived token being made for name be discarded. The caller holds r.mu.
+// forget drops name's cached tokens, their own and derived ones, and any
+// remembered miss, and makes a derived token being made for name be
+// discarded. The caller holds r.mu.
 func (r *Refresher) forget(name string) {
+	r.unmiss(name)
 	delete(r.cache, name)
 	delete(r.derived, name)
 	r.epochs[name]++

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
@@ -21,26 +22,45 @@ func sameSession(st AuthState, sid, sub string) bool {
 // fence records a logout decided for name's session (sid, else every
 // session of sub) before it is carried out: durably, so that a restart
 // carries it out, and at once in memory, so that the user's tokens of that
-// session are no longer served. The user's cached tokens are dropped.
+// session are no longer served. The user's cached tokens are dropped. A user
+// may have fences for several sessions at once (Keycloak sends one logout
+// per session).
 func (r *Refresher) fence(ctx context.Context, name, sid, sub, reason string) error {
 	f := store.Fence{User: name, SID: sid, Sub: sub, Reason: reason, Created: r.opts.Now()}
 	if err := r.store.Apply(ctx, store.Change{Fence: &f}); err != nil {
 		return fmt.Errorf("record the logout of %q: %w", name, err)
 	}
 	r.mu.Lock()
-	r.fences[name] = f
+	fs := slices.DeleteFunc(r.fences[name], func(o store.Fence) bool { return o.SID == sid })
+	r.fences[name] = append(fs, f)
 	r.forget(name)
 	r.mu.Unlock()
 	return nil
 }
 
+// fenceOf returns one of name's fences, if any.
 func (r *Refresher) fenceOf(name string) (store.Fence, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	f, ok := r.fences[name]
-	return f, ok
+	if fs := r.fences[name]; len(fs) > 0 {
+		return fs[0], true
+	}
+	return store.Fence{}, false
 }
 
+// fenceFor returns name's fence of the session st belongs to, if any.
+func (r *Refresher) fenceFor(name string, st AuthState) (store.Fence, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.fences[name] {
+		if sameSession(st, f.SID, f.Sub) {
+			return f, true
+		}
+	}
+	return store.Fence{}, false
+}
+
+// dropFence drops every fence of name.
 func (r *Refresher) dropFence(ctx context.Context, name string) {
 	r.mu.Lock()
 	_, ok := r.fences[name]
@@ -58,11 +78,12 @@ func (r *Refresher) dropFence(ctx context.Context, name string) {
 // that session's tokens. done reports whether the update ends here. The
 // caller holds the user's lock.
 func (r *Refresher) carryOutFence(ctx context.Context, name string, st AuthState, admin bool) (Tokens, bool, error) {
-	f, ok := r.fenceOf(name)
+	if _, any := r.fenceOf(name); !any {
+		return Tokens{}, false, nil
+	}
+	f, ok := r.fenceFor(name, st)
 	switch {
 	case !ok:
-		return Tokens{}, false, nil
-	case !sameSession(st, f.SID, f.Sub):
 		r.log.Info("logout not carried out: the user holds a newer session", "user", name)
 		r.dropFence(ctx, name)
 		return Tokens{}, false, nil

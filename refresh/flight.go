@@ -130,3 +130,10 @@ func (l *userLocks) tryLock(name string) (unlock func(), ok bool) {
 		return nil, false
 	}
 }
+
+// busy reports whether somebody holds or waits for name's lock.
+func (l *userLocks) busy(name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.locks[name] != nil
+}

@@ -83,7 +83,7 @@ func (r *Refresher) logoutIf(ctx context.Context, name, reason string, still fun
 // a failed write, a stop or a crash part-way leaves it to be finished by the
 // next update (finishLogout). The caller holds the user's lock.
 func (r *Refresher) logout(ctx context.Context, name string, st AuthState, reason string) error {
-	if _, ok := r.fenceOf(name); !ok {
+	if _, ok := r.fenceFor(name, st); !ok {
 		if err := r.fence(ctx, name, st.Session, st.Subject, reason); err != nil {
 			return fmt.Errorf("logout %q: %w", name, err)
 		}

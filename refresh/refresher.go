@@ -161,6 +161,7 @@ type Refresher struct {
 	halt     context.Context    // ends when Stop stops waiting: work in flight is cancelled
 	abort    context.CancelFunc // ends halt
 	stopOnce sync.Once
+	catching chan struct{} // holds one token during a back-channel catch-up
 	stopErr  error
 
 	mu       sync.Mutex // guards the fields below
@@ -172,17 +173,18 @@ type Refresher struct {
 	operator error                        // set while refreshing is stopped for an operator problem
 	probeAt  time.Time                    // while operator is set: when the next grant may probe
 	probes   int
-	hubErr   error                   // set while the hub cannot be listed
-	guard    guardWindow             // counts unexpected session endings
-	held     int                     // logouts the tripped guard holds back
-	short    int                     // due users the hub budget cannot reach before expiry
-	panicked time.Time               // when a sweep last panicked
-	capped   map[string]store.Digest // refresh tokens whose grant did not move the refresh token's expiry
-	probing  map[string]bool         // users the next sweep refreshes whatever their schedule: the guard's probes, users the budget brings forward
-	moved    map[string]bool         // kept users whose hub activity moved since they were last read
-	fences   map[string]store.Fence  // logouts decided and not yet carried out, by user
-	noSID    map[string]bool         // users whose tokens carry no sid
-	badNames map[string]bool         // hub user names refused, logged once each
+	hubErr   error                    // set while the hub cannot be listed
+	guard    guardWindow              // counts unexpected session endings
+	held     int                      // logouts the tripped guard holds back
+	short    int                      // due users the hub budget cannot reach before expiry
+	panicked time.Time                // when a sweep last panicked
+	capped   map[string]store.Digest  // refresh tokens whose grant did not move the refresh token's expiry
+	probing  map[string]bool          // users the next sweep refreshes whatever their schedule: the guard's probes, users the budget brings forward
+	moved    map[string]bool          // kept users whose hub activity moved since they were last read
+	fences   map[string][]store.Fence // logouts decided and not yet carried out, by user
+	noSID    map[string]bool          // users whose tokens carry no sid
+	badNames map[string]bool          // hub user names refused, logged once each
+	misses   map[string]miss          // fresh-token answers with nothing to serve, by user (miss.go)
 	rand     *rand.Rand
 }
 
@@ -203,9 +205,11 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		capped:   make(map[string]store.Digest),
 		probing:  make(map[string]bool),
 		moved:    make(map[string]bool),
-		fences:   make(map[string]store.Fence),
+		fences:   make(map[string][]store.Fence),
 		noSID:    make(map[string]bool),
 		badNames: make(map[string]bool),
+		misses:   make(map[string]miss),
+		catching: make(chan struct{}, 1),
 		rand:     opts.Rand,
 	}
 	r.halt, r.abort = context.WithCancel(context.Background())
@@ -221,7 +225,7 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		return nil, err
 	}
 	for _, f := range fences {
-		r.fences[f.User] = f
+		r.fences[f.User] = append(r.fences[f.User], f)
 	}
 	r.guard.tripped = g.Tripped
 	r.setHeld(g.Tripped)
@@ -395,6 +399,7 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 			r.users[name] = u
 			changed = append(changed, *u)
 		case u.Activity != l.activity || u.Kept != l.kept:
+			r.unmiss(name) // a login, or a server started or stopped
 			switch {
 			case pendingLogout(u):
 			case u.Kept == l.kept && u.Kept && u.Status == store.StatusFresh:
@@ -423,7 +428,7 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 			delete(r.fences, name)
 			delete(r.noSID, name)
 			r.forget(name)
-		case r.fences[name] != (store.Fence{}):
+		case len(r.fences[name]) > 0:
 			due = append(due, name) // a logout recorded and not yet carried out
 		case u.Due.After(now):
 		case pendingLogout(u):
@@ -503,6 +508,9 @@ func (r *Refresher) Fresh(ctx context.Context, name string, minValid time.Durati
 	if t, ok := r.cached(name, minValid); ok {
 		return t, nil
 	}
+	if err := r.missed(name); err != nil {
+		return Tokens{}, err
+	}
 	need := func(name string, st AuthState, now time.Time) bool {
 		return needs(st.AccessClaims, now, minValid)
 	}
@@ -519,6 +527,7 @@ func (r *Refresher) Fresh(ctx context.Context, name string, minValid time.Durati
 		t, err = r.do(ctx, name, need)
 	}
 	r.logFailure(name, err)
+	r.remember(name, err)
 	return t, err
 }
 

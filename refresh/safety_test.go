@@ -2,6 +2,7 @@ package refresh
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -87,8 +88,8 @@ func TestLogoutWinsOverWriteBackInFlight(t *testing.T) {
 		if state != "{}" {
 			t.Errorf("auth_state after logout and write-back = %s, want {}", state)
 		}
-		if _, err := f.r.Fresh(ctx, "alice", time.Minute); !errors.Is(err, ErrNoTokens) {
-			t.Errorf("Fresh after logout = %v, want ErrNoTokens", err)
+		if _, err := f.r.Fresh(ctx, "alice", time.Minute); !errors.Is(err, ErrNoTokens) && !errors.Is(err, ErrSessionEnded) {
+			t.Errorf("Fresh after logout = %v, want ErrNoTokens or ErrSessionEnded", err)
 		}
 	})
 }
@@ -313,4 +314,39 @@ func TestOperatorErrorSpendsOneGrantNotOnePerUser(t *testing.T) {
 			t.Errorf("%s: status %q, want backoff", u.Name, u.Status)
 		}
 	}
+}
+
+// Keycloak sends one back-channel logout per session, at once: a logout of
+// an older session arriving after the current one's, while a grant holds
+// the user, must not replace the current session's fence.
+func TestTwoBackchannelLogoutsForOneUserBothHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t)
+		ctx := context.Background()
+		s := newLogoutSigner(t, f.clock)
+		iat := f.now.Add(-200 * time.Second)
+		at := jwt(map[string]any{"iat": iat.Unix(), "exp": iat.Add(5 * time.Minute).Unix(), "sid": "s1", "sub": "sub-1"})
+		st, _ := json.Marshal(map[string]any{"access_token": at, "refresh_token": "rt-alice"})
+		f.hub.mu.Lock()
+		f.hub.states["alice"], f.hub.active["alice"] = st, true
+		f.hub.mu.Unlock()
+		if _, err := f.r.Fresh(ctx, "alice", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		release := make(chan struct{})
+		f.grant.fail = func(string) error { <-release; return nil }
+		var wg sync.WaitGroup
+		wg.Go(func() { f.r.Fresh(ctx, "alice", 2*time.Minute) })
+		synctest.Wait()
+		for i, sid := range []string{"s1", "s0"} { // s0: an older session of the same Keycloak user
+			if _, err := f.r.BackchannelLogout(ctx, s.token(t, logoutClaims(f.clock(), fmt.Sprint("j", i), sid, "jupyterhub")), s.verify); err != nil {
+				t.Fatalf("BackchannelLogout(%s) = %v", sid, err)
+			}
+		}
+		close(release)
+		wg.Wait()
+		if !f.loggedOut("alice") {
+			t.Error("alice not logged out: the older session's logout replaced the current one's")
+		}
+	})
 }

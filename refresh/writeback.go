@@ -40,7 +40,7 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 	if t, done, err := r.changedDuringGrant(ctx, name, st, next); done {
 		return t, err
 	}
-	if f, ok := r.fenceOf(name); ok && sameSession(st, f.SID, f.Sub) {
+	if _, ok := r.fenceFor(name, st); ok {
 		// A back-channel logout arrived during the grant: its tokens are
 		// not written back, and the logout is carried out now.
 		r.log.Info("not written back: the session was logged out during the grant", "user", name)
@@ -204,6 +204,7 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 	}
 	r.mu.Lock()
 	r.guard.lifetime(st.AccessClaims.Expiry.Sub(st.AccessClaims.IssuedAt))
+	r.unmiss(name)
 	r.mu.Unlock()
 	r.cacheIfAsked(name, t)
 	if drop != "" {

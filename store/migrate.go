@@ -69,11 +69,12 @@ var migrations = []string{
 		since   INTEGER NOT NULL
 	);
 	CREATE TABLE fences (
-		name    TEXT PRIMARY KEY,
+		name    TEXT NOT NULL,
 		sid     TEXT NOT NULL,
 		sub     TEXT NOT NULL,
 		reason  TEXT NOT NULL,
-		created INTEGER NOT NULL
+		created INTEGER NOT NULL,
+		PRIMARY KEY (name, sid)
 	);`,
 }
 

@@ -175,9 +175,9 @@ type Change struct {
 	Intent *Intent
 	// DropIntent removes the user's intent (named by DropIntent).
 	DropIntent string
-	// Fence, when set, replaces the user's fence.
+	// Fence, when set, adds a fence, replacing one of the same user and sid.
 	Fence *Fence
-	// DropFence removes the user's fence (named by DropFence).
+	// DropFence removes every fence of the user named by DropFence.
 	DropFence string
 }
 

@@ -7,8 +7,10 @@ import (
 	"cmp"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -40,10 +42,26 @@ type object struct {
 }
 
 type podSpec struct {
-	Containers []container `json:"containers"`
-	Volumes    []struct {
-		Name string `json:"name"`
-	} `json:"volumes"`
+	Containers                   []container    `json:"containers"`
+	InitContainers               []container    `json:"initContainers"`
+	Volumes                      []volume       `json:"volumes"`
+	SecurityContext              map[string]any `json:"securityContext"`
+	AutomountServiceAccountToken *bool          `json:"automountServiceAccountToken"`
+}
+
+type volume struct {
+	Name                  string         `json:"name"`
+	EmptyDir              map[string]any `json:"emptyDir"`
+	PersistentVolumeClaim *struct {
+		ClaimName string `json:"claimName"`
+	} `json:"persistentVolumeClaim"`
+}
+
+type volumeMount struct {
+	Name      string `json:"name"`
+	MountPath string `json:"mountPath"`
+	SubPath   string `json:"subPath"`
+	ReadOnly  bool   `json:"readOnly"`
 }
 
 type container struct {
@@ -54,10 +72,8 @@ type container struct {
 		Name          string `json:"name"`
 		ContainerPort int    `json:"containerPort"`
 	} `json:"ports"`
-	VolumeMounts []struct {
-		Name      string `json:"name"`
-		MountPath string `json:"mountPath"`
-	} `json:"volumeMounts"`
+	Command         []string       `json:"command"`
+	VolumeMounts    []volumeMount  `json:"volumeMounts"`
 	SecurityContext map[string]any `json:"securityContext"`
 }
 
@@ -180,6 +196,34 @@ func sidecar(t *testing.T, r rendered) (container, podSpec) {
 	return pod.Containers[i], pod
 }
 
+func hubContainer(t *testing.T, pod podSpec) container {
+	t.Helper()
+	i := slices.IndexFunc(pod.Containers, func(c container) bool { return c.Name == "hub" })
+	if i < 0 {
+		t.Fatalf("the hub pod has no hub container: %v", pod.Containers)
+	}
+	return pod.Containers[i]
+}
+
+// mounted is a container's mount with the pod's volume it names (nil when
+// the pod has none by that name).
+type mounted struct {
+	volumeMount
+	volume *volume
+}
+
+func mounts(c container, pod podSpec) []mounted {
+	var ms []mounted
+	for _, m := range c.VolumeMounts {
+		var v *volume
+		if i := slices.IndexFunc(pod.Volumes, func(v volume) bool { return v.Name == m.Name }); i >= 0 {
+			v = &pod.Volumes[i]
+		}
+		ms = append(ms, mounted{m, v})
+	}
+	return ms
+}
+
 func env(c container) map[string]envVar {
 	m := map[string]envVar{}
 	for _, e := range c.Env {
@@ -205,7 +249,7 @@ func TestSidecarInTheHubPod(t *testing.T) {
 		"JUPYTERHUB_SERVICE_NAME":   "tokenkeeper",
 		"JUPYTERHUB_SERVICE_PREFIX": "/services/tokenkeeper/",
 		"TOKENKEEPER_CLIENT_ID":     "jupyterhub",
-		"TOKENKEEPER_DATABASE":      "/srv/jupyterhub/tokenkeeper.db",
+		"TOKENKEEPER_DATABASE":      "/var/lib/tokenkeeper/tokenkeeper.db",
 	} {
 		if got := e[name].Value; got != want {
 			t.Errorf("sidecar %s = %q, want %q", name, got, want)
@@ -219,25 +263,7 @@ func TestSidecarInTheHubPod(t *testing.T) {
 			t.Errorf("sidecar %s = %+v, want Secret tokenkeeper key %s and no plain value", name, v, key)
 		}
 	}
-	mounted := slices.ContainsFunc(tk.VolumeMounts, func(m struct {
-		Name      string `json:"name"`
-		MountPath string `json:"mountPath"`
-	}) bool {
-		return m.MountPath == "/srv/jupyterhub" && slices.ContainsFunc(pod.Volumes, func(v struct {
-			Name string `json:"name"`
-		}) bool {
-			return v.Name == m.Name
-		})
-	})
-	if !mounted {
-		t.Errorf("the sidecar does not mount a volume of the pod at /srv/jupyterhub: %+v", tk.VolumeMounts)
-	}
-	for k, want := range map[string]any{"runAsNonRoot": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false} {
-		if tk.SecurityContext[k] != want {
-			t.Errorf("sidecar securityContext %s = %v, want %v", k, tk.SecurityContext[k], want)
-		}
-	}
-	hub := pod.Containers[slices.IndexFunc(pod.Containers, func(c container) bool { return c.Name == "hub" })]
+	hub := hubContainer(t, pod)
 	if v := env(hub)["OAUTH_CLIENT_SECRET"]; v.ValueFrom == nil || gocmp.Diff(v.ValueFrom.SecretKeyRef, &secretRef{"tokenkeeper", "client-secret"}) != "" {
 		t.Errorf("hub OAUTH_CLIENT_SECRET = %+v, want Secret tokenkeeper key client-secret", v)
 	}
@@ -397,5 +423,143 @@ func TestHubConfigInstallsTheHooks(t *testing.T) {
 	}
 	if r.Config["JupyterHub"]["default_url"] != "/hub/home" {
 		t.Errorf("JupyterHub.default_url = %v, want /hub/home", r.Config["JupyterHub"]["default_url"])
+	}
+}
+
+const (
+	hubUID           = 1000 // the chart's hub.containerSecurityContext
+	hubDir           = "/srv/jupyterhub"
+	stateClaim       = "tokenkeeper-state" // README: the claim the admin creates
+	tokenDir         = "/var/run/secrets/kubernetes.io/serviceaccount"
+	hubVolumeName    = "pvc"        // the chart's name for the hub's volume (hub.db.type sqlite-pvc)
+	hubVolumeClaimed = "hub-db-dir" // and its claim
+)
+
+// TestSidecarIsIsolatedFromTheHub checks what keeps code running as the
+// sidecar from the hub's database and the hub's Kubernetes token: its own
+// uid and gid, hardened; its own volume and never the hub's; no pod-wide
+// group that both share; no service-account token.
+func TestSidecarIsIsolatedFromTheHub(t *testing.T) {
+	r := render(t)
+	tk, pod := sidecar(t, r)
+	sc := tk.SecurityContext
+
+	uid, uidOK := sc["runAsUser"].(float64)
+	gid, gidOK := sc["runAsGroup"].(float64)
+	if !uidOK || uid == hubUID || uid == 0 {
+		t.Errorf("sidecar runAsUser = %v, want set, neither the hub's %d nor root", sc["runAsUser"], hubUID)
+	}
+	if !gidOK || gid == hubUID || gid == 0 {
+		t.Errorf("sidecar runAsGroup = %v, want set, neither the hub's %d nor root", sc["runAsGroup"], hubUID)
+	}
+	for k, want := range map[string]any{"runAsNonRoot": true, "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false, "privileged": nil} {
+		if sc[k] != want {
+			t.Errorf("sidecar securityContext %s = %v, want %v", k, sc[k], want)
+		}
+	}
+	caps, _ := sc["capabilities"].(map[string]any)
+	if drop, _ := caps["drop"].([]any); !slices.Contains(drop, any("ALL")) || caps["add"] != nil {
+		t.Errorf("sidecar capabilities = %v, want drop [ALL] and none added", sc["capabilities"])
+	}
+
+	// fsGroup and supplementalGroups are pod-wide: every container, the
+	// sidecar too, joins the group, and fsGroup makes every volume, the
+	// hub's too, group-writable by it.
+	for _, k := range []string{"fsGroup", "supplementalGroups"} {
+		if v, ok := pod.SecurityContext[k]; ok {
+			t.Errorf("hub pod securityContext %s = %v: the sidecar shares that group with the hub and its volume", k, v)
+		}
+	}
+	if pod.AutomountServiceAccountToken != nil && !*pod.AutomountServiceAccountToken {
+		t.Errorf("the hub pod has automountServiceAccountToken false: KubeSpawner needs the hub's token")
+	}
+
+	var state *mounted
+	tokenMasked := false
+	for _, m := range mounts(tk, pod) {
+		if m.volume == nil {
+			t.Errorf("sidecar mounts %s at %s, which the pod does not have", m.Name, m.MountPath)
+			continue
+		}
+		if m.Name == hubVolumeName || m.volume.PersistentVolumeClaim != nil && m.volume.PersistentVolumeClaim.ClaimName == hubVolumeClaimed || m.MountPath == hubDir {
+			t.Errorf("sidecar mounts the hub's volume (%s at %s)", m.Name, m.MountPath)
+		}
+		if m.volume.PersistentVolumeClaim != nil && m.volume.PersistentVolumeClaim.ClaimName == stateClaim && !m.ReadOnly {
+			state = &m
+		}
+		if path.Clean(m.MountPath) == tokenDir {
+			tokenMasked = m.volume.EmptyDir != nil && m.SubPath == ""
+		}
+	}
+	if !tokenMasked {
+		t.Errorf("sidecar has no emptyDir at %s: it gets the hub's Kubernetes token (mounts %+v)", tokenDir, tk.VolumeMounts)
+	}
+	if state == nil {
+		t.Fatalf("sidecar does not mount the claim %s writable: %+v", stateClaim, tk.VolumeMounts)
+	}
+	if db := path.Clean(env(tk)["TOKENKEEPER_DATABASE"].Value); !strings.HasPrefix(db, path.Clean(state.MountPath)+"/") {
+		t.Errorf("TOKENKEEPER_DATABASE = %q, not on the sidecar's volume at %s", db, state.MountPath)
+	}
+	if slices.ContainsFunc(pod.Volumes, func(v volume) bool {
+		return v.Name != state.Name && v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == stateClaim
+	}) {
+		t.Errorf("the claim %s is in the pod twice: %+v", stateClaim, pod.Volumes)
+	}
+
+	hub := hubContainer(t, pod)
+	hubMounts := mounts(hub, pod)
+	if !slices.ContainsFunc(hubMounts, func(m mounted) bool { return m.Name == hubVolumeName && m.MountPath == hubDir }) {
+		t.Errorf("the hub does not mount its volume at %s: %+v", hubDir, hub.VolumeMounts)
+	}
+	for _, m := range hubMounts {
+		if m.Name == state.Name {
+			t.Errorf("the hub mounts the sidecar's volume at %s", m.MountPath)
+		}
+		if path.Clean(m.MountPath) == tokenDir {
+			t.Errorf("the hub's token directory is covered by %s: KubeSpawner needs the token", m.Name)
+		}
+	}
+	for _, c := range pod.Containers {
+		if c.Name != "hub" && c.Name != tk.Name && slices.ContainsFunc(c.VolumeMounts, func(m volumeMount) bool { return m.Name == state.Name }) {
+			t.Errorf("container %s mounts the sidecar's volume", c.Name)
+		}
+	}
+
+	// Without fsGroup, an init container gives each volume to its user.
+	owners := fmt.Sprintf("chown %d:%d %s", int(uid), int(gid), path.Clean(state.MountPath))
+	i := slices.IndexFunc(pod.InitContainers, func(c container) bool {
+		return strings.Contains(strings.Join(c.Command, " "), owners)
+	})
+	if i < 0 {
+		t.Fatalf("no init container runs %q: %+v", owners, pod.InitContainers)
+	}
+	ic := pod.InitContainers[i]
+	if ic.Image != hub.Image {
+		t.Errorf("init container %s image = %q, want the hub's %q (its shell and coreutils)", ic.Name, ic.Image, hub.Image)
+	}
+	script := strings.Join(ic.Command, " ")
+	for _, want := range []string{fmt.Sprintf("chown %d:%d %s", hubUID, hubUID, hubDir), "chmod 0700 " + hubDir, "chmod 0700 " + path.Clean(state.MountPath)} {
+		if !strings.Contains(script, want) {
+			t.Errorf("init container %s does not run %q: %q", ic.Name, want, script)
+		}
+	}
+	initMounts := map[string]string{}
+	masked := false
+	for _, m := range mounts(ic, pod) {
+		initMounts[m.Name] = m.MountPath
+		masked = masked || path.Clean(m.MountPath) == tokenDir && m.volume != nil && m.volume.EmptyDir != nil
+	}
+	if initMounts[hubVolumeName] != hubDir || initMounts[state.Name] != state.MountPath {
+		t.Errorf("init container %s mounts %v, want %s at %s and %s at %s", ic.Name, initMounts, hubVolumeName, hubDir, state.Name, state.MountPath)
+	}
+	if !masked {
+		t.Errorf("init container %s has no emptyDir at %s", ic.Name, tokenDir)
+	}
+	icCaps, _ := ic.SecurityContext["capabilities"].(map[string]any)
+	drop, _ := icCaps["drop"].([]any)
+	add, _ := icCaps["add"].([]any)
+	slices.SortFunc(add, func(a, b any) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+	if !slices.Contains(drop, any("ALL")) || gocmp.Diff([]any{"CHOWN", "FOWNER"}, add) != "" || ic.SecurityContext["allowPrivilegeEscalation"] != false {
+		t.Errorf("init container %s securityContext = %v, want drop ALL, add only CHOWN and FOWNER, no privilege escalation", ic.Name, ic.SecurityContext)
 	}
 }

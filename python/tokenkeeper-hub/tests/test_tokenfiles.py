@@ -14,26 +14,65 @@ from test_tokenkeeper_hub import ACCESS, run_hook
 FILES = {"base": {}, "trino": {"audience": "trino", "format": "json"},
          "gh": {"idp": "github", "format": "header", "path": "/home/{username}/.gh-token"}}
 WANT = {
-    "base": {"path": "/tmp/tokenkeeper-alice/base", "format": "raw"},
-    "trino": {"path": "/tmp/tokenkeeper-alice/trino", "format": "json", "audience": "trino"},
+    "base": {"path": "~/.tokenkeeper/tokens/base", "format": "raw"},
+    "trino": {"path": "~/.tokenkeeper/tokens/trino", "format": "json", "audience": "trino"},
     "gh": {"path": "/home/alice/.gh-token", "format": "header", "idp": "github"},
 }
 WANT_ENV = {
     "TOKENKEEPER_TOKEN_FILES": json.dumps(WANT, sort_keys=True),
-    "TOKENKEEPER_TOKEN_FILE_BASE": "/tmp/tokenkeeper-alice/base",
-    "TOKENKEEPER_TOKEN_FILE_TRINO": "/tmp/tokenkeeper-alice/trino",
+    "TOKENKEEPER_TOKEN_FILE_BASE": "~/.tokenkeeper/tokens/base",
+    "TOKENKEEPER_TOKEN_FILE_TRINO": "~/.tokenkeeper/tokens/trino",
     "TOKENKEEPER_TOKEN_FILE_GH": "/home/alice/.gh-token",
 }
 
 
 def test_each_file_gets_its_format_and_path():
     assert tk.normalize_token_files(FILES) == {
-        "base": {"path": "/tmp/tokenkeeper-{username}/base", "format": "raw"},
-        "trino": {"path": "/tmp/tokenkeeper-{username}/trino", "format": "json", "audience": "trino"},
+        "base": {"path": "~/.tokenkeeper/tokens/base", "format": "raw"},
+        "trino": {"path": "~/.tokenkeeper/tokens/trino", "format": "json", "audience": "trino"},
         "gh": {"path": "/home/{username}/.gh-token", "format": "header", "idp": "github"},
     }
-    assert tk.normalize_token_files({"base": None}, token_dir="/run/user/tokens/") == {
-        "base": {"path": "/run/user/tokens/base", "format": "raw"}}
+    assert tk.normalize_token_files({"base": None}, token_dir="/run/user/{username}/tokens/") == {
+        "base": {"path": "/run/user/{username}/tokens/base", "format": "raw"}}
+
+
+def test_the_default_directory_is_in_the_users_home_not_in_tmp():
+    assert tk.DEFAULT_TOKEN_DIR == "~/.tokenkeeper/tokens"
+    env = tk.token_file_environment(tk.normalize_token_files({"base": {}}), "alice")
+    assert env["TOKENKEEPER_TOKEN_FILE_BASE"] == "~/.tokenkeeper/tokens/base"
+    assert not env["TOKENKEEPER_TOKEN_FILE_BASE"].startswith(("/tmp", "/var/tmp", "/dev/shm"))
+
+
+@pytest.mark.parametrize("token_dir", ["/tmp/tokenkeeper", "/srv/tokens", "/srv/{{username}}/tokens", "/"])
+def test_a_token_dir_without_the_user_name_is_refused_unless_servers_have_their_own_files(token_dir):
+    with pytest.raises(ValueError) as err:
+        tk.normalize_token_files({"base": {}}, token_dir=token_dir)
+    assert str(err.value).startswith(f"tokenkeeper: token_dir {token_dir!r} holds no {{username}} and is not in "
+                                     "the home directory (~/): servers of different users that share a file system "
+                                     "would share it")
+    assert "token_paths_per_user=True" in str(err.value)
+    files = tk.normalize_token_files({"base": {}}, token_dir=token_dir, token_paths_per_user=True)
+    assert tk.token_file_environment(files, "alice")["TOKENKEEPER_TOKEN_FILE_BASE"] == \
+        token_dir.rstrip("/").format(username="x") + "/base"
+
+
+def test_a_path_without_the_user_name_is_refused_unless_servers_have_their_own_files():
+    with pytest.raises(ValueError, match=r"'gh': path '/srv/gh-token' holds no \{username\}"):
+        tk.normalize_token_files({"gh": {"idp": "github", "path": "/srv/gh-token"}})
+    assert tk.normalize_token_files({"gh": {"path": "/srv/gh-token"}}, token_paths_per_user=True) == {
+        "gh": {"path": "/srv/gh-token", "format": "raw"}}
+    assert tk.normalize_token_files({"gh": {"path": "~/.gh-token"}}) == {"gh": {"path": "~/.gh-token", "format": "raw"}}
+
+
+@pytest.mark.parametrize("token_files", [{"base": {}}, lambda spawner: {"base": {}}])
+def test_configure_refuses_a_shared_token_dir_when_the_hub_loads_its_configuration(token_files):
+    with pytest.raises(ValueError, match="token_dir '/srv/tokens' holds no {username}"):
+        tk.configure(Config(), command=["tokenkeeper"], url="http://127.0.0.1:1", token_files=token_files,
+                     token_dir="/srv/tokens")
+    c = Config()
+    tk.configure(c, command=["tokenkeeper"], url="http://127.0.0.1:1", token_files=token_files,
+                 token_dir="/srv/tokens", token_paths_per_user=True)
+    assert c.Spawner.pre_spawn_hook is not None
 
 
 @pytest.mark.parametrize("files, want", [
@@ -45,13 +84,17 @@ def test_each_file_gets_its_format_and_path():
     ({"base": {"format": "yaml"}}, "'base': format must be one of raw, json, header, not 'yaml'"),
     ({"base": {"path": "tokens/base"}}, "'base': path 'tokens/base' must be absolute and normalised"),
     ({"base": {"path": "/tmp/{username}/../x"}}, "must be absolute and normalised"),
+    ({"base": {"path": "~/../x"}}, "must be absolute and normalised, or ~/ and a normalised path"),
+    ({"base": {"path": "~bob/x"}}, "must be absolute and normalised"),
+    ({"base": {"path": "~/"}}, "must be absolute and normalised"),
     ({"base": {"path": ""}}, "path '' must be absolute"),
     ({"base": {"path": 7}}, "path 7 must be a string"),
     ({"base": {"path": "/home/{home}/t"}}, "has a placeholder other than {username}"),
     ({"base": {"path": "/home/{username/t"}}, "a stray brace"),
     ({"base": {"audience": ""}}, "audience must be a non-empty string"),
     ({"base": {"audience": "trino", "idp": "github"}}, "not both"),
-    ({"a": {"path": "/t/x"}, "b": {"path": "/t/x"}}, "path '/t/x' is given to more than one file"),
+    ({"a": {"path": "/t/{username}"}, "b": {"path": "/t/{username}"}},
+     "path '/t/{username}' is given to more than one file"),
 ])
 def test_a_bad_spec_says_what_is_wrong(files, want):
     with pytest.raises(ValueError) as err:
@@ -72,8 +115,9 @@ def test_configure_refuses_a_bad_spec_when_the_hub_loads_its_configuration():
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", "x\0y"])
-def test_a_user_name_that_would_lead_elsewhere_is_refused(name):
-    files = tk.normalize_token_files({"base": {"path": "/tmp/{username}/base"}})
+@pytest.mark.parametrize("path", ["/tmp/{username}/base", "~/{username}/base"])
+def test_a_user_name_that_would_lead_elsewhere_is_refused(name, path):
+    files = tk.normalize_token_files({"base": {"path": path}})
     with pytest.raises(ValueError, match="cannot be part of a path|is not normalised"):
         tk.token_file_environment(files, name)
 
@@ -148,11 +192,12 @@ def test_a_server_started_without_a_token_gets_no_files():
     assert spawner.environment == {"SHARED": "1"}
 
 
-def test_the_notebook_package_reads_the_spec_the_hook_writes():
+def test_the_notebook_package_reads_the_spec_the_hook_writes(monkeypatch):
     tokenfiles = pytest.importorskip("tokenkeeper.tokenfiles")
+    monkeypatch.setenv("HOME", "/home/alice")
     files = tokenfiles.parse_spec(WANT_ENV["TOKENKEEPER_TOKEN_FILES"])
     assert {f.name: (f.path, f.format, f.target) for f in files} == {
-        "base": ("/tmp/tokenkeeper-alice/base", "raw", {}),
-        "trino": ("/tmp/tokenkeeper-alice/trino", "json", {"audience": "trino"}),
+        "base": ("/home/alice/.tokenkeeper/tokens/base", "raw", {}),
+        "trino": ("/home/alice/.tokenkeeper/tokens/trino", "json", {"audience": "trino"}),
         "gh": ("/home/alice/.gh-token", "header", {"idp": "github"}),
     }

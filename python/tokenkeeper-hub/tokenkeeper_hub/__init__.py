@@ -78,7 +78,7 @@ __all__ = [
 def configure(c, *, url, command=None, environment=None, api_token=None, name="tokenkeeper",
               hook_url=None, notebook_url=None, env_name="KEYCLOAK_ACCESS_TOKEN", spawn_min_valid=300,
               revoke_tokens=False, stop_servers=False, refresh_admins=False, spawn_requires_token=True,
-              token_files=None, token_dir=DEFAULT_TOKEN_DIR):
+              token_files=None, token_dir=DEFAULT_TOKEN_DIR, token_paths_per_user=False):
     """Configure JupyterHub ``c`` to run tokenkeeper and use it.
 
     ``url`` is where the hub and its proxy reach the service. With
@@ -121,12 +121,19 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     notebook package's Jupyter server extension does), one per token: the
     user's own, one per audience, one per identity provider, each in the
     format the admin chooses, in ``token_dir`` (default
-    ``/tmp/tokenkeeper-{username}``) unless it names its own path. The
-    pre-spawn hook puts the spec into ``TOKENKEEPER_TOKEN_FILES`` and each
-    file's path into ``TOKENKEEPER_TOKEN_FILE_<NAME>``. It is a dict from
-    file names to settings (see :mod:`tokenkeeper_hub.tokenfiles`), or a
-    function of the spawner returning one or None. For example
+    ``~/.tokenkeeper/tokens``, in the home directory of the server's user)
+    unless it names its own path. The pre-spawn hook puts the spec into
+    ``TOKENKEEPER_TOKEN_FILES`` and each file's path into
+    ``TOKENKEEPER_TOKEN_FILE_<NAME>``. It is a dict from file names to
+    settings (see :mod:`tokenkeeper_hub.tokenfiles`), or a function of the
+    spawner returning one or None. For example
     ``{"base": {}, "trino": {"audience": "trino", "format": "json"}}``.
+    ``token_dir`` and each file's path must start with ``~/`` or hold
+    ``{username}`` (say ``/srv/tokens/{username}``), so that users whose
+    servers share a file system never share a file;
+    ``token_paths_per_user=True`` accepts them without, where each server
+    has a file system of its own. The server refuses a directory that is a
+    symlink, belongs to another user, or that group or others may write to.
 
     Existing ``pre_spawn_hook``, ``refresh_user_hook`` and ``post_auth_hook``
     settings are chained with tokenkeeper's (see :func:`install_hook`); call
@@ -146,6 +153,7 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     install_hook(c, "Spawner", "pre_spawn_hook", make_pre_spawn_hook(
         service_url, env_name=env_name, notebook_url=notebook_url, min_valid=spawn_min_valid,
         required=spawn_requires_token, token_files=token_files, token_dir=token_dir,
+        token_paths_per_user=token_paths_per_user,
     ), chain_pre_spawn_hooks)
     install_hook(c, "OAuthenticator", "refresh_user_hook", make_refresh_user_hook(refresh_admins),
                  chain_refresh_user_hooks)

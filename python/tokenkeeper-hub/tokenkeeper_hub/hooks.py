@@ -22,7 +22,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.simple_httpclient import HTTPStreamClosedError, SimpleAsyncHTTPClient
 
-from .tokenfiles import DEFAULT_TOKEN_DIR, normalize_token_files, token_file_environment
+from .tokenfiles import DEFAULT_TOKEN_DIR, check_token_dir, normalize_token_files, token_file_environment
 
 # CLOCK_LEEWAY is how many seconds past its expiry a refresh token still
 # counts as valid, so that a hub clock running ahead of Keycloak's does not
@@ -51,7 +51,8 @@ async def _maybe_await(value):
 
 def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebook_url=None,
                         min_valid=300, required=True, token_files=None, token_dir=DEFAULT_TOKEN_DIR,
-                        timeout=20, retry_for=RETRY_FOR, sleep=asyncio.sleep, clock=time.monotonic):
+                        token_paths_per_user=False, timeout=20, retry_for=RETRY_FOR, sleep=asyncio.sleep,
+                        clock=time.monotonic):
     """Return an async ``pre_spawn_hook`` that puts a fresh access token into the server's environment.
 
     The hook asks tokenkeeper (at ``service_url``, including the service
@@ -75,21 +76,25 @@ def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebo
     server which token files to keep fresh, in ``token_dir`` unless a file
     names its own path: a dict, or a function of the spawner that returns
     one (or None for no files; it may be async), say to give files to some
-    groups only. A
-    dict with a problem raises ValueError here; a function's answer with a
-    problem fails the spawn with 500 saying what it is. The files'
-    variables are set along with the token.
+    groups only. ``token_paths_per_user`` accepts a ``token_dir`` or path
+    without ``{username}`` outside the home directory (each server has a
+    file system of its own). A dict with a problem, or a ``token_dir`` with
+    one, raises ValueError here; a function's answer with a problem fails
+    the spawn with 500 saying what it is. The files' variables are set
+    along with the token.
     """
     base = service_url.rstrip("/") + "/"
+    if token_files is not None:
+        check_token_dir(token_dir, token_paths_per_user)
     if token_files is not None and not callable(token_files):
-        token_files = normalize_token_files(token_files, token_dir)
+        token_files = normalize_token_files(token_files, token_dir, token_paths_per_user)
 
     async def files_environment(spawner):
         files = await _maybe_await(token_files(spawner)) if callable(token_files) else token_files
         if not files:
             return {}
         if callable(token_files):
-            files = normalize_token_files(files, token_dir)
+            files = normalize_token_files(files, token_dir, token_paths_per_user)
         return token_file_environment(files, spawner.user.name)
 
     async def pre_spawn_hook(spawner):

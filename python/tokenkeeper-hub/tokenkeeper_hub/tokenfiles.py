@@ -14,23 +14,36 @@ name to its settings, all optional::
 - ``format``: ``raw`` (default: the token and a newline), ``json``
   (``access_token``, ``token_type``, ``expires_at``, ``user``, and
   ``audience`` or ``idp``) or ``header`` (``Authorization: Bearer <token>``);
-- ``path``: an absolute path in the server's file system, ``{username}``
+- ``path``: an absolute path in the server's file system, or one starting
+  with ``~/`` (in the home directory of the server's user), ``{username}``
   replaced by the user's name; default ``<token_dir>/<name>``.
+
+``token_dir`` (default :data:`DEFAULT_TOKEN_DIR`, ``~/.tokenkeeper/tokens``)
+is such a path too. A ``token_dir`` or ``path`` must be the user's own: it
+starts with ``~/`` or holds ``{username}``, so that servers of different
+users that share a file system (a shared ``/tmp``, a volume mounted into
+every server) never share a file. With ``token_paths_per_user=True`` the
+admin says each server has a file system of its own, and paths without
+``{username}`` are accepted.
 
 A server gets ``TOKENKEEPER_TOKEN_FILES`` (the spec as JSON, paths
 expanded) and ``TOKENKEEPER_TOKEN_FILE_<NAME>`` (each file's path; the name
-in capitals).
+in capitals; the server expands a leading ``~/``).
 """
 
 import json
 import posixpath
 import re
 
-__all__ = ["DEFAULT_TOKEN_DIR", "FORMATS", "SPEC_VARIABLE", "normalize_token_files", "token_file_environment"]
+__all__ = ["DEFAULT_TOKEN_DIR", "FORMATS", "SPEC_VARIABLE", "check_token_dir", "normalize_token_files",
+           "token_file_environment"]
 
 # DEFAULT_TOKEN_DIR is where token files go unless their path says otherwise:
-# a directory of the user's own that the server makes with mode 0700.
-DEFAULT_TOKEN_DIR = "/tmp/tokenkeeper-{username}"
+# a directory in the home directory of the server's user, which the server
+# makes with mode 0700. A home directory is the user's alone, unlike a
+# shared /tmp, where another user could take the path first; the server
+# expands the ~.
+DEFAULT_TOKEN_DIR = "~/.tokenkeeper/tokens"
 
 # SPEC_VARIABLE holds the files' spec in the server's environment; each
 # file's path is in PATH_PREFIX + its name in capitals.
@@ -41,26 +54,42 @@ FORMATS = ("raw", "json", "header")
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 _KEYS = {"path", "format", "audience", "idp"}
-_SAMPLE_USER = "user"
+_SAMPLE_USER, _OTHER_USER = "user", "other"
 
 
-def normalize_token_files(token_files, token_dir=DEFAULT_TOKEN_DIR):
+def check_token_dir(token_dir, token_paths_per_user=False):
+    """Raise ValueError if ``token_dir`` is not a path template (see the module) of the user's own.
+
+    Without ``token_paths_per_user`` it must start with ``~/`` or hold
+    ``{username}``.
+    """
+    if not isinstance(token_dir, str):
+        raise ValueError(f"tokenkeeper: token_dir {token_dir!r} must be a string")
+    problem = _path_problem(_default_path(token_dir, "name"), token_paths_per_user)
+    if problem:
+        raise ValueError(f"tokenkeeper: token_dir {token_dir!r} {problem}")
+
+
+def normalize_token_files(token_files, token_dir=DEFAULT_TOKEN_DIR, token_paths_per_user=False):
     """Return ``token_files`` with every file's ``format`` and ``path`` filled in.
 
-    Raises ValueError naming every problem: a name that is not a lower-case
-    letter followed by up to 31 lower-case letters, digits or ``_``, an
-    unknown setting, a format other than ``raw``, ``json`` or ``header``,
-    both ``audience`` and ``idp``, a path that is not absolute and
-    normalised or has a placeholder other than ``{username}``, or two files
-    with one path.
+    Raises ValueError naming every problem: a ``token_dir`` that
+    :func:`check_token_dir` refuses, a name that is not a lower-case letter
+    followed by up to 31 lower-case letters, digits or ``_``, an unknown
+    setting, a format other than ``raw``, ``json`` or ``header``, both
+    ``audience`` and ``idp``, a path that is not absolute and normalised
+    (or ``~/`` and a normalised path) or has a placeholder other than
+    ``{username}``, a path without ``{username}`` or ``~/`` (unless
+    ``token_paths_per_user``), or two files with one path.
     """
+    check_token_dir(token_dir, token_paths_per_user)
     if not isinstance(token_files, dict):
         raise ValueError(f"tokenkeeper: token_files must be a dict from file names to their settings, "
                          f"not {type(token_files).__name__}")
     out, problems = {}, []
     for name, settings in token_files.items():
         settings = {} if settings is None else settings
-        found = list(_problems(name, settings, token_dir))
+        found = list(_problems(name, settings, token_dir, token_paths_per_user))
         problems += [f"{name!r}: {p}" for p in found]
         if not found:
             out[name] = {"path": settings.get("path", _default_path(token_dir, name)),
@@ -73,7 +102,7 @@ def normalize_token_files(token_files, token_dir=DEFAULT_TOKEN_DIR):
     return out
 
 
-def _problems(name, settings, token_dir):
+def _problems(name, settings, token_dir, per_user):
     """Yield what is wrong with one token file's name and settings."""
     if not isinstance(name, str) or not _NAME.match(name):
         yield "a name is a lower-case letter, then up to 31 lower-case letters, digits or '_'"
@@ -83,7 +112,7 @@ def _problems(name, settings, token_dir):
     for key in sorted(set(settings) - _KEYS, key=str):
         yield f"unknown setting {key!r} (want path, format, audience or idp)"
     path = settings.get("path", _default_path(token_dir, name))
-    problem = _path_problem(path) if isinstance(path, str) else "must be a string"
+    problem = _path_problem(path, per_user) if isinstance(path, str) else "must be a string"
     if problem:
         yield f"path {path!r} {problem}"
     if settings.get("format", "raw") not in FORMATS:
@@ -100,14 +129,21 @@ def _default_path(token_dir, name):
     return f"{token_dir.rstrip('/')}/{name}"
 
 
-def _path_problem(template):
+def _path_problem(template, per_user):
     """Return what is wrong with a path template, or None."""
     try:
         path = template.format(username=_SAMPLE_USER)
+        users_own = template.format(username=_OTHER_USER) != path
     except (KeyError, IndexError, ValueError) as e:
         return f"has a placeholder other than {{username}} or a stray brace ({e})"
-    if not posixpath.isabs(path) or posixpath.normpath(path) != path:
-        return "must be absolute and normalised"
+    in_home = path.startswith("~/")
+    below = path[1:] if in_home else path
+    if "\0" in path or not posixpath.isabs(below) or posixpath.normpath(below) != below or below == "/":
+        return "must be absolute and normalised, or ~/ and a normalised path"
+    if not (in_home or users_own or per_user):
+        return ("holds no {username} and is not in the home directory (~/): servers of different users "
+                "that share a file system would share it; put {username} in it, or set "
+                "token_paths_per_user=True if each server has a file system of its own")
     return None
 
 

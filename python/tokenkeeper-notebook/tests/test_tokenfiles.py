@@ -7,6 +7,7 @@ that the tests move, and the fake tokenkeeper issues tokens by the same clock.
 import json
 import logging
 import os
+import shutil
 import stat
 import threading
 import time
@@ -141,9 +142,12 @@ def test_the_spec_gives_each_file_its_settings():
     ({"Base": {"path": "/t/a"}}, "'Base': a name is a lower-case letter"),
     ({"base": "/t/a"}, "'base': settings must be a JSON object"),
     ({"base": {"path": "/t/a", "mode": "0644"}}, "'base': unknown setting 'mode'"),
-    ({"base": {}}, "'base': path must be an absolute, normalised path, not None"),
+    ({"base": {}}, "'base': path must be an absolute, normalised path or one that starts with ~/, not None"),
     ({"base": {"path": "tokens/base"}}, "not 'tokens/base'"),
     ({"base": {"path": "/tmp/t/../etc/x"}}, "not '/tmp/t/../etc/x'"),
+    ({"base": {"path": "~/../x"}}, "not '~/../x'"),
+    ({"base": {"path": "~bob/x"}}, "not '~bob/x'"),
+    ({"base": {"path": "~/"}}, "not '~/'"),
     ({"base": {"path": "/t/a", "format": "yaml"}}, "format must be one of raw, json, header, not 'yaml'"),
     ({"base": {"path": "/t/a", "audience": ""}}, "audience must be a non-empty string"),
     ({"base": {"path": "/t/a", "audience": "a", "idp": "b"}}, "not both"),
@@ -153,6 +157,18 @@ def test_a_bad_spec_says_what_is_wrong(spec, want):
     with pytest.raises(SpecError) as err:
         parse_spec(spec if isinstance(spec, str) else json.dumps(spec))
     assert want in str(err.value)
+
+
+def test_a_path_in_the_home_directory_is_the_server_users(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home") + "/")
+    files = parse_spec(json.dumps({"base": {"path": "~/.tokenkeeper/tokens/base"}}))
+    assert files == [TokenFile("base", str(tmp_path / "home" / ".tokenkeeper" / "tokens" / "base"))]
+
+
+def test_a_path_in_the_home_directory_of_a_server_without_one_is_refused(monkeypatch):
+    monkeypatch.setattr(tokenfiles.os.path, "expanduser", lambda path: path)
+    with pytest.raises(SpecError, match="'base': path '~/t/base' is in the home directory, and this server has none"):
+        parse_spec(json.dumps({"base": {"path": "~/t/base"}}))
 
 
 def test_a_bad_spec_lists_every_problem():
@@ -220,19 +236,23 @@ def test_a_file_is_private_and_replaced_whole(keeper, tmp_path, clock):
 
 def test_a_file_is_flushed_to_disk_then_renamed_from_the_same_directory(keeper, tmp_path, monkeypatch):
     events = []
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_rename = os.fsync, os.rename
     monkeypatch.setattr(tokenfiles.os, "fsync", lambda fd: events.append(("fsync", fd)) or real_fsync(fd))
 
-    def replace(src, dst):
-        events.append(("replace", os.path.dirname(src), mode(src), content(src)))
-        real_replace(src, dst)
+    def rename(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        st = os.stat(src, dir_fd=src_dir_fd, follow_symlinks=False)
+        with open(os.open(src, os.O_RDONLY, dir_fd=src_dir_fd)) as f:
+            events.append(("rename", src_dir_fd, dst_dir_fd, dst, stat.S_IMODE(st.st_mode), f.read()))
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
-    monkeypatch.setattr(tokenfiles.os, "replace", replace)
+    monkeypatch.setattr(tokenfiles.os, "rename", rename)
     k, _ = keeper()
     k.step()
     path = tmp_path / "tokens" / "base"
-    assert [e[0] for e in events] == ["fsync", "replace"]
-    assert events[1][1:] == (str(path.parent), 0o600, content(path))
+    assert [e[0] for e in events] == ["fsync", "rename"]
+    _, src_dir_fd, dst_dir_fd, dst, file_mode, text = events[1]
+    assert src_dir_fd == dst_dir_fd and os.path.samestat(os.fstat(src_dir_fd), os.stat(path.parent))
+    assert (dst, file_mode, text) == ("base", 0o600, content(path))
 
 
 def test_a_failed_write_leaves_no_temporary_file(tmp_path, monkeypatch):
@@ -253,8 +273,34 @@ def test_a_directory_others_may_write_to_is_refused(keeper, tmp_path, caplog, di
     k, fake = keeper(TokenFile("base", str(shared / "base")))
     k.step()
     assert os.listdir(shared) == []
-    assert f"may be written by group or others (mode {dir_mode:04o})" in caplog.text
+    assert (f"token directory {shared} is writable by group or others (mode {dir_mode:04o}): "
+            "refusing to write tokens there") in caplog.text
     assert len(fake.seen) == 1
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_a_symlinked_directory_is_refused_and_nothing_is_written_through_it(keeper, tmp_path, caplog,
+                                                                            target_exists):
+    target = tmp_path / "theirs"
+    if target_exists:
+        target.mkdir(mode=0o700)
+    (tmp_path / "tokens").symlink_to(target)
+    k, _ = keeper()
+    k.step()
+    assert (os.listdir(target) == []) if target_exists else not target.exists()
+    assert f"token directory {tmp_path / 'tokens'} is a symlink: refusing to write tokens there" in caplog.text
+    assert [r.levelname for r in caplog.records if "refusing" in r.message] == ["ERROR"]
+
+
+def test_a_directory_owned_by_another_user_is_refused(keeper, tmp_path, caplog, monkeypatch):
+    uid = os.geteuid()
+    monkeypatch.setattr(tokenfiles.os, "geteuid", lambda: uid + 1)  # the directory the keeper makes is uid's
+    k, _ = keeper()
+    k.step()
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / "tokens") == []
+    assert (f"token directory {tmp_path / 'tokens'} is owned by uid {uid}, not by this user (uid {uid + 1}): "
+            "refusing to write tokens there") in caplog.text
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a directory to another user needs root")
@@ -265,7 +311,83 @@ def test_a_directory_of_another_user_is_refused(keeper, tmp_path, caplog):
     k, _ = keeper(TokenFile("base", str(theirs / "base")))
     k.step()
     assert os.listdir(theirs) == []
-    assert "belongs to user id 4242, not to this user or root" in caplog.text
+    assert f"token directory {theirs} is owned by uid 4242, not by this user" in caplog.text
+
+
+def test_missing_parents_are_made_private_and_existing_ones_left_alone(keeper, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    k, _ = keeper(TokenFile("base", str(tmp_path / "a" / "b" / "base")))
+    k.step()
+    assert token_in(tmp_path / "a" / "b" / "base")
+    assert (mode(tmp_path), mode(tmp_path / "a"), mode(tmp_path / "a" / "b")) == (0o755, 0o700, 0o700)
+
+
+def test_a_symlink_at_a_files_name_is_replaced_not_written_through(keeper, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    tokens = tmp_path / "tokens"
+    tokens.mkdir(mode=0o700)
+    (tokens / "base").symlink_to(victim)
+    k, _ = keeper()
+    k.step()
+    assert content(victim) == "precious\n"
+    assert not (tokens / "base").is_symlink() and stat.S_ISREG(os.lstat(tokens / "base").st_mode)
+    assert token_in(tokens / "base").startswith("eyJ")
+    (tokens / "base").unlink()
+    (tokens / "base").symlink_to(victim)
+    k.stop()  # removes the symlink, never its target
+    assert os.listdir(tokens) == [] and content(victim) == "precious\n"
+
+
+def test_a_temporary_file_is_made_exclusively_never_through_a_symlink(tmp_path, monkeypatch):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    monkeypatch.setattr(tokenfiles.os, "urandom", lambda n: b"\0" * n)  # the name is known in advance
+    (tmp_path / f".t.{'00' * 6}.tmp").symlink_to(victim)
+    with pytest.raises(FileExistsError, match="no unused temporary file name"):
+        tokenfiles.write_atomically(str(tmp_path / "t"), "token\n")
+    assert content(victim) == "precious\n"
+    assert not (tmp_path / "t").exists()
+
+
+def test_stop_removes_the_files_from_the_directory_it_wrote_to_only(keeper, tmp_path, clock, caplog):
+    tokens, moved, decoy = tmp_path / "tokens", tmp_path / "moved", tmp_path / "decoy"
+    k, _ = keeper()
+    k.step()
+    decoy.mkdir(mode=0o700)
+    (decoy / "base").write_text("someone else's\n")
+    tokens.rename(moved)
+    tokens.symlink_to(decoy)  # the path now leads elsewhere
+    clock.now += 20
+    k.step()
+    assert "is a symlink: refusing to write tokens there" in caplog.text
+    assert content(decoy / "base") == "someone else's\n", "written through a symlinked directory"
+    k.stop()
+    assert content(decoy / "base") == "someone else's\n", "a file was removed through a symlinked directory"
+    assert os.listdir(moved) == [], "the keeper's file was left in the directory it wrote to"
+
+
+def test_a_directory_removed_meanwhile_is_made_again(keeper, tmp_path, clock):
+    tokens = tmp_path / "tokens"
+    k, _ = keeper()
+    k.step()
+    shutil.rmtree(tokens)
+    clock.now += 20
+    k.step()
+    assert token_in(tokens / "base") and mode(tokens) == 0o700
+
+
+def test_start_removes_nothing_through_a_symlinked_directory(fakes, tmp_path, caplog):
+    fake = fakes(status=503, body={"error": "unavailable", "message": "Keycloak cannot issue a fresh token right now."})
+    decoy = tmp_path / "decoy"
+    decoy.mkdir(mode=0o700)
+    (decoy / "base").write_text("someone else's\n")
+    (tmp_path / "tokens").symlink_to(decoy)
+    k = Keeper([TokenFile("base", str(tmp_path / "tokens" / "base"))], fake.url, "server-token")
+    k.start()
+    k.stop()
+    assert content(decoy / "base") == "someone else's\n"
+    assert "cannot remove" in caplog.text and "is a symlink" in caplog.text
 
 
 # --- the schedule -------------------------------------------------------------------
@@ -497,6 +619,27 @@ def test_the_environment_configures_the_keeper(fakes, tmp_path, caplog):
         assert all(auth == "token server-token" for _, _, auth in fake.seen)
     finally:
         k.stop()
+
+
+def test_a_path_in_the_home_directory_is_expanded_for_the_servers_programs(fakes, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    monkeypatch.setenv("HOME", str(home))
+    issuer = Issuer(time.time, life=600)
+    fake = fakes(answer=issuer)
+    environ = {"TOKENKEEPER_TOKEN_FILES": json.dumps({"base": {"path": "~/.tokenkeeper/tokens/base"}}),
+               "TOKENKEEPER_TOKEN_FILE_BASE": "~/.tokenkeeper/tokens/base",
+               "TOKENKEEPER_URL": fake.url, "JUPYTERHUB_API_TOKEN": "server-token"}
+    k = tokenfiles.start_from_environment(environ, logging.getLogger("tokenkeeper-test"))
+    path = home / ".tokenkeeper" / "tokens" / "base"
+    try:
+        assert environ["TOKENKEEPER_TOKEN_FILE_BASE"] == str(path)
+        wait_for(path.exists)
+        assert token_in(path) == issuer.tokens["base"][0]
+        assert (mode(home / ".tokenkeeper"), mode(path.parent), mode(path)) == (0o700, 0o700, 0o600)
+    finally:
+        k.stop()
+    assert not path.exists()
 
 
 @pytest.mark.parametrize("environ, want", [

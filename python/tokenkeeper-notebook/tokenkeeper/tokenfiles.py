@@ -4,21 +4,29 @@ The hub (``tokenkeeper_hub.configure(token_files=...)``) puts the files'
 spec into the server's environment as ``TOKENKEEPER_TOKEN_FILES``, a JSON
 object from each file's name to its settings::
 
-    {"base": {"path": "/tmp/tokenkeeper-alice/base", "format": "raw"},
-     "trino": {"path": "/tmp/tokenkeeper-alice/trino", "format": "json", "audience": "trino"}}
+    {"base": {"path": "~/.tokenkeeper/tokens/base", "format": "raw"},
+     "trino": {"path": "/srv/tokens/alice/trino", "format": "json", "audience": "trino"}}
 
-and each file's path as ``TOKENKEEPER_TOKEN_FILE_<NAME>``. The package's
-Jupyter server extension (:mod:`tokenkeeper.serverextension`) runs a
-:class:`Keeper` for that spec inside the server, in a thread of its own:
+and each file's path as ``TOKENKEEPER_TOKEN_FILE_<NAME>``. A path starting
+with ``~/`` is in the home directory of the server's user; the keeper
+expands it and sets ``TOKENKEEPER_TOKEN_FILE_<NAME>`` to the full path. The
+package's Jupyter server extension (:mod:`tokenkeeper.serverextension`)
+runs a :class:`Keeper` for that spec inside the server, in a thread of its
+own:
 
 - each file holds one token: the user's own (no ``audience`` or ``idp``),
   one exchanged for ``audience``, or the identity provider ``idp``'s;
 - a file is rewritten at two thirds of its token's lifetime, by atomic
   rename (a temporary file in the same directory, written, flushed to disk,
   then renamed over the file), so a reader sees the old token or the new
-  one, never part of one; files have mode 0600, in a directory owned by
-  the user (or root) that nobody else may write to (one that does not exist
-  is made with mode 0700);
+  one, never part of one; files have mode 0600;
+- a file's directory is made with mode 0700 if it does not exist. It is
+  opened without following a symlink and checked on the open descriptor:
+  a symlink, a directory owned by another user, or one that group or
+  others may write to is refused (logged, and nothing is written there).
+  Every write, rename and removal is relative to that descriptor, temporary
+  files are created exclusively and never through a symlink, and a symlink
+  at a file's name is replaced, never followed;
 - ``format`` is ``raw`` (the token and a newline), ``json`` (``access_token``,
   ``token_type``, ``expires_at``, ``user``, and ``audience`` or ``idp``) or
   ``header`` (``Authorization: Bearer <token>`` and a newline);
@@ -29,29 +37,34 @@ Jupyter server extension (:mod:`tokenkeeper.serverextension`) runs a
   has expired while tokenkeeper could not be asked (or answered with an
   error) is removed too: a file that exists holds a token that has not
   expired;
-- the files are removed when the keeper stops (with the server), and files
-  left at those paths by an earlier server are removed when it starts.
+- the files are removed when the keeper stops (with the server), from the
+  directories it checked and wrote to, even if their paths now lead
+  elsewhere; files left at those paths by an earlier server are removed
+  when it starts.
 """
 
+import errno
 import json
 import logging
 import math
 import os
+import posixpath
 import re
 import stat
-import tempfile
 import threading
 import time
 
 from . import RETRY_FOR, LoginRequired, TokenkeeperError, _claim, fresh_token
 
 __all__ = [
-    "FORMATS", "SPEC_VARIABLE", "Keeper", "SpecError", "TokenFile", "parse_spec", "private_directory",
-    "render", "start_from_environment", "write_atomically",
+    "FORMATS", "PATH_PREFIX", "SPEC_VARIABLE", "Keeper", "SpecError", "TokenFile", "UnsafeDirectory",
+    "open_private_directory", "parse_spec", "render", "start_from_environment", "write_atomically", "write_in",
 ]
 
-# SPEC_VARIABLE is the environment variable that holds the files' spec.
+# SPEC_VARIABLE is the environment variable that holds the files' spec; each
+# file's path is in PATH_PREFIX + its name in capitals.
 SPEC_VARIABLE = "TOKENKEEPER_TOKEN_FILES"
+PATH_PREFIX = "TOKENKEEPER_TOKEN_FILE_"
 
 # FORMATS are the file formats: the token alone, JSON with its expiry, or an HTTP header line.
 FORMATS = ("raw", "json", "header")
@@ -101,7 +114,7 @@ def parse_spec(text):
     for name, settings in spec.items():
         problems += [f"{name!r}: {p}" for p in _problems(name, settings)]
         if not problems:
-            files.append(TokenFile(name, **settings))
+            files.append(TokenFile(name, **{**settings, "path": _expand(settings["path"])}))
     paths = [f.path for f in files]
     problems += [f"path {p!r} is given to more than one file" for p in sorted(set(paths)) if paths.count(p) > 1]
     if problems:
@@ -119,8 +132,10 @@ def _problems(name, settings):
     for key in sorted(set(settings) - _KEYS):
         yield f"unknown setting {key!r} (want path, format, audience or idp)"
     path = settings.get("path")
-    if not isinstance(path, str) or not os.path.isabs(path) or os.path.normpath(path) != path:
-        yield f"path must be an absolute, normalised path, not {path!r}"
+    if not _is_path(path):
+        yield f"path must be an absolute, normalised path or one that starts with ~/, not {path!r}"
+    elif not os.path.isabs(_expand(path)):
+        yield f"path {path!r} is in the home directory, and this server has none (HOME is not set)"
     if settings.get("format", "raw") not in FORMATS:
         yield f"format must be one of {', '.join(FORMATS)}, not {settings['format']!r}"
     for key in ("audience", "idp"):
@@ -129,6 +144,25 @@ def _problems(name, settings):
             yield f"{key} must be a non-empty string, not {value!r}"
     if settings.get("audience") is not None and settings.get("idp") is not None:
         yield "a file holds a token for an audience or of an identity provider, not both"
+
+
+def _is_path(path):
+    """Whether ``path`` is absolute and normalised, or ``~/`` and a normalised relative path below it."""
+    if not isinstance(path, str) or "\0" in path:
+        return False
+    if path.startswith("~/"):
+        path = path[1:]
+    return posixpath.isabs(path) and posixpath.normpath(path) == path and path != "/"
+
+
+def _expand(path):
+    """Return ``path`` with a leading ``~/`` replaced by the home directory of the server's user."""
+    if not path.startswith("~/"):
+        return path
+    home = os.path.expanduser("~")
+    if not os.path.isabs(home):
+        return path
+    return posixpath.join(posixpath.normpath(home), path[2:])
 
 
 def render(file_format, answer):
@@ -143,6 +177,10 @@ def render(file_format, answer):
         keys = ("access_token", "token_type", "expires_at", "user", "audience", "idp")
         return json.dumps({k: answer[k] for k in keys if answer.get(k) is not None}, indent=1) + "\n"
     raise ValueError(f"unknown token file format {file_format!r}")
+
+
+class UnsafeDirectory(OSError):
+    """A token file's directory is a symlink, another user's, or others may write to it."""
 
 
 def write_atomically(path, text):
@@ -197,10 +235,6 @@ def write_in(dir_fd, name, text):
         except FileNotFoundError:
             pass
         raise
-
-
-class UnsafeDirectory(OSError):
-    """A token file's directory is a symlink, another user's, or others may write to it."""
 
 
 def open_private_directory(path, create=True):
@@ -306,6 +340,7 @@ class Keeper:
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # guards writing and removing files, and _stopped
         self._stopped = False
+        self._dirs = {}  # each directory written to or removed from: its path's checked descriptor
         self._thread = None
         self.log = log or logging.getLogger(__name__)
 
@@ -325,8 +360,11 @@ class Keeper:
         self._stopping.set()
         with self._lock:
             self._stopped = True
-        for st in self._states:
-            self._remove(st)
+            for st in self._states:
+                self._unlink(st)
+            for fd in self._dirs.values():
+                os.close(fd)
+            self._dirs.clear()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -406,25 +444,68 @@ class Keeper:
             self.log.warning("tokenkeeper: token file %s removed: its token has expired", st.file.name)
             self._remove(st)
         st.retry_later(now)
-        self.log.warning("tokenkeeper: token file %s not refreshed, trying again in %.0f s: %s",
-                         st.file.name, st.next_at - now, e)
+        self.log.log(logging.ERROR if isinstance(e, UnsafeDirectory) else logging.WARNING,
+                     "tokenkeeper: token file %s not refreshed, trying again in %.0f s: %s",
+                     st.file.name, st.next_at - now, e)
 
     def _write(self, st, answer):
         with self._lock:
             if self._stopped:
                 raise _Stopped()
-            private_directory(os.path.dirname(st.file.path))
-            write_atomically(st.file.path, render(st.file.format, answer))
+            directory, name = os.path.split(st.file.path)
+            write_in(self._directory(directory, create=True), name, render(st.file.format, answer))
 
     def _remove(self, st):
         with self._lock:
-            try:
-                os.remove(st.file.path)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                self.log.error("tokenkeeper: token file %s: cannot remove %s: %s", st.file.name, st.file.path, e)
             st.expires = None
+            if not self._stopped:  # else stop has removed every file
+                self._unlink(st)
+
+    def _unlink(self, st):
+        """Remove st's file by name from its directory's checked descriptor, never through a symlink."""
+        directory, name = os.path.split(st.file.path)
+        st.expires = None
+        fd = self._dirs.get(directory)
+        try:
+            if fd is None:
+                fd = self._directory(directory, create=False)
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            self.log.error("tokenkeeper: token file %s: cannot remove %s: %s", st.file.name, st.file.path, e)
+
+    def _directory(self, path, create):
+        """Return the descriptor of directory ``path``, checked now (:func:`open_private_directory`).
+
+        The keeper holds it from the first write or removal on, and removes
+        its files through it: a directory put at the path later is never
+        written to unless it passes the checks, nor has files removed. When
+        another directory that passes them has replaced it, the keeper's
+        files are removed from the old one and written again in the new.
+        """
+        fd = open_private_directory(path, create)
+        held = self._dirs.get(path)
+        if held is None:
+            self._dirs[path] = fd
+            return fd
+        new, old = os.fstat(fd), os.fstat(held)
+        if (new.st_dev, new.st_ino) == (old.st_dev, old.st_ino):
+            os.close(fd)
+            return held
+        now = self._now()
+        for other in self._states:
+            other_dir, other_name = os.path.split(other.file.path)
+            if other_dir == path:
+                try:
+                    os.unlink(other_name, dir_fd=held)
+                except OSError:
+                    pass
+                other.expires = None
+                other.next_at = min(other.next_at, now)
+        os.close(held)
+        self._dirs[path] = fd
+        return fd
 
 
 def start_from_environment(environ=None, log=None):
@@ -433,6 +514,9 @@ def start_from_environment(environ=None, log=None):
     Without the variable there is nothing to keep. A spec that is not
     valid, or a server without ``TOKENKEEPER_URL`` and
     ``JUPYTERHUB_API_TOKEN``, is logged as an error and keeps nothing.
+    Each ``TOKENKEEPER_TOKEN_FILE_<NAME>`` in ``environ`` is set to its
+    file's full path (a path starting with ``~/`` in the spec is expanded
+    here), so that the kernels and terminals the server starts see it.
     """
     environ = os.environ if environ is None else environ
     log = log or logging.getLogger(__name__)
@@ -451,6 +535,8 @@ def start_from_environment(environ=None, log=None):
         log.error("tokenkeeper: %s is set, but TOKENKEEPER_URL and JUPYTERHUB_API_TOKEN are not, "
                   "so no token files are kept", SPEC_VARIABLE)
         return None
+    for f in files:
+        environ[PATH_PREFIX + f.name.upper()] = f.path
     keeper = Keeper(files, url, hub_token, log=log)
     keeper.start()
     log.info("tokenkeeper: keeping token files fresh: %s",
