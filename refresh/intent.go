@@ -54,7 +54,12 @@ func (r *Refresher) settleIntent(ctx context.Context, name string, st AuthState)
 		t, err := r.current(st, fmt.Errorf("read intent: %w", err))
 		return t, true, err
 	}
-	switch afterIntent(in, ok, digest(st.Refresh.Reveal()), r.opts.MaxReuse) {
+	step := afterIntent(in, ok, digest(st.Refresh.Reveal()), r.opts.MaxReuse)
+	if err := r.backingOff(name); err != nil && step > intentStale {
+		t, err := r.current(st, err)
+		return t, true, err
+	}
+	switch step {
 	case intentStale:
 		r.save(ctx, store.Change{DropIntent: name})
 	case intentRetry:

@@ -686,6 +686,9 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	if r.work.isStopping() {
 		return r.current(st, ErrStopping)
 	}
+	if err := r.backingOff(name); err != nil {
+		return r.current(st, err)
+	}
 	if err := r.holdForOperator(); err != nil {
 		r.backoff(ctx, name, st, err)
 		return r.current(st, err)
@@ -725,6 +728,17 @@ func (r *Refresher) spend(ctx context.Context, name string, st AuthState, prior 
 	r.opts.Metrics.grant("success", time.Since(start))
 	r.setOperator(nil)
 	return r.writeBack(ctx, name, st, tok)
+}
+
+// backingOff returns why name is backing off, if it is: a caller asking
+// again does not cut the backoff short. Keycloak (or the hub) failed this
+// user's last attempt, and is asked again at the user's due time.
+func (r *Refresher) backingOff(name string) error {
+	u, ok := r.user(name)
+	if !ok || u.Status != store.StatusBackoff || !u.Due.After(r.opts.Now()) {
+		return nil
+	}
+	return fmt.Errorf("retrying at %s: %s", u.Due.UTC().Format(time.RFC3339), u.Reason)
 }
 
 // current returns st's access token while it is valid, else err.
