@@ -303,7 +303,7 @@ func TestRealmWideSessionWipeTripsGuard(t *testing.T) {
 			t.Errorf("%s's auth_state was cleared while logouts are paused", u)
 		}
 	}
-	// A user who is not a hub admin may not release the guard.
+	// A user without the guard scope may not release the guard.
 	wipe1, err := stack.UserToken(ctx, "wipe1", "access:services!service=tokenkeeper")
 	if err != nil {
 		t.Fatal(err)
@@ -316,9 +316,21 @@ func TestRealmWideSessionWipeTripsGuard(t *testing.T) {
 		"lost its sessions; nobody is logged out until an admin releases the guard") {
 		t.Logf("logouts paused %s after the wipe", l.Time.Sub(wipe).Round(time.Millisecond))
 	}
+	// Nor may a hub admin's token without the guard scope.
+	adminOnly, err := stack.UserToken(ctx, "mallory", "access:services!service=tokenkeeper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, body := releaseGuard(t, adminOnly); status != http.StatusForbidden {
+		t.Errorf("guard/release by a token of mallory without the guard scope: %d %s, want 403", status, body)
+	}
+	guard, err := stack.UserToken(ctx, "mallory", "access:services!service=tokenkeeper", "custom:tokenkeeper:guard")
+	if err != nil {
+		t.Fatal(err)
+	}
 	released := time.Now()
-	if status, body := releaseGuard(t, hubAdminToken(t)); status != http.StatusOK || body != `{"released":true}` {
-		t.Fatalf("guard/release by mallory: %d %s, want 200 {\"released\":true}", status, body)
+	if status, body := releaseGuard(t, guard); status != http.StatusOK || body != `{"released":true}` {
+		t.Fatalf("guard/release with mallory's guard-scoped token: %d %s, want 200 {\"released\":true}", status, body)
 	}
 	err = Poll(ctx, sweepInterval+10*time.Second, 250*time.Millisecond, func() (bool, error) {
 		for _, u := range users {

@@ -90,9 +90,6 @@ func routes(g *gin.RouterGroup, h *handler) {
 	g.GET("/", h.info)
 	g.GET("/health", h.health)
 	g.POST("/backchannel-logout", h.backchannelLogout)
-	if h.ReleaseGuard != nil {
-		g.POST("/guard/release", h.releaseGuard)
-	}
 	if h.Metrics != nil {
 		g.GET("/metrics", gin.WrapH(h.Metrics))
 	}
@@ -102,6 +99,9 @@ func routes(g *gin.RouterGroup, h *handler) {
 	auth.GET("/job-status", h.jobStatus)
 	if h.Status != nil {
 		auth.GET("/status", h.status)
+	}
+	if h.ReleaseGuard != nil {
+		auth.POST("/guard/release", h.releaseGuard)
 	}
 }
 

@@ -186,3 +186,10 @@ if env.get("TK_TEST_ADMIN_TOKEN"):
         ],
         "services": ["tk-test-admin"],
     })
+    # mallory, a hub admin, may release tokenkeeper's guard (being an admin
+    # is not enough).
+    c.JupyterHub.load_roles.append({
+        "name": "tk-test-guard",
+        "scopes": [tokenkeeper_hub.SCOPE_GUARD, "access:services!service=tokenkeeper"],
+        "users": ["mallory"],
+    })

@@ -54,6 +54,7 @@ from .hooks import (
 )
 from .roles import (
     CUSTOM_SCOPES,
+    SCOPE_GUARD,
     SCOPE_SERVICE_ACCOUNT,
     SCOPE_TOKENS,
     access_scope,
@@ -67,7 +68,7 @@ from .tokenfiles import DEFAULT_TOKEN_DIR, normalize_token_files, token_file_env
 __version__ = "0.1.0"
 
 __all__ = [
-    "CLOCK_LEEWAY", "CUSTOM_SCOPES", "DEFAULT_TOKEN_DIR", "RETRY_FOR", "SCOPE_SERVICE_ACCOUNT", "SCOPE_TOKENS",
+    "CLOCK_LEEWAY", "CUSTOM_SCOPES", "DEFAULT_TOKEN_DIR", "RETRY_FOR", "SCOPE_GUARD", "SCOPE_SERVICE_ACCOUNT", "SCOPE_TOKENS",
     "TokenkeeperUnreachable", "access_scope", "chain_post_auth_hooks", "chain_pre_spawn_hooks",
     "chain_refresh_user_hooks", "configure", "install_hook", "make_post_auth_hook",
     "make_pre_spawn_hook", "make_refresh_user_hook", "normalize_token_files", "refresh_expiry",

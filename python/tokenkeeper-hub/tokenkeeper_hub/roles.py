@@ -9,6 +9,10 @@ SCOPE_TOKENS = "custom:tokenkeeper:tokens"
 # SCOPE_SERVICE_ACCOUNT lets a token ask for the service account's token and
 # job status.
 SCOPE_SERVICE_ACCOUNT = "custom:tokenkeeper:service-account"
+# SCOPE_GUARD lets a token release tokenkeeper's mass-failure guard, which
+# logs out the users it holds. Nothing is granted it by default: give it, on
+# purpose, to the people who check that Keycloak really ended those sessions.
+SCOPE_GUARD = "custom:tokenkeeper:guard"
 
 CUSTOM_SCOPES = {
     SCOPE_TOKENS: {
@@ -16,6 +20,9 @@ CUSTOM_SCOPES = {
     },
     SCOPE_SERVICE_ACCOUNT: {
         "description": "Read tokenkeeper's service-account token and job status.",
+    },
+    SCOPE_GUARD: {
+        "description": "Release tokenkeeper's mass-failure guard: log out the users it holds.",
     },
 }
 
