@@ -87,8 +87,6 @@ test_options = {
 test_settings = {
     "TOKENKEEPER_SWEEP_INTERVAL": env.get("TK_SWEEP_INTERVAL", "2s"),
     "TOKENKEEPER_REFRESH_WINDOW": "5s",
-    # The realm's Refresh Token Max Reuse (realm.json), as README recommends.
-    "TOKENKEEPER_REFRESH_TOKEN_MAX_REUSE": "1",
     "TOKENKEEPER_LOG_LEVEL": "debug",
     "TOKENKEEPER_SERVICE_TOKEN_AUDIENCES": "trino",
     "TOKENKEEPER_AUDIENCES": "trino",
@@ -164,6 +162,8 @@ tokenkeeper_hub.configure(
         "TOKENKEEPER_CLIENT_SECRET": os.environ["OAUTH_CLIENT_SECRET"],
         "TOKENKEEPER_STATE_KEY": os.environ["TOKENKEEPER_STATE_KEY"],
         "TOKENKEEPER_DATABASE": f"{state}/tokenkeeper.db",
+        # The realm's Refresh Token Max Reuse (see Realm settings that matter).
+        "TOKENKEEPER_REFRESH_TOKEN_MAX_REUSE": "1",
         "TOKENKEEPER_SERVICE_ACCOUNT_CLIENT_ID": "tokenkeeper-sa",
         "TOKENKEEPER_SERVICE_ACCOUNT_SECRET": os.environ["KEYCLOAK_SA_SECRET"],
         "TOKENKEEPER_ADMIN_CLIENT_ID": "tokenkeeper-admin",
