@@ -1,6 +1,8 @@
 package refresh
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/store"
@@ -32,6 +34,9 @@ const (
 	// without Keycloak's basic scope, lightweight access tokens), so a
 	// back-channel logout of one of their sessions logs out all of them.
 	ProblemNoSessionID ProblemClass = "tokens_without_sid"
+	// ProblemExcessScopes: tokenkeeper's hub token holds powerful scopes
+	// its settings do not need (Detail names them).
+	ProblemExcessScopes ProblemClass = "excess_scopes"
 )
 
 // sweepPanicShown is how long health shows a sweep's panic: long enough
@@ -43,6 +48,9 @@ type Problem struct {
 	Class ProblemClass
 	// Users counts the users affected, where that applies.
 	Users int
+	// Detail names what the problem is about where that is no secret: the
+	// excess scopes.
+	Detail string
 }
 
 // Health is tokenkeeper's state as a whole.
@@ -57,13 +65,16 @@ const (
 	HealthUnhealthy = "unhealthy" // refreshing or logging out is stopped
 )
 
+// degrading are the problems that leave every user served.
+var degrading = []ProblemClass{ProblemStuckUsers, ProblemHubBudget, ProblemNoSessionID, ProblemExcessScopes}
+
 // State is HealthOK with no problems, HealthDegraded when the only problems
-// are stuck users, a short hub budget or tokens without sid, and
-// HealthUnhealthy otherwise.
+// are degrading ones (stuck users, a short hub budget, tokens without sid,
+// excess scopes), and HealthUnhealthy otherwise.
 func (h Health) State() string {
 	state := HealthOK
 	for _, p := range h.Problems {
-		if p.Class != ProblemStuckUsers && p.Class != ProblemHubBudget && p.Class != ProblemNoSessionID {
+		if !slices.Contains(degrading, p.Class) {
 			return HealthUnhealthy
 		}
 		state = HealthDegraded
@@ -95,6 +106,9 @@ func (r *Refresher) Health() Health {
 	}
 	if stuck > 0 {
 		h.Problems = append(h.Problems, Problem{Class: ProblemStuckUsers, Users: stuck})
+	}
+	if len(r.opts.ExcessScopes) > 0 {
+		h.Problems = append(h.Problems, Problem{Class: ProblemExcessScopes, Detail: strings.Join(r.opts.ExcessScopes, ", ")})
 	}
 	if len(r.noSID) > 0 {
 		h.Problems = append(h.Problems, Problem{Class: ProblemNoSessionID, Users: len(r.noSID)})

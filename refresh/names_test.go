@@ -62,3 +62,14 @@ func TestDeletedUserIsForgottenAtTheFirst404(t *testing.T) {
 		t.Error(`a deleted user logged "refresh failed"`)
 	}
 }
+
+// Excess hub scopes found at start are a degrading health problem that
+// names them.
+func TestHealthNamesExcessScopes(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.ExcessScopes = []string{"tokens", "the admin role"} })
+	h := f.r.Health()
+	if h.State() != HealthDegraded || len(h.Problems) != 1 || h.Problems[0].Class != ProblemExcessScopes ||
+		h.Problems[0].Detail != "tokens, the admin role" {
+		t.Errorf("Health() = %+v (%s), want degraded excess_scopes naming tokens and the admin role", h, h.State())
+	}
+}

@@ -117,6 +117,9 @@ type Options struct {
 	// provider; Providers are the aliases Derived serves.
 	ProviderToken DeriveFunc
 	Providers     []string
+	// ExcessScopes are the powerful hub scopes tokenkeeper's token holds
+	// beyond what its settings need; health reports them.
+	ExcessScopes []string
 	// UserGone, when set, is called with the name of a user the hub no
 	// longer has, so that the cached identities of their tokens go too.
 	UserGone func(name string)

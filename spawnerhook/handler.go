@@ -152,6 +152,8 @@ var problemTexts = map[refresh.ProblemClass]string{
 	refresh.ProblemHubBudget:  "hub_max_rps cannot refresh every due user before their token expires.",
 	refresh.ProblemSweepPanicked: "A sweep failed on an internal error in the last 10 minutes; " +
 		"the log has its stack. Please report it.",
+	refresh.ProblemExcessScopes: "tokenkeeper's hub token holds scopes its settings do not need; " +
+		"take them away in jupyterhub_config.py:",
 	refresh.ProblemNoSessionID: "Some users' tokens carry no session id (sid): a back-channel logout of one " +
 		"of their sessions logs out all of them. Give the hub's client Keycloak's basic scope.",
 }
@@ -169,7 +171,11 @@ func (h *handler) health(c *gin.Context) {
 	state := hl.State()
 	problems := make([]problemBody, 0, len(hl.Problems))
 	for _, p := range hl.Problems {
-		problems = append(problems, problemBody{Class: string(p.Class), Message: problemTexts[p.Class], Users: p.Users})
+		msg := problemTexts[p.Class]
+		if p.Detail != "" {
+			msg += " " + p.Detail + "."
+		}
+		problems = append(problems, problemBody{Class: string(p.Class), Message: msg, Users: p.Users})
 	}
 	status := http.StatusOK
 	if state == refresh.HealthUnhealthy {

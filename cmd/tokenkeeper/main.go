@@ -163,8 +163,16 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency),
 		hubclient.WithRateLimit(cfg.HubMaxRPS),
 		hubclient.WithObserver(hubObserver(reg)))
-	if err := retryHub(ctx, log, func(ctx context.Context) error { return checkScopes(ctx, hub, cfg) }); err != nil {
+	var excess []string
+	if err := retryHub(ctx, log, func(ctx context.Context) (err error) {
+		excess, err = checkScopes(ctx, hub, cfg)
+		return err
+	}); err != nil {
 		return nil, &startError{class: "hub_scopes", err: err}
+	}
+	if len(excess) > 0 {
+		log.Warn("tokenkeeper's hub token holds more than its settings need; take it away in jupyterhub_config.py",
+			"excess", strings.Join(excess, ", "))
 	}
 	kc := keycloak.New(cfg.IssuerURL, cfg.ClientID, cfg.ClientSecret, client)
 	sa := serviceAccount(ctx, cfg, client, kc)
@@ -173,6 +181,7 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 		return nil, err
 	}
 	opts.Exchange, opts.Audiences = kc.Exchange, cfg.Audiences
+	opts.ExcessScopes = excess
 	opts.UserGone = hub.Forget
 	opts.Introspect = func(ctx context.Context, refresh config.Secret) (bool, error) {
 		return kc.Introspect(ctx, refresh, "refresh_token")

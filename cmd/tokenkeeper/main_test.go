@@ -186,7 +186,7 @@ func TestCheckScopes(t *testing.T) {
 			})
 			cfg := config.Default()
 			cfg.RevokeTokens, cfg.StopServers = tt.revoke, tt.stop
-			err := checkScopes(t.Context(), hubclient.New(hub.srv.URL+"/hub/api", "svc-token"), cfg)
+			_, err := checkScopes(t.Context(), hubclient.New(hub.srv.URL+"/hub/api", "svc-token"), cfg)
 			if diff := cmp.Diff([]seen{{Method: "GET", Path: "/hub/api/user", Authorization: "token svc-token"}}, hub.requests()); diff != "" {
 				t.Errorf("checkScopes requests mismatch (-want +got):\n%s", diff)
 			}
@@ -222,12 +222,41 @@ func quoteAll(ss []string) string {
 	return strings.Join(q, ",")
 }
 
+// Powerful scopes beyond what the settings need are reported by name (and
+// do not stop tokenkeeper); those the settings need are not.
+func TestExcessScopes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		id     hubclient.Identity
+		revoke bool
+		admins bool
+		want   []string
+	}{
+		{name: "least", id: hubclient.Identity{Scopes: []string{"admin:users", "admin:auth_state", "list:users", "read:servers"}}},
+		{name: "tokens without revoke_tokens", id: hubclient.Identity{Scopes: []string{"admin:users", "tokens", "read:tokens"}},
+			want: []string{"tokens", "read:tokens"}},
+		{name: "tokens with revoke_tokens", id: hubclient.Identity{Scopes: []string{"admin:users", "tokens", "read:tokens"}}, revoke: true},
+		{name: "servers", id: hubclient.Identity{Scopes: []string{"admin:servers", "access:servers", "shutdown"}},
+			want: []string{"admin:servers", "access:servers", "shutdown"}},
+		{name: "admin role", id: hubclient.Identity{Admin: true}, want: []string{"the admin role"}},
+		{name: "admin role with refresh_admins", id: hubclient.Identity{Admin: true}, admins: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.RevokeTokens, cfg.RefreshAdmins = tc.revoke, tc.admins
+			if diff := cmp.Diff(tc.want, excessScopes(tc.id, cfg)); diff != "" {
+				t.Errorf("excessScopes (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestCheckScopesHubRefuses(t *testing.T) {
 	hub := newRecorder(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusForbidden)
 		fmt.Fprint(w, `{"status":403,"message":"Forbidden"}`)
 	})
-	err := checkScopes(t.Context(), hubclient.New(hub.srv.URL+"/hub/api", "svc-token"), config.Default())
+	_, err := checkScopes(t.Context(), hubclient.New(hub.srv.URL+"/hub/api", "svc-token"), config.Default())
 	if !hubclient.IsStatus(err, http.StatusForbidden) {
 		t.Errorf("checkScopes when the hub refuses the token = %v, want a wrapped *APIError 403", err)
 	}

@@ -27,14 +27,41 @@ func requiredScopes(cfg config.Config) []string {
 	return s
 }
 
+// powerfulScopes are hub scopes that reach far beyond tokenkeeper's job:
+// minting tokens, running or reaching servers, changing groups, services or
+// the proxy, shutting the hub down. Held without the setting that needs
+// them, they are reported (excessScopes).
+var powerfulScopes = []string{
+	"tokens", "read:tokens", "delete:servers", "servers", "admin:servers", "access:servers",
+	"admin:groups", "groups", "admin:services", "proxy", "shutdown", "admin-ui",
+}
+
+// excessScopes returns the powerful scopes id holds that cfg does not need,
+// and "the admin role" when id is an admin without refresh_admins.
+func excessScopes(id hubclient.Identity, cfg config.Config) []string {
+	need := requiredScopes(cfg)
+	var out []string
+	for _, s := range powerfulScopes {
+		if slices.Contains(id.Scopes, s) && !slices.Contains(need, s) {
+			out = append(out, s)
+		}
+	}
+	if id.Admin && !cfg.RefreshAdmins {
+		out = append(out, "the admin role")
+	}
+	return out
+}
+
 // checkScopes asks the hub which scopes tokenkeeper's token has and fails,
-// naming every missing scope, when it has fewer than it needs.
-func checkScopes(ctx context.Context, hub *hubclient.Client, cfg config.Config) error {
+// naming every missing scope, when it has fewer than it needs. It returns
+// the powerful scopes it holds beyond those (excessScopes), which do not
+// stop it.
+func checkScopes(ctx context.Context, hub *hubclient.Client, cfg config.Config) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	id, err := hub.Self(ctx)
 	if err != nil {
-		return fmt.Errorf("asking the hub for tokenkeeper's own scopes: %w", err)
+		return nil, fmt.Errorf("asking the hub for tokenkeeper's own scopes: %w", err)
 	}
 	var missing []string
 	for _, s := range requiredScopes(cfg) {
@@ -52,9 +79,9 @@ func checkScopes(ctx context.Context, hub *hubclient.Client, cfg config.Config) 
 			"without which the hub refuses to store admins' tokens (configure(refresh_admins=True) grants it)", cfg.Hub.Name))
 	}
 	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "\n"))
+		return nil, errors.New(strings.Join(problems, "\n"))
 	}
-	return nil
+	return excessScopes(id, cfg), nil
 }
 
 // hubObserver records hub request durations by route.
