@@ -2,6 +2,8 @@ package hubclient
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -47,9 +49,14 @@ func TestRateLimitPacesEveryKindOfRequest(t *testing.T) {
 					return err
 				case 1:
 					return c.SetAuthState(context.Background(), "alice", []byte(`{}`))
-				default:
-					_, err := c.Identify(context.Background(), "token-"+string(rune('a'+i)))
-					return err
+				default: // refused at once when lookups are at their limit: a caller retries
+					for {
+						_, err := c.Identify(context.Background(), "token-"+string(rune('a'+i)))
+						if !errors.Is(err, ErrBusy) {
+							return err
+						}
+						time.Sleep(250 * time.Millisecond)
+					}
 				}
 			})
 		}
@@ -68,6 +75,76 @@ func TestRateLimitPacesEveryKindOfRequest(t *testing.T) {
 		}
 		if elapsed := time.Since(start); elapsed < 2*time.Second {
 			t.Errorf("60 requests at 20/s took %v, want at least 2 s", elapsed)
+		}
+	})
+}
+
+// TestLookupsCannotStarveTheRefresher: 200 callers with made-up tokens and
+// 40 of the refresher's reads at once, against a limit of 20 per second.
+// The reads keep their share (four fifths: 40 reads in at most 2.6 s); the
+// lookups beyond their queue are refused at once instead of waiting, and no
+// second sees more than 20 requests in all.
+func TestLookupsCannotStarveTheRefresher(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var arrived []time.Time
+		hub := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			arrived = append(arrived, time.Now())
+			mu.Unlock()
+			if r.URL.Path == "/hub/api/user" {
+				w.WriteHeader(http.StatusForbidden)
+				w.Write([]byte(`{"status":403,"message":"Forbidden"}`))
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"name":"alice","auth_state":null}`))
+		})
+		c := New("http://hub.invalid/hub/api", "svc", WithHTTPClient(&http.Client{Transport: inProcess{hub}}),
+			WithRateLimit(20), WithConcurrency(8))
+		start := time.Now()
+		var busy, refused sync.WaitGroup
+		var mu2 sync.Mutex
+		busyCount, waited := 0, time.Duration(0)
+		for i := range 200 {
+			busy.Go(func() {
+				began := time.Now()
+				_, err := c.Identify(context.Background(), fmt.Sprintf("made-up-%d", i))
+				if errors.Is(err, ErrBusy) {
+					mu2.Lock()
+					busyCount++
+					waited = max(waited, time.Since(began))
+					mu2.Unlock()
+				}
+			})
+		}
+		var readsDone time.Duration
+		refused.Go(func() {
+			var g errgroup.Group
+			for range 40 {
+				g.Go(func() error { _, err := c.User(context.Background(), "alice"); return err })
+			}
+			if err := g.Wait(); err != nil {
+				t.Error(err)
+			}
+			readsDone = time.Since(start)
+		})
+		busy.Wait()
+		refused.Wait()
+		if readsDone > 2600*time.Millisecond {
+			t.Errorf("40 refresher reads took %v beside 200 made-up lookups, want at most 2.6 s (16/s)", readsDone)
+		}
+		if busyCount == 0 || waited > identityWaitLimit {
+			t.Errorf("lookups refused = %d, longest wait before a refusal %v; want some refused, none after more than %v",
+				busyCount, waited, identityWaitLimit)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i := 0; i+20 < len(arrived); i++ {
+			if d := arrived[i+20].Sub(arrived[i]); d < time.Second {
+				t.Errorf("requests %d to %d arrived within %v: 21 in one second, want at most 20", i, i+20, d)
+				break
+			}
 		}
 	})
 }

@@ -34,11 +34,16 @@ type Client struct {
 	http  *http.Client
 	sem   chan struct{} // requests in flight, except identity lookups
 	idSem chan struct{} // identity lookups in flight
-	// budget paces every request to the hub (sweeps, fresh-token misses
-	// and identity lookups alike); nil means no limit.
-	budget *rate.Limiter
-	ttl    time.Duration
-	now    func() time.Time
+	// idQueue holds a slot for every identity lookup in flight or waiting
+	// for idSem; a lookup that finds it full is refused (ErrBusy).
+	idQueue chan struct{}
+	// budget paces the refresher's requests to the hub (sweeps, write-backs,
+	// fresh-token misses), idBudget identity lookups; together they stay
+	// within the rate limit, and lookups cannot take the refresher's share.
+	// nil means no limit.
+	budget, idBudget *rate.Limiter
+	ttl              time.Duration
+	now              func() time.Time
 
 	observe func(route string, d time.Duration, err error)
 
@@ -67,17 +72,37 @@ func noRedirects(h *http.Client) *http.Client {
 	return &cp
 }
 
-// WithRateLimit caps the requests sent to the hub at rps per second, shared
-// by every kind of request, so that tokenkeeper takes at most a known share
-// of the hub's API. Requests are spaced evenly, with no bursts, a little
-// further apart than 1/rps, so that no second of the hub's clock sees more
-// than rps even when network delays bunch a few of them.
+// WithRateLimit caps the requests sent to the hub at rps per second, so
+// that tokenkeeper takes at most a known share of the hub's API. Identity
+// lookups (Identify: callers' tokens, made-up ones included) get a fifth of
+// it, at least one per second, and the refresher the rest, so that callers
+// cannot slow the refresher down. Requests are spaced evenly, with no
+// bursts, a little further apart than 1/rps, so that no second of the hub's
+// clock sees more than rps even when network delays bunch a few of them.
 func WithRateLimit(rps float64) Option {
-	return func(c *Client) { c.budget = rate.NewLimiter(rate.Limit(rps*rateHeadroom), 1) }
+	return func(c *Client) {
+		ids := max(rps*identityShare, min(1, rps/2))
+		c.budget = rate.NewLimiter(rate.Limit((rps-ids)*rateHeadroom), 1)
+		c.idBudget = rate.NewLimiter(rate.Limit(ids*rateHeadroom), 1)
+	}
 }
 
-// rateHeadroom is the share of the rate limit the pacing uses.
-const rateHeadroom = 0.98
+const (
+	// rateHeadroom is the share of the rate limit the pacing uses.
+	rateHeadroom = 0.98
+	// identityShare is the share of the rate limit identity lookups get.
+	identityShare = 0.2
+	// identityQueue is how many identity lookups may wait for a slot of
+	// the lookup pool; more are refused at once (ErrBusy).
+	identityQueue = 16
+	// identityWaitLimit is the longest an identity lookup waits for its
+	// share of the rate limit; a longer wait is refused at once (ErrBusy).
+	identityWaitLimit = time.Second
+)
+
+// ErrBusy means tokenkeeper's identity lookups are at their limit (made-up
+// or many tokens at once); the caller should try again shortly.
+var ErrBusy = errors.New("hubclient: too many identity lookups at once; try again shortly")
 
 // WithConcurrency bounds the requests in flight toward the hub to n (default
 // 10), identity lookups apart. Values below 1 mean 1.
@@ -88,7 +113,10 @@ func WithConcurrency(n int) Option {
 // WithIdentityConcurrency bounds the Identify lookups in flight toward the
 // hub to n (default 4), on a pool of their own. Values below 1 mean 1.
 func WithIdentityConcurrency(n int) Option {
-	return func(c *Client) { c.idSem = make(chan struct{}, max(n, 1)) }
+	return func(c *Client) {
+		c.idSem = make(chan struct{}, max(n, 1))
+		c.idQueue = make(chan struct{}, max(n, 1)+identityQueue)
+	}
 }
 
 // WithIdentityCacheTTL sets how long an Identify answer is reused (default
@@ -113,10 +141,11 @@ func WithClock(now func() time.Time) Option { return func(c *Client) { c.now = n
 func New(apiURL, token string, opts ...Option) *Client {
 	c := &Client{
 		base: strings.TrimRight(apiURL, "/"), token: token,
-		http:  noRedirects(&http.Client{Timeout: 10 * time.Second}),
-		sem:   make(chan struct{}, 10),
-		idSem: make(chan struct{}, defaultIdentityConcurrency),
-		ttl:   maxIdentityTTL, now: time.Now,
+		http:    noRedirects(&http.Client{Timeout: 10 * time.Second}),
+		sem:     make(chan struct{}, 10),
+		idSem:   make(chan struct{}, defaultIdentityConcurrency),
+		idQueue: make(chan struct{}, defaultIdentityConcurrency+identityQueue),
+		ttl:     maxIdentityTTL, now: time.Now,
 		ids: map[[32]byte]cachedIdentity{}, flights: map[[32]byte]*lookup{},
 	}
 	for _, o := range opts {
@@ -151,9 +180,9 @@ type request struct {
 	method, path string // path is escaped and relative to the API URL
 	query        url.Values
 	body         any
-	token        string        // overrides the client's token
-	accept       string        // overrides application/json
-	pool         chan struct{} // overrides the client's semaphore
+	token        string // overrides the client's token
+	accept       string // overrides application/json
+	lookup       bool   // an identity lookup: its own pool, queue and budget
 }
 
 // fail wraps err with the request's method and path and, unless it is
@@ -167,16 +196,11 @@ func (r request) fail(step string, err error) error {
 
 // do sends r and decodes a 2xx JSON answer into out, unless out is nil.
 func (c *Client) do(ctx context.Context, r request, out any) (err error) {
-	sem := cmp.Or(r.pool, c.sem)
-	if err := acquire(ctx, sem); err != nil {
+	release, err := c.admit(ctx, r)
+	if err != nil {
 		return r.fail("", err)
 	}
-	defer func() { <-sem }()
-	if c.budget != nil {
-		if err := c.budget.Wait(ctx); err != nil {
-			return r.fail("hub request budget", err)
-		}
-	}
+	defer release()
 	req, err := c.newRequest(ctx, r)
 	if err != nil {
 		return err
@@ -191,6 +215,66 @@ func (c *Client) do(ctx context.Context, r request, out any) (err error) {
 	}
 	defer drainAndClose(resp.Body)
 	return readAnswer(r, resp, out)
+}
+
+// admit waits for r's turn: a slot of its pool and its share of the rate
+// limit. An identity lookup first takes a queue slot and is refused at once
+// (ErrBusy) when the queue is full or its share would make it wait longer
+// than identityWaitLimit, so that made-up tokens cannot pile up waiting.
+func (c *Client) admit(ctx context.Context, r request) (release func(), err error) {
+	sem, budget := c.sem, c.budget
+	if r.lookup {
+		select {
+		case c.idQueue <- struct{}{}:
+		default:
+			return nil, ErrBusy
+		}
+		sem, budget = c.idSem, c.idBudget
+	}
+	free := func() {
+		if r.lookup {
+			<-c.idQueue
+		}
+	}
+	if err := acquire(ctx, sem); err != nil {
+		free()
+		return nil, err
+	}
+	release = func() { <-sem; free() }
+	if err := c.pace(ctx, budget, r.lookup); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
+// pace waits for budget (nil: no limit). A lookup that would wait longer
+// than identityWaitLimit is refused instead.
+func (c *Client) pace(ctx context.Context, budget *rate.Limiter, lookup bool) error {
+	if budget == nil {
+		return nil
+	}
+	if !lookup {
+		if err := budget.Wait(ctx); err != nil {
+			return fmt.Errorf("hub request budget: %w", err)
+		}
+		return nil
+	}
+	res := budget.Reserve()
+	if d := res.Delay(); d > identityWaitLimit {
+		res.Cancel()
+		return ErrBusy
+	} else if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			res.Cancel()
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // acquire waits for a slot of sem or for ctx to end.

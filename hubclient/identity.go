@@ -76,7 +76,7 @@ type lookup struct {
 // the request is cancelled once every caller has stopped waiting. An invalid
 // or empty token is an *APIError with status 403, as the hub answers it.
 func (c *Client) Identify(ctx context.Context, token string) (Identity, error) {
-	r := request{method: http.MethodGet, path: "/user", token: token, pool: c.idSem}
+	r := request{method: http.MethodGet, path: "/user", token: token, lookup: true}
 	if token == "" {
 		return Identity{}, &APIError{Method: r.method, Path: r.path, Status: http.StatusForbidden, Message: "no token"}
 	}

@@ -50,6 +50,9 @@ func (h *handler) writeError(c *gin.Context, err error) {
 		h.log.Warn("request failed", "path", c.FullPath(), "status", status, "err", err)
 	}
 	c.Header("Cache-Control", "no-store")
+	if status == http.StatusTooManyRequests {
+		c.Header("Retry-After", "1")
+	}
 	c.AbortWithStatusJSON(status, body)
 }
 
@@ -63,6 +66,8 @@ func (h *handler) classify(err error) (int, errorBody) {
 	var berr *keycloak.BrokerError
 	var tooLarge *http.MaxBytesError
 	switch {
+	case errors.Is(err, hubclient.ErrBusy):
+		return http.StatusTooManyRequests, errorBody{"busy", "Too many requests with tokens tokenkeeper has not seen yet; try again in a second."}
 	case errors.As(err, &tooLarge):
 		return http.StatusRequestEntityTooLarge, errorBody{"too_large", fmt.Sprintf("The request body is larger than %d bytes.", tooLarge.Limit)}
 	case errors.As(err, &lerr), errors.Is(err, refresh.ErrReplayedLogout):

@@ -272,3 +272,39 @@ def test_the_hook_uses_the_simple_client_even_when_the_hub_configured_curl(monke
 
 
 logging.getLogger("tornado.access").setLevel(logging.ERROR)
+
+
+class Busy(web.RequestHandler):
+    """Answers 429 (tokenkeeper's lookup queue is full) twice, then a token."""
+
+    def initialize(self, seen):
+        self.seen = seen
+
+    def get(self):
+        self.seen.append(self.request.headers.get("Authorization"))
+        if len(self.seen) <= 2:
+            self.set_status(429)
+            self.set_header("Retry-After", "1")
+            self.finish(json.dumps({"error": "busy", "message": "try again in a second"}))
+            return
+        self.finish(json.dumps({"access_token": jwt(iat=NOW, exp=NOW + 600), "expires_in": 600}))
+
+
+def test_busy_429_is_retried():
+    async def main():
+        seen = []
+        server = HTTPServer(web.Application([(r".*", Busy, {"seen": seen})]))
+        sockets = bind_sockets(0, "127.0.0.1")
+        server.add_sockets(sockets)
+        t = FakeTime()
+        hook = tk.make_pre_spawn_hook(f"http://127.0.0.1:{sockets[0].getsockname()[1]}/", sleep=t.sleep, clock=t.clock)
+        spawner = new_spawner()
+        err = await run(hook, spawner)
+        server.stop()
+        return err, spawner, t.sleeps, seen
+
+    err, spawner, sleeps, seen = asyncio.run(main())
+    assert err is None
+    assert sleeps == [0.5, 1]
+    assert len(seen) == 3
+    assert "KEYCLOAK_ACCESS_TOKEN" in spawner.environment

@@ -146,6 +146,12 @@ async def _fetch_token(base, server_token, min_valid, timeout, *, retry_for, sle
         try:
             resp = await client.fetch(request)
             break
+        except HTTPClientError as e:
+            # 429: too many new tokens at once; tokenkeeper asks to retry shortly.
+            if e.code != 429 or clock() + delay > deadline:
+                raise
+            await sleep(delay)
+            delay = min(delay * 2, 5)
         except (ConnectionRefusedError, ConnectionResetError, HTTPStreamClosedError) as e:
             if clock() + delay > deadline:
                 raise TokenkeeperUnreachable(

@@ -339,3 +339,18 @@ def test_the_package_imports_nothing_outside_the_standard_library():
     out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     assert out.stdout.strip() == "[]"
+
+
+def test_busy_429_is_retried(fakes):
+    # tokenkeeper refuses new tokens at once when callers with made-up ones
+    # fill its lookup queue, and asks to retry shortly.
+    answers = iter([(429, {"error": "busy", "message": "try again in a second"})] * 2)
+
+    def answer(query):
+        return next(answers, (200, {"user": "alice", "access_token": TOKEN, "expires_in": 600}))
+
+    f = fakes(answer=answer)
+    t = FakeTime()
+    assert tokenkeeper.get_token(url=f.url, sleep=t.sleep, clock=t.clock) == TOKEN
+    assert t.sleeps == [0.5, 1]
+    assert len(f.seen) == 3

@@ -175,7 +175,7 @@ def _confirmed(answer, target):
 
 
 class _Transient(Exception):
-    """A refused or reset connection, worth trying again."""
+    """A refused or reset connection, or a 429 (tokenkeeper busy), worth trying again."""
 
 
 def _ask(req, timeout, target):
@@ -185,6 +185,8 @@ def _ask(req, timeout, target):
             answer = json.load(resp)
     except urllib.error.HTTPError as e:
         with e:
+            if e.code == 429:  # too many new tokens at once: tokenkeeper asks to retry shortly
+                raise _Transient() from None
             raise _http_error(e, target) from None
     except (ConnectionRefusedError, ConnectionResetError) as e:
         raise _Transient() from e
