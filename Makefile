@@ -11,7 +11,12 @@ WHEELS   := .cache/wheels
 
 .PHONY: build test preflight unit wheels python-install pytest integration integration-jh6 integration-jh5 it-prepare image image-test z2jh install-stack demo lint fuzz bench soak clean clean-stack
 
+# VERSION is what `tokenkeeper --version` says and the image's tag: the tag at
+# HEAD (v0.1.0), else the last tag and the commits since (v0.1.0-3-gab42c37),
+# else the commit (ab42c37); -dirty when the work tree has changes.
+# REVISION is the full commit, the image's org.opencontainers.image.revision.
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 
 build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/tokenkeeper ./cmd/tokenkeeper
@@ -40,6 +45,9 @@ unit:
 
 ## wheels: builds the Python packages tokenkeeper-hub and tokenkeeper-notebook into .cache/wheels.
 ## Needs only Python with pip (pip fetches hatchling, the build backend, from PyPI).
+## Each package carries its own copy of the root LICENSE (a wheel cannot take a file from
+## outside its directory): python/*/LICENSE must stay identical to LICENSE, which the
+## packages' tests check.
 PYTHON ?= python3
 WHEEL_BUILD = -m pip wheel -q --disable-pip-version-check --no-deps -w $(WHEELS) python/tokenkeeper-hub python/tokenkeeper-notebook
 wheels:
@@ -92,12 +100,15 @@ it-prepare: install-stack build python-install
 	$(GO) test -c -tags integration -o $(IT_BIN) ./integration/
 
 ## image: tokenkeeper's OCI image (static binary, non-root user, no shell) as .cache/image/tokenkeeper.tar, without a container daemon.
+## The image's platform is the one the binary is built for (go env GOOS and GOARCH); its labels name
+## VERSION, REVISION, the source repository and the license.
 IMAGE_DIR := .cache/image
 image:
 	@mkdir -p $(IMAGE_DIR)
 	CGO_ENABLED=1 $(GO) build -trimpath -tags osusergo,netgo,sqlite_omit_load_extension \
 	  -ldflags "-X main.version=$(VERSION) -linkmode external -extldflags -static" -o $(IMAGE_DIR)/tokenkeeper ./cmd/tokenkeeper
-	$(GO) run ./deploy/image -binary $(IMAGE_DIR)/tokenkeeper -version $(VERSION) -out $(IMAGE_DIR)/tokenkeeper.tar
+	$(GO) run ./deploy/image -binary $(IMAGE_DIR)/tokenkeeper -version $(VERSION) -revision "$(REVISION)" \
+	  -os $$($(GO) env GOOS) -arch $$($(GO) env GOARCH) -out $(IMAGE_DIR)/tokenkeeper.tar
 
 ## image-test: unpacks the image and runs its binary with --check-config.
 image-test: image

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -148,6 +149,28 @@ type Config struct {
 	// API on hosts other than loopback ones. Tokens and secrets then cross
 	// the network in the clear: for test stacks only.
 	AllowInsecureHTTP bool `json:"allow_insecure_http"`
+
+	// ExitOnError makes tokenkeeper exit non-zero on a configuration or
+	// startup problem even when JupyterHub's service variables are set, so
+	// that a container orchestrator shows the failure and restarts it (a
+	// Zero to JupyterHub sidecar). Never set it for a service JupyterHub
+	// starts itself: JupyterHub shuts down when a managed service exits. A
+	// bad configuration may stop the rest of it from loading, so set it as
+	// the variable ExitOnErrorVar; see ExitsOnError.
+	ExitOnError bool `json:"exit_on_error"`
+}
+
+// ExitOnErrorVar is the variable that sets ExitOnError.
+const ExitOnErrorVar = "TOKENKEEPER_EXIT_ON_ERROR"
+
+// ExitsOnError reports whether tokenkeeper is to exit on a configuration or
+// startup problem: c.ExitOnError, or ExitOnErrorVar set to true in the
+// environment. The variable is read here too, because c may come from a
+// configuration that failed to load before the environment was read (a bad
+// flag); a value that is not a boolean counts as false.
+func (c Config) ExitsOnError(getenv func(string) string) bool {
+	v, err := strconv.ParseBool(getenv(ExitOnErrorVar))
+	return c.ExitOnError || err == nil && v
 }
 
 // Default returns the defaults; every default lives here.

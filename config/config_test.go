@@ -958,3 +958,45 @@ func TestLoadConfigFileReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+// TestExitsOnError: the setting comes from the file or the variable, the
+// variable winning, and the variable counts even when the configuration
+// failed to load before the environment was read (a bad flag) or is bad.
+func TestExitsOnError(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		file    string
+		wantErr bool
+		want    bool
+	}{
+		{name: "default", want: false},
+		{name: "variable", env: map[string]string{ExitOnErrorVar: "true"}, want: true},
+		{name: "file", file: `{"exit_on_error": true}`, want: true},
+		{name: "variable over file", env: map[string]string{ExitOnErrorVar: "false"}, file: `{"exit_on_error": true}`, want: false},
+		{name: "bad configuration", env: map[string]string{ExitOnErrorVar: "1", "TOKENKEEPER_KEEP": "sometimes"}, wantErr: true, want: true},
+		{name: "bad configuration, file", env: map[string]string{"TOKENKEEPER_KEEP": "sometimes"}, file: `{"exit_on_error": true}`, wantErr: true, want: true},
+		{name: "bad flag", args: []string{"--no-such-flag"}, env: map[string]string{ExitOnErrorVar: "true"}, wantErr: true, want: true},
+		{name: "not a boolean", env: map[string]string{ExitOnErrorVar: "yes"}, wantErr: true, want: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			args := tt.args
+			if tt.file != "" {
+				args = append([]string{"--config", writeFile(t, "c.json", tt.file)}, args...)
+			}
+			c, _, err := Load(args, envOf(env), &bytes.Buffer{})
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Load(%q) error = %v, want an error: %t", args, err, tt.wantErr)
+			}
+			if got := c.ExitsOnError(envOf(env)); got != tt.want {
+				t.Errorf("ExitsOnError = %t, want %t", got, tt.want)
+			}
+		})
+	}
+}

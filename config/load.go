@@ -213,6 +213,7 @@ func loadEnv(c *Config, getenv func(string) string) error {
 		"TOKENKEEPER_STOP_SERVERS":          &c.StopServers,
 		"TOKENKEEPER_END_KEYCLOAK_SESSIONS": &c.EndKeycloakSessions,
 		"TOKENKEEPER_ALLOW_INSECURE_HTTP":   &c.AllowInsecureHTTP,
+		ExitOnErrorVar:                      &c.ExitOnError,
 	} {
 		if v := getenv(name); v != "" {
 			parsed, err := strconv.ParseBool(v)

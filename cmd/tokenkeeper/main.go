@@ -58,7 +58,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "tokenkeeper", version)
 		return nil
 	}
-	if err != nil && underHub(getenv) && !opts.CheckConfig && !slices.Contains(args, "--check-config") {
+	// Under the hub a problem is answered at the service's address instead
+	// of exiting, unless exit_on_error asks to exit (for a container that
+	// Kubernetes restarts). cfg may be incomplete here: ExitsOnError reads
+	// the variable itself too.
+	hold := underHub(getenv) && !cfg.ExitsOnError(getenv)
+	if err != nil && hold && !opts.CheckConfig && !slices.Contains(args, "--check-config") {
 		return holdBadConfig(ctx, err, getenv, stderr)
 	}
 	if err != nil {
@@ -70,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	level, _ := config.ParseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return serve(ctx, cfg, log, underHub(getenv))
+	return serve(ctx, cfg, log, hold)
 }
 
 // configError lists every configuration problem on its own line.
@@ -90,10 +95,11 @@ type app struct {
 }
 
 // serve runs the HTTP API and the refresh schedule until ctx ends. It
-// listens first and answers 503 while starting. When starting fails under
-// the hub, it keeps answering with the problems instead of exiting, because
-// JupyterHub shuts down when a managed service exits.
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, underHub bool) error {
+// listens first and answers 503 while starting. When starting fails and
+// hold is set (under the hub, without exit_on_error), it keeps answering
+// with the problems instead of exiting, because JupyterHub shuts down when
+// a managed service exits.
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, hold bool) error {
 	ln, err := net.Listen("tcp", listenAddr(cfg.Hub.ServiceURL))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -108,7 +114,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, underHub bo
 	g.Go(func() error {
 		a, err := start(gctx, cfg, log)
 		if err != nil {
-			return holdOrFail(gctx, err, sw, cfg.Hub.Prefix, log, underHub)
+			return holdOrFail(gctx, err, sw, cfg.Hub.Prefix, log, hold)
 		}
 		started = a
 		ready <- a.r

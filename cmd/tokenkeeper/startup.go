@@ -21,7 +21,8 @@ import (
 // underHub reports whether JupyterHub started this process as a managed
 // service: it then must not exit on a problem, because the hub shuts down
 // when a managed service exits. From a shell (no JUPYTERHUB_SERVICE_URL),
-// or with --check-config, problems exit non-zero.
+// with --check-config, or with exit_on_error (a container that Kubernetes
+// restarts, which sets the hub's variables by hand), problems exit non-zero.
 func underHub(getenv func(string) string) bool {
 	return getenv("JUPYTERHUB_SERVICE_URL") != "" && getenv("JUPYTERHUB_SERVICE_NAME") != ""
 }
@@ -59,11 +60,11 @@ func problemsOf(err error) []problem {
 	return []problem{{Class: "startup", Message: "tokenkeeper could not start; its log says why."}}
 }
 
-// holdOrFail handles a startup failure: under the hub it logs the failure,
-// answers every request with the problems until ctx ends, and returns nil;
-// otherwise it returns the failure.
-func holdOrFail(ctx context.Context, err error, sw *switchHandler, prefix string, log *slog.Logger, underHub bool) error {
-	if !underHub || ctx.Err() != nil {
+// holdOrFail handles a startup failure: with hold (under the hub, without
+// exit_on_error) it logs the failure, answers every request with the
+// problems until ctx ends, and returns nil; otherwise it returns the failure.
+func holdOrFail(ctx context.Context, err error, sw *switchHandler, prefix string, log *slog.Logger, hold bool) error {
+	if !hold || ctx.Err() != nil {
 		return err
 	}
 	log.Error("tokenkeeper could not start; answering 503 until restarted", "err", err)

@@ -140,6 +140,62 @@ func TestServeUnderHubStartupFailureStaysUp(t *testing.T) {
 	}
 }
 
+// TestRunUnderHubExitsOnErrorWhenAsked: with exit_on_error (a Kubernetes
+// sidecar, which sets the hub's variables by hand), a configuration or
+// startup problem returns an error, which main turns into exit 1, instead
+// of holding the service's address: Kubernetes then shows the container
+// failing and restarts it. The variable counts even when the configuration
+// itself is what failed.
+func TestRunUnderHubExitsOnErrorWhenAsked(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(error) bool
+	}{
+		{name: "bad configuration", env: map[string]string{"TOKENKEEPER_STATE_KEY": "c2hvcnQ="},
+			check: func(err error) bool { return strings.HasPrefix(err.Error(), "bad configuration:\n  - ") }},
+		{name: "bad flag", args: []string{"--no-such-flag"},
+			check: func(err error) bool { return strings.HasPrefix(err.Error(), "bad configuration:") }},
+		{name: "store cannot be opened", env: map[string]string{"TOKENKEEPER_DATABASE": dir},
+			check: func(err error) bool {
+				var se *startError
+				return errors.As(err, &se) && se.class == "database"
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{
+				"JUPYTERHUB_API_TOKEN":      "svc-token",
+				"JUPYTERHUB_API_URL":        "http://127.0.0.1:1/hub/api",
+				"JUPYTERHUB_SERVICE_URL":    "http://" + freePort(t),
+				"JUPYTERHUB_SERVICE_PREFIX": "/services/tokenkeeper/",
+				"JUPYTERHUB_SERVICE_NAME":   "tokenkeeper",
+				"TOKENKEEPER_ISSUER_URL":    "http://127.0.0.1:1/realms/jupyter",
+				"TOKENKEEPER_CLIENT_SECRET": "client-secret",
+				"TOKENKEEPER_STATE_KEY":     stateKey,
+				"TOKENKEEPER_EXIT_ON_ERROR": "true",
+			}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- run(ctx, tt.args, envOf(env), &bytes.Buffer{}, &bytes.Buffer{}) }()
+			select {
+			case err := <-done:
+				if err == nil || !tt.check(err) {
+					t.Errorf("run with exit_on_error under the hub = %v, want the problem as an error", err)
+				}
+			case <-time.After(10 * time.Second): // a deadline, not synchronisation
+				t.Fatal("run with exit_on_error under the hub still runs after 10s: it holds instead of exiting")
+			}
+		})
+	}
+}
+
 func TestRetryHub(t *testing.T) {
 	unreachable := &url.Error{Op: "Get", URL: "http://hub", Err: errors.New("connection refused")}
 	refused := &hubclient.APIError{Method: "GET", Path: "/user", Status: http.StatusForbidden}

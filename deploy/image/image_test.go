@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -17,9 +18,10 @@ import (
 )
 
 // TestBuiltImageRunsCheckConfig unpacks the image `make image` wrote
-// (TK_IMAGE) and runs its binary with --check-config: chrooted into the
-// unpacked layer as the image's user when the test runs as root, so that
-// nothing from the host (libc, a shell) is there to help.
+// (TK_IMAGE), checks that its configuration names its binary's platform and
+// carries the OCI labels, and runs its binary with --check-config: chrooted
+// into the unpacked layer as the image's user when the test runs as root, so
+// that nothing from the host (libc, a shell) is there to help.
 func TestBuiltImageRunsCheckConfig(t *testing.T) {
 	path := os.Getenv("TK_IMAGE")
 	if path == "" {
@@ -50,6 +52,20 @@ func TestBuiltImageRunsCheckConfig(t *testing.T) {
 		}
 	}
 	assertStatic(t, filepath.Join(root, "tokenkeeper"))
+	if err := checkPlatform(img.data["tokenkeeper"], img.config.OS, img.config.Architecture); err != nil {
+		t.Errorf("the image's platform %s/%s is not its binary's: %v", img.config.OS, img.config.Architecture, err)
+	}
+	if img.platform == nil || *img.platform != (platform{Architecture: img.config.Architecture, OS: img.config.OS}) {
+		t.Errorf("index.json's platform %+v, want the configuration's %s/%s", img.platform, img.config.OS, img.config.Architecture)
+	}
+	labels := img.config.Config.Labels
+	if rev := labels["org.opencontainers.image.revision"]; !regexp.MustCompile(`^[0-9a-f]{40}$`).MatchString(rev) {
+		t.Errorf("revision label %q, want the git commit `make image` built", rev)
+	}
+	if labels["org.opencontainers.image.version"] == "" || labels["org.opencontainers.image.licenses"] != License ||
+		labels["org.opencontainers.image.source"] != Source {
+		t.Errorf("labels %v, want the version, license and source", labels)
+	}
 	for _, sh := range []string{"bin/sh", "bin/bash", "bin/busybox"} {
 		if _, ok := img.layer[sh]; ok {
 			t.Errorf("the image has a shell: %s", sh)

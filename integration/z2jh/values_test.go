@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path"
@@ -75,6 +76,18 @@ type container struct {
 	Command         []string       `json:"command"`
 	VolumeMounts    []volumeMount  `json:"volumeMounts"`
 	SecurityContext map[string]any `json:"securityContext"`
+	StartupProbe    *probe         `json:"startupProbe"`
+	LivenessProbe   *probe         `json:"livenessProbe"`
+	ReadinessProbe  *probe         `json:"readinessProbe"`
+}
+
+type probe struct {
+	HTTPGet *struct {
+		Path string `json:"path"`
+		Port any    `json:"port"` // a number or a container port's name
+	} `json:"httpGet"`
+	PeriodSeconds    int `json:"periodSeconds"`
+	FailureThreshold int `json:"failureThreshold"`
 }
 
 type envVar struct {
@@ -561,5 +574,87 @@ func TestSidecarIsIsolatedFromTheHub(t *testing.T) {
 	slices.SortFunc(add, func(a, b any) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
 	if !slices.Contains(drop, any("ALL")) || gocmp.Diff([]any{"CHOWN", "FOWNER"}, add) != "" || ic.SecurityContext["allowPrivilegeEscalation"] != false {
 		t.Errorf("init container %s securityContext = %v, want drop ALL, add only CHOWN and FOWNER, no privilege escalation", ic.Name, ic.SecurityContext)
+	}
+}
+
+// TestSidecarProbesAndRestarts checks what lets Kubernetes run the sidecar:
+// it exits on a bad setting instead of holding its address as under
+// JupyterHub, so that Kubernetes shows it failing and restarts it; its
+// startup and liveness probes ask the service's root on its port, never
+// health, whose 503 during an incident (Keycloak down, the logout guard
+// tripped) must restart nothing; it has no readiness probe, which would
+// take the hub pod out of its Service; and a writable /tmp under its
+// read-only root, for SQLite's temporary files.
+func TestSidecarProbesAndRestarts(t *testing.T) {
+	r := render(t)
+	tk, pod := sidecar(t, r)
+	e := env(tk)
+
+	if v := e["TOKENKEEPER_EXIT_ON_ERROR"]; v.Value != "true" || v.ValueFrom != nil {
+		t.Errorf("sidecar TOKENKEEPER_EXIT_ON_ERROR = %+v, want \"true\": under the hub's variables it would hold its address on a bad setting, and Kubernetes would never show it failing", v)
+	}
+
+	root := e["JUPYTERHUB_SERVICE_PREFIX"].Value
+	serviceURL, err := url.Parse(e["JUPYTERHUB_SERVICE_URL"].Value)
+	if root == "" || err != nil || serviceURL.Port() == "" {
+		t.Fatalf("sidecar JUPYTERHUB_SERVICE_PREFIX = %q, JUPYTERHUB_SERVICE_URL = %q: want a prefix and a URL with a port",
+			root, e["JUPYTERHUB_SERVICE_URL"].Value)
+	}
+	// onServicePort reports whether a probe's port is the one tokenkeeper
+	// listens on, by number or by the container port's name.
+	onServicePort := func(port any) bool {
+		switch p := port.(type) {
+		case float64:
+			return fmt.Sprint(int(p)) == serviceURL.Port()
+		case string:
+			return slices.ContainsFunc(tk.Ports, func(cp struct {
+				Name          string `json:"name"`
+				ContainerPort int    `json:"containerPort"`
+			}) bool {
+				return cp.Name == p && fmt.Sprint(cp.ContainerPort) == serviceURL.Port()
+			})
+		}
+		return false
+	}
+	for name, p := range map[string]*probe{"startupProbe": tk.StartupProbe, "livenessProbe": tk.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil {
+			t.Errorf("sidecar %s = %+v, want an httpGet on the service's root %s", name, p, root)
+			continue
+		}
+		if p.HTTPGet.Path != root || strings.Contains(strings.ToLower(p.HTTPGet.Path), "health") {
+			t.Errorf("sidecar %s path = %q, want the service's root %q (never health: its 503 during an incident must restart nothing)", name, p.HTTPGet.Path, root)
+		}
+		if !onServicePort(p.HTTPGet.Port) {
+			t.Errorf("sidecar %s port = %v, want the sidecar's port %s (JUPYTERHUB_SERVICE_URL)", name, p.HTTPGet.Port, serviceURL.Port())
+		}
+	}
+	if p := tk.StartupProbe; p != nil {
+		period := cmp.Or(p.PeriodSeconds, 10) // Kubernetes' defaults
+		failures := cmp.Or(p.FailureThreshold, 3)
+		if budget := period * failures; budget < 120 {
+			t.Errorf("sidecar startupProbe allows %d s (period %d s × %d failures), want at least 120 s before the liveness probe counts", budget, period, failures)
+		}
+	}
+	if tk.ReadinessProbe != nil {
+		t.Errorf("sidecar readinessProbe = %+v: an unready sidecar takes the whole hub pod out of its Service", tk.ReadinessProbe)
+	}
+
+	i := slices.IndexFunc(mounts(tk, pod), func(m mounted) bool { return path.Clean(m.MountPath) == "/tmp" })
+	if i < 0 {
+		t.Fatalf("sidecar mounts nothing at /tmp: SQLite has no writable temporary directory under the read-only root (mounts %+v)", tk.VolumeMounts)
+	}
+	tmp := mounts(tk, pod)[i]
+	if tmp.volume == nil || tmp.volume.EmptyDir == nil || tmp.ReadOnly || tmp.SubPath != "" {
+		t.Errorf("sidecar /tmp = %+v (volume %+v), want a writable emptyDir of its own", tmp.volumeMount, tmp.volume)
+	}
+	for _, c := range append(slices.Clone(pod.Containers), pod.InitContainers...) {
+		if c.Name != tk.Name && slices.ContainsFunc(c.VolumeMounts, func(m volumeMount) bool { return m.Name == tmp.Name }) {
+			t.Errorf("container %s mounts the sidecar's /tmp volume %s", c.Name, tmp.Name)
+		}
+	}
+	for _, name := range []string{"TMPDIR", "SQLITE_TMPDIR"} {
+		if v := e[name].Value; v != "" && path.Clean(v) != "/tmp" {
+			t.Errorf("sidecar %s = %q, want /tmp, the emptyDir (or unset)", name, v)
+		}
 	}
 }

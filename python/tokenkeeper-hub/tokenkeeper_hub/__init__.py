@@ -1,8 +1,9 @@
 """JupyterHub configuration for tokenkeeper.
 
-Install this package into the hub's environment (``pip install
-tokenkeeper-hub``) and call :func:`configure` from ``jupyterhub_config.py``,
-after your own roles and hooks::
+Install this package's wheel into the hub's environment (``make wheels`` in
+the repository builds it; ``pip install tokenkeeper_hub-*.whl``) and call
+:func:`configure` from ``jupyterhub_config.py``, after your own roles and
+hooks::
 
     import os
     import tokenkeeper_hub
