@@ -203,10 +203,10 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if err := c.checkRemoteURL(c.IssuerURL); err != nil {
-		bad("issuer_url: %w", err)
+		bad("%s: %w", named("issuer_url"), err)
 	}
 	if c.ClientID == "" {
-		bad("client_id: required (the hub's OAuth client in Keycloak)")
+		bad("%s: required (the hub's OAuth client in Keycloak)", named("client_id"))
 	}
 	if c.ClientSecret == "" {
 		bad("client secret: required: set TOKENKEEPER_CLIENT_SECRET or client_secret_file")
@@ -239,7 +239,7 @@ func (c Config) Validate() error {
 		bad("concurrency: must be between 1 and 256, got %d", c.Concurrency)
 	}
 	if c.Database == "" {
-		bad("database: required")
+		bad("%s: required", named("database"))
 	}
 	if c.Keep != KeepRunning && c.Keep != KeepAll {
 		bad("keep: must be %q or %q, got %q", KeepRunning, KeepAll, c.Keep)
@@ -368,11 +368,12 @@ type Duration time.Duration
 // String formats d like time.Duration.
 func (d Duration) String() string { return time.Duration(d).String() }
 
-// UnmarshalText parses a Go duration string.
+// UnmarshalText parses a duration such as "30s" or "5m"; a bad one is a
+// *ValueError.
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := time.ParseDuration(string(b))
 	if err != nil {
-		return err
+		return &ValueError{Value: string(b), Want: "must be a duration such as 30s", Err: err}
 	}
 	*d = Duration(v)
 	return nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -399,8 +400,10 @@ func TestLoadHelpListsNoSecretFlag(t *testing.T) {
 	if !strings.Contains(usage, "-issuer") {
 		t.Errorf("Load(-h) usage = %q, want it to list -issuer", usage)
 	}
-	if strings.Contains(strings.ToLower(usage), "secret") {
-		t.Errorf("Load(-h) usage = %q, want no secret flag", usage)
+	for _, l := range strings.Split(usage, "\n") {
+		if strings.HasPrefix(l, "  -") && strings.Contains(strings.ToLower(l), "secret") {
+			t.Errorf("Load(-h) usage lists the flag %q, want no secret flag", l)
+		}
 	}
 }
 
@@ -413,11 +416,14 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		{name: "unknown key", content: `{"issuer": "https://kc.example.org/realms/jupyter"}`, want: `unknown key "issuer"`},
 		{name: "hub section is not a file setting", content: `{"Hub": {"APIURL": "http://x"}}`, want: `unknown key "Hub"`},
 		{name: "misspelled key", content: `{"sweep_intervall": "30s"}`, want: `unknown key "sweep_intervall"`},
-		{name: "bad duration", content: `{"refresh_window": "soon"}`, want: "config file"},
-		{name: "number for duration", content: `{"refresh_window": 30}`, want: "config file"},
-		{name: "string for int", content: `{"concurrency": "8"}`, want: "config file"},
-		{name: "not an object", content: `["issuer_url"]`, want: "config file"},
-		{name: "truncated", content: `{"database": "x.db"`, want: "config file"},
+		{name: "bad duration", content: `{"refresh_window": "soon"}`, want: `config file: refresh_window: "soon" must be a duration such as 30s`},
+		{name: "number for duration", content: `{"refresh_window": 30}`, want: `config file: refresh_window: want a duration string such as "30s", not a JSON number`},
+		{name: "string for int", content: `{"concurrency": "8"}`, want: "config file: concurrency: want a number, not a JSON string"},
+		{name: "number in a list", content: `{"audiences": [1]}`, want: "config file: audiences: want a string, not a JSON number"},
+		{name: "not an object", content: `["issuer_url"]`, want: "config file: want an object, not a JSON array"},
+		{name: "truncated", content: `{"database": "x.db"`, want: "config file: the JSON ends early"},
+		{name: "syntax error", content: "{\n  \"keep\": \"all\",\n  \"database\" x\n}", want: "config file: line 3, column 14: invalid character 'x'"},
+		{name: "syntax error on the first line", content: `{"keep": all}`, want: "config file: line 1, column 10: invalid character 'a'"},
 		{name: "trailing object", content: `{"database": "x.db"} {"keep": "all"}`, want: "trailing data"},
 		{name: "null", content: `null`, want: "not a JSON object"},
 	}
@@ -480,8 +486,8 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		"issuer_url:",
-		"client_id:",
+		"issuer_url (TOKENKEEPER_ISSUER_URL):",
+		"client_id (TOKENKEEPER_CLIENT_ID):",
 		"client secret:",
 		"JUPYTERHUB_API_TOKEN:",
 		"JUPYTERHUB_API_URL:",
@@ -489,7 +495,7 @@ func TestLoadReportsEveryProblem(t *testing.T) {
 		"TOKENKEEPER_REFRESH_WINDOW:",
 		"sweep_interval:",
 		"concurrency:",
-		"database:",
+		"database (TOKENKEEPER_DATABASE):",
 		"keep:",
 		"log_level:",
 	} {
@@ -785,6 +791,49 @@ func TestStateKeysNewestFirst(t *testing.T) {
 	}
 }
 
+func TestLoadEnvValueErrors(t *testing.T) {
+	tests := []struct {
+		name, value, want string
+	}{
+		{name: "TOKENKEEPER_REVOKE_TOKENS", value: "yes", want: `TOKENKEEPER_REVOKE_TOKENS: "yes" is not a boolean (true or false)`},
+		{name: "TOKENKEEPER_CONCURRENCY", value: "eight", want: `TOKENKEEPER_CONCURRENCY: "eight" must be a number`},
+		{name: "TOKENKEEPER_CONCURRENCY", value: "99999999999999999999", want: `TOKENKEEPER_CONCURRENCY: "99999999999999999999" is out of range`},
+		{name: "TOKENKEEPER_HUB_MAX_RPS", value: "fast", want: `TOKENKEEPER_HUB_MAX_RPS: "fast" must be a number`},
+		{name: "TOKENKEEPER_REFRESH_WINDOW", value: "30", want: `TOKENKEEPER_REFRESH_WINDOW: "30" must be a duration such as 30s`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			env := validEnv()
+			env[tt.name] = tt.value
+			_, _, err := Load(nil, envOf(env), &bytes.Buffer{})
+			var verr *ValueError
+			if !errors.As(err, &verr) {
+				t.Fatalf("Load error = %v, want a *ValueError", err)
+			}
+			if got := strings.Split(err.Error(), "\n"); !slices.Contains(got, tt.want) {
+				t.Errorf("Load error lines = %q, want one to be %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestSettingsListEveryVariable: --help's list names every variable that
+// Load reads.
+func TestSettingsListEveryVariable(t *testing.T) {
+	read := map[string]bool{}
+	c := Default()
+	loadEnv(&c, func(name string) string { read[name] = true; return "" })
+	listed := map[string]bool{}
+	for _, s := range settings {
+		if s.env != "" {
+			listed[s.env] = true
+		}
+	}
+	if diff := cmp.Diff(read, listed); diff != "" {
+		t.Errorf("variables read (-) and listed (+) differ:\n%s", diff)
+	}
+}
+
 func TestLoadBooleansAndHubURLOverride(t *testing.T) {
 	env := validEnv()
 	env["TOKENKEEPER_REVOKE_TOKENS"] = "false"
@@ -939,7 +988,7 @@ func TestLoadListsClientProblemsWithTheOthers(t *testing.T) {
 	if err == nil {
 		t.Fatal("Load error = nil, want problems")
 	}
-	for _, want := range []string{"end_keycloak_sessions: needs admin_client_id", "issuer_url:", "want https", "keep:"} {
+	for _, want := range []string{"end_keycloak_sessions: needs admin_client_id", "issuer_url (TOKENKEEPER_ISSUER_URL):", "want https", "keep:"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Load error does not mention %q; error:\n%v", want, err)
 		}
@@ -951,8 +1000,8 @@ func TestLoadListsClientProblemsWithTheOthers(t *testing.T) {
 func TestLoadConfigFileReportsEveryProblem(t *testing.T) {
 	path := writeFile(t, "c.json", `{"sweep_intervall": "30s", "concurrency": "8", "keep": "all", "revoke_tokens": "yes"}`)
 	_, _, err := Load([]string{"--config", path}, envOf(validEnv()), &bytes.Buffer{})
-	for _, want := range []string{`unknown key "sweep_intervall"`, "concurrency: a JSON string is not allowed here",
-		"revoke_tokens: a JSON string is not allowed here"} {
+	for _, want := range []string{`unknown key "sweep_intervall"`, "concurrency: want a number, not a JSON string",
+		"revoke_tokens: want true or false, not a JSON string"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Load error = %v, want one containing %q", err, want)
 		}

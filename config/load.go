@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 )
 
 // Options are the command-line switches that are not settings.
@@ -39,6 +40,98 @@ credentials and keys come only from the environment or files.
 flags:
 `
 
+// settings lists each setting's JSON key and TOKENKEEPER_* variable, in the
+// order --help shows them; a secret has a variable but no JSON key, and
+// guard_min and guard_fraction have no variable.
+var settings = []struct{ key, env string }{
+	{"issuer_url", "TOKENKEEPER_ISSUER_URL"},
+	{"client_id", "TOKENKEEPER_CLIENT_ID"},
+	{"", "TOKENKEEPER_CLIENT_SECRET"},
+	{"client_secret_file", "TOKENKEEPER_CLIENT_SECRET_FILE"},
+	{"", "TOKENKEEPER_STATE_KEY"},
+	{"state_key_file", "TOKENKEEPER_STATE_KEY_FILE"},
+	{"refresh_window", "TOKENKEEPER_REFRESH_WINDOW"},
+	{"sweep_interval", "TOKENKEEPER_SWEEP_INTERVAL"},
+	{"concurrency", "TOKENKEEPER_CONCURRENCY"},
+	{"hub_max_rps", "TOKENKEEPER_HUB_MAX_RPS"},
+	{"database", "TOKENKEEPER_DATABASE"},
+	{"keep", "TOKENKEEPER_KEEP"},
+	{"http_timeout", "TOKENKEEPER_HTTP_TIMEOUT"},
+	{"log_level", "TOKENKEEPER_LOG_LEVEL"},
+	{"", "TOKENKEEPER_HUB_API_URL"},
+	{"revoke_tokens", "TOKENKEEPER_REVOKE_TOKENS"},
+	{"stop_servers", "TOKENKEEPER_STOP_SERVERS"},
+	{"refresh_admins", "TOKENKEEPER_REFRESH_ADMINS"},
+	{"refresh_token_max_reuse", "TOKENKEEPER_REFRESH_TOKEN_MAX_REUSE"},
+	{"guard_min", ""},
+	{"guard_fraction", ""},
+	{"service_account_client_id", "TOKENKEEPER_SERVICE_ACCOUNT_CLIENT_ID"},
+	{"", "TOKENKEEPER_SERVICE_ACCOUNT_SECRET"},
+	{"service_account_secret_file", "TOKENKEEPER_SERVICE_ACCOUNT_SECRET_FILE"},
+	{"service_token_audiences", "TOKENKEEPER_SERVICE_TOKEN_AUDIENCES"},
+	{"audiences", "TOKENKEEPER_AUDIENCES"},
+	{"identity_providers", "TOKENKEEPER_IDENTITY_PROVIDERS"},
+	{"admin_client_id", "TOKENKEEPER_ADMIN_CLIENT_ID"},
+	{"", "TOKENKEEPER_ADMIN_CLIENT_SECRET"},
+	{"admin_client_secret_file", "TOKENKEEPER_ADMIN_CLIENT_SECRET_FILE"},
+	{"job_api_url", "TOKENKEEPER_JOB_API_URL"},
+	{"job_poll_interval", "TOKENKEEPER_JOB_POLL_INTERVAL"},
+	{"end_keycloak_sessions", "TOKENKEEPER_END_KEYCLOAK_SESSIONS"},
+	{"allow_insecure_http", "TOKENKEEPER_ALLOW_INSECURE_HTTP"},
+	{"exit_on_error", ExitOnErrorVar},
+}
+
+// settingEnv returns the variable of the setting with JSON key key.
+func settingEnv(key string) string {
+	for _, s := range settings {
+		if s.key == key {
+			return s.env
+		}
+	}
+	return ""
+}
+
+// named returns a setting's JSON key with its variable, as problems name it.
+func named(key string) string {
+	if env := settingEnv(key); env != "" {
+		return key + " (" + env + ")"
+	}
+	return key
+}
+
+// printSettings writes every setting's JSON key, variable and default.
+func printSettings(w io.Writer) {
+	d := Default()
+	fields := jsonFields(&d)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  JSON key\tvariable\tdefault")
+	for _, s := range settings {
+		key, env, def := s.key, s.env, ""
+		if key == "" {
+			key = "(secret, not in the file)"
+		}
+		if env == "" {
+			env = "—"
+		}
+		if p, ok := fields[s.key]; ok {
+			def = describeDefault(reflect.ValueOf(p).Elem())
+		}
+		if s.env == "TOKENKEEPER_HUB_API_URL" {
+			key, def = "(hub API URL)", "JUPYTERHUB_API_URL"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", key, env, def)
+	}
+	tw.Flush()
+}
+
+// describeDefault formats a default value; the zero value shows as nothing.
+func describeDefault(v reflect.Value) string {
+	if v.IsZero() && (v.Kind() == reflect.String || v.Kind() == reflect.Slice) {
+		return ""
+	}
+	return fmt.Sprint(v.Interface())
+}
+
 // Load builds the configuration from defaults, the JupyterHub environment,
 // the JSON file named by --config (or TOKENKEEPER_CONFIG), TOKENKEEPER_*
 // variables and flags, then validates it. Every problem found is reported in
@@ -48,17 +141,23 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	var opts Options
 	fs := flag.NewFlagSet("tokenkeeper", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", getenv("TOKENKEEPER_CONFIG"), "JSON configuration `file`")
+	path := fs.String("config", getenv("TOKENKEEPER_CONFIG"), "JSON configuration `file` (TOKENKEEPER_CONFIG)")
 	fs.BoolVar(&opts.CheckConfig, "check-config", false, "validate the configuration and exit")
 	fs.BoolVar(&opts.Version, "version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\nsettings (JSON keys of the --config file, and variables):\n")
+		printSettings(fs.Output())
 	}
-	var f Config
+	f := Default()
 	bindFlags(fs, &f)
 	if err := fs.Parse(args); err != nil {
-		return c, opts, err
+		return c, opts, &UsageError{Err: err}
+	}
+	if fs.NArg() > 0 {
+		err := fmt.Errorf("unexpected argument %q: tokenkeeper takes only flags, and its one subcommand is token (see tokenkeeper --help)", fs.Arg(0))
+		return c, opts, &UsageError{Err: err}
 	}
 	var errs []error
 	if *path != "" {
@@ -70,15 +169,26 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	return c, opts, errors.Join(errs...)
 }
 
+// UsageError is a command line that could not be read: a bad flag or a
+// stray argument.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// bindFlags binds the setting flags to f, which holds the defaults that
+// --help shows. Each flag's text names its setting's variable.
 func bindFlags(fs *flag.FlagSet, f *Config) {
-	fs.StringVar(&f.IssuerURL, "issuer", "", "Keycloak realm issuer `URL`")
-	fs.StringVar(&f.ClientID, "client-id", "", "the hub's OAuth client `id` in Keycloak")
-	fs.Var(&f.RefreshWindow, "refresh-window", "refresh when less than this `duration` is left")
-	fs.Var(&f.SweepInterval, "sweep-interval", "`duration` between sweeps")
-	fs.IntVar(&f.Concurrency, "concurrency", 0, "requests in flight toward the hub and Keycloak")
-	fs.StringVar(&f.Database, "db", "", "SQLite database `file`")
-	fs.StringVar(&f.Keep, "keep", "", "whose tokens to keep fresh: running or all")
-	fs.StringVar(&f.LogLevel, "log-level", "", "debug, info, warn or error")
+	env := func(text, key string) string { return text + " (" + settingEnv(key) + ")" }
+	fs.StringVar(&f.IssuerURL, "issuer", f.IssuerURL, env("Keycloak realm issuer `URL`, required", "issuer_url"))
+	fs.StringVar(&f.ClientID, "client-id", f.ClientID, env("the hub's OAuth client `id` in Keycloak", "client_id"))
+	fs.Var(&f.RefreshWindow, "refresh-window", env("refresh when less than this `duration` is left", "refresh_window"))
+	fs.Var(&f.SweepInterval, "sweep-interval", env("`duration` between sweeps", "sweep_interval"))
+	fs.IntVar(&f.Concurrency, "concurrency", f.Concurrency, env("requests in flight toward the hub and Keycloak", "concurrency"))
+	fs.StringVar(&f.Database, "db", f.Database, env("SQLite database `file`", "database"))
+	fs.StringVar(&f.Keep, "keep", f.Keep, env("whose tokens to keep fresh: running or all", "keep"))
+	fs.StringVar(&f.LogLevel, "log-level", f.LogLevel, env("debug, info, warn or error", "log_level"))
 }
 
 // applyFlag copies the flag named name from f into c.
@@ -118,7 +228,7 @@ func decodeFile(c *Config, b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	var raw map[string]json.RawMessage
 	if err := dec.Decode(&raw); err != nil {
-		return fmt.Errorf("config file: %w", err)
+		return fmt.Errorf("config file: %w", syntaxError(b, err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("config file: trailing data after the JSON object")
@@ -158,10 +268,75 @@ func jsonFields(c *Config) map[string]any {
 // typeError says what was wrong with a value without Go's type names.
 func typeError(err error) error {
 	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return fmt.Errorf("a JSON %s is not allowed here", te.Value)
+	if !errors.As(err, &te) {
+		return err
 	}
-	return err
+	at := ""
+	if te.Field != "" {
+		at = te.Field + ": "
+	}
+	return &readableError{msg: fmt.Sprintf("%swant %s, not a JSON %s", at, jsonWant(te.Type), te.Value), err: err}
+}
+
+// readableError replaces a parser's message with one for the reader of the
+// configuration, keeping the parser's error for errors.As.
+type readableError struct {
+	msg string
+	err error
+}
+
+func (e *readableError) Error() string { return e.msg }
+
+func (e *readableError) Unwrap() error { return e.err }
+
+// jsonWant names, in JSON terms, what a Go type is read from.
+func jsonWant(t reflect.Type) string {
+	if t == nil {
+		return "another value"
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == reflect.TypeFor[Duration]():
+		return `a duration string such as "30s"`
+	case t == reflect.TypeFor[map[string]json.RawMessage]():
+		return "an object"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64, reflect.Float64:
+		return "a number"
+	case reflect.Slice:
+		return "a list of " + strings.TrimPrefix(jsonWant(t.Elem()), "a ") + "s"
+	}
+	return "another value"
+}
+
+// syntaxError gives the line and column of a JSON syntax error in b.
+func syntaxError(b []byte, err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		line, col := lineColumn(b, se.Offset)
+		return fmt.Errorf("line %d, column %d: %w", line, col, err)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return &readableError{msg: "the JSON ends early (a missing } or \"?)", err: io.ErrUnexpectedEOF}
+	}
+	return typeError(err)
+}
+
+// lineColumn returns the 1-based line and column of the byte at offset in
+// b; the offset of a json.SyntaxError counts the bytes read, the bad one
+// included.
+func lineColumn(b []byte, offset int64) (line, col int) {
+	before := b[:max(0, min(int(offset)-1, len(b)))]
+	line = 1 + bytes.Count(before, []byte("\n"))
+	col = 1 + len(before) - (bytes.LastIndexByte(before, '\n') + 1)
+	return line, col
 }
 
 func loadHubEnv(c *Config, getenv func(string) string) error {
@@ -218,7 +393,7 @@ func loadEnv(c *Config, getenv func(string) string) error {
 		if v := getenv(name); v != "" {
 			parsed, err := strconv.ParseBool(v)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				errs = append(errs, fmt.Errorf("%s: %w", name, &ValueError{Value: v, Want: "is not a boolean (true or false)", Err: err}))
 			}
 			*b = parsed
 		}
@@ -238,7 +413,7 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	if v := getenv("TOKENKEEPER_HUB_MAX_RPS"); v != "" {
 		n, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("TOKENKEEPER_HUB_MAX_RPS: %w", err))
+			errs = append(errs, fmt.Errorf("TOKENKEEPER_HUB_MAX_RPS: %w", numberError(v, err)))
 		}
 		c.HubMaxRPS = n
 	}
@@ -249,12 +424,33 @@ func loadEnv(c *Config, getenv func(string) string) error {
 		if v := getenv(name); v != "" {
 			parsed, err := strconv.Atoi(v)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				errs = append(errs, fmt.Errorf("%s: %w", name, numberError(v, err)))
 			}
 			*n = parsed
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ValueError is a setting's value that could not be read. Its message
+// names the value and what is wanted, without Go's parser messages; Err is
+// the parser's error.
+type ValueError struct {
+	Value string
+	Want  string // e.g. "must be a number"
+	Err   error
+}
+
+func (e *ValueError) Error() string { return fmt.Sprintf("%q %s", e.Value, e.Want) }
+
+func (e *ValueError) Unwrap() error { return e.Err }
+
+// numberError describes a strconv failure to read v as a number.
+func numberError(v string, err error) error {
+	if errors.Is(err, strconv.ErrRange) {
+		return &ValueError{Value: v, Want: "is out of range", Err: err}
+	}
+	return &ValueError{Value: v, Want: "must be a number", Err: err}
 }
 
 // loadSecretFiles reads secrets named by *_file settings, unless the

@@ -183,6 +183,20 @@ func TestKeycloakOutageLogsOutNobody(t *testing.T) {
 	if status, body := freshToken(t, heidiToken, ""); status != http.StatusServiceUnavailable {
 		t.Errorf("fresh-token with Keycloak down and the token expired: %d %v, want 503", status, body)
 	}
+	// Health says Keycloak does not answer (degraded, unhealthy after 2 min).
+	unanswered := func(s healthSample) bool {
+		return slices.ContainsFunc(s.Body.Problems, func(p healthProblem) bool {
+			return p.Class == "keycloak_unanswered" || p.Class == "keycloak_unreachable"
+		})
+	}
+	var last healthSample
+	if err := Poll(ctx, 30*time.Second, 250*time.Millisecond, func() (bool, error) {
+		var err error
+		last, err = healthAt(ctx, stack.ServiceURL()+"health")
+		return err == nil && unanswered(last), err
+	}); err != nil {
+		t.Errorf("health while Keycloak is down: %v (last %d %+v), want keycloak_unanswered", err, last.Status, last.Body)
+	}
 	old, _ := accessToken(t, "heidi")
 	restarted = true
 	if err := stack.StartKeycloak(ctx); err != nil {
@@ -190,6 +204,9 @@ func TestKeycloakOutageLogsOutNobody(t *testing.T) {
 	}
 	assertUserinfoOK(t, waitNewToken(t, "heidi", old, 90*time.Second))
 	assertNotLoggedOut(t, "heidi")
+	if s, err := healthAt(ctx, stack.ServiceURL()+"health"); err != nil || unanswered(s) {
+		t.Errorf("health once Keycloak answers again: %v %+v, want no keycloak problem", err, s.Body)
+	}
 }
 
 // tokenkeeperPID finds the running tokenkeeper of this stack.

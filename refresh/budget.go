@@ -26,21 +26,42 @@ func (r *Refresher) budget(due []string) []string {
 	due = append(due, r.pullForward(due, now)...)
 	expiry := func(name string) time.Time { return r.users[name].AccessExpiry }
 	slices.SortStableFunc(due, func(a, b string) int { return expiry(a).Compare(expiry(b)) })
-	short := 0
+	planned := make([]budgeted, len(due))
 	for i, name := range due {
-		// Only kept users whose token is still valid can be failed by the
-		// budget; an expired one (an idle user, a hub admin) is not waiting
-		// on it.
-		if exp := expiry(name); r.users[name].Kept && exp.After(now) && r.reach(now, i+1).After(exp) {
-			short++
-		}
+		planned[i] = budgeted{kept: r.users[name].Kept, expiry: expiry(name)}
 	}
+	short := shortfall(now, planned, func(n int) time.Time { return r.reach(now, n) })
 	if short > 0 && r.short == 0 {
 		r.log.Warn("the hub request budget cannot refresh every due user before their token expires; raise hub_max_rps",
 			"due", len(due), "short", short, "hub_max_rps", r.opts.HubRPS)
 	}
 	r.short = short
 	return due
+}
+
+// budgeted is a due user as the shortfall sees them: whether their tokens
+// are kept fresh, and when their access token expires.
+type budgeted struct {
+	kept   bool
+	expiry time.Time
+}
+
+// shortfall counts the users of a sweep, in the order the budget serves
+// them, whom a higher budget would save: kept users whose access token is
+// still valid when the sweep starts them, which is as soon as even an
+// unlimited budget could reach them, but who expire before reach(n), when
+// this budget has served the first n. A user whose token has already
+// expired (while tokenkeeper was down, or an idle user's) or has no known
+// expiry is not waiting on the budget and is not counted, though the
+// refresh still takes its share of the budget.
+func shortfall(now time.Time, due []budgeted, reach func(n int) time.Time) int {
+	short := 0
+	for i, u := range due {
+		if u.kept && u.expiry.After(now) && reach(i+1).After(u.expiry) {
+			short++
+		}
+	}
+	return short
 }
 
 // reach is when the budget, starting at now, has served n refreshes;

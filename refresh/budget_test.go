@@ -2,6 +2,9 @@ package refresh
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +104,75 @@ func TestBudgetLeavesUsersAtTheirSessionMaximum(t *testing.T) {
 		if want := map[bool]int{true: 0, false: 10}[capped]; len(pulled) != want {
 			t.Errorf("at the maximum %v: brought forward %d users, want %d", capped, len(pulled), want)
 		}
+	}
+}
+
+// TestShortfall counts only the users a higher budget would save: kept
+// users whose token is still valid when the sweep starts but who expire
+// before this budget reaches them.
+func TestShortfall(t *testing.T) {
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) budgeted { return budgeted{kept: true, expiry: now.Add(d)} }
+	times := func(n int, u budgeted) []budgeted {
+		us := make([]budgeted, n)
+		for i := range us {
+			us[i] = u
+		}
+		return us
+	}
+	perSecond := func(n int) time.Time { return now.Add(time.Duration(n) * time.Second) }
+	for _, tt := range []struct {
+		name  string
+		due   []budgeted
+		reach func(int) time.Time
+		want  int
+	}{
+		{name: "nobody due", reach: perSecond, want: 0},
+		{name: "tokens expired while down", due: times(20, at(-10*time.Minute)), reach: perSecond, want: 0},
+		{name: "tokens expiring as the sweep starts", due: times(20, at(0)), reach: perSecond, want: 0},
+		{name: "no known expiry", due: times(5, budgeted{kept: true}), reach: perSecond, want: 0},
+		{name: "budget reaches everyone", due: times(10, at(time.Minute)), reach: perSecond, want: 0},
+		// Reached at 1..10 s: those served after 5 s expire waiting.
+		{name: "a higher budget would reach them", due: times(10, at(5*time.Second)), reach: perSecond, want: 5},
+		{name: "not kept", due: times(10, budgeted{expiry: now.Add(5 * time.Second)}), reach: perSecond, want: 0},
+		// The expired users still take the budget's first 20 seconds.
+		{name: "after expired users", due: append(times(20, at(-time.Minute)), times(5, at(30*time.Second))...), reach: perSecond, want: 0},
+		{name: "after expired users, reached late", due: append(times(20, at(-time.Minute)), times(5, at(22*time.Second))...), reach: perSecond, want: 3},
+		{name: "unlimited budget", due: times(10, at(time.Second)), reach: func(int) time.Time { return now }, want: 0},
+	} {
+		if got := shortfall(now, tt.due, tt.reach); got != tt.want {
+			t.Errorf("%s: shortfall = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestBudgetRestartWithExpiredTokens: 20 kept users whose tokens expired
+// while tokenkeeper was down are all due after the restart, and a small
+// budget takes a while to refresh them; none of them is a budget problem,
+// so health shows no shortfall and the log does not advise raising
+// hub_max_rps.
+func TestBudgetRestartWithExpiredTokens(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.HubRPS, o.SweepInterval = 1, 5*time.Second })
+	for i := range 20 {
+		f.addUser(fmt.Sprintf("u%02d", i), true, f.now, fmt.Sprintf("rt-%d", i))
+	}
+	f.sweep(t) // reads everyone's token
+	f.advance(10 * time.Minute)
+	f.r = f.newRefresher(t, func(o *Options) { o.HubRPS, o.SweepInterval = 1, 5*time.Second })
+	f.logs.Reset()
+	f.r.mu.Lock()
+	due := slices.Collect(maps.Keys(f.r.users))
+	for _, u := range f.r.users {
+		if !u.Kept || u.AccessExpiry.IsZero() || u.AccessExpiry.After(f.now) {
+			t.Fatalf("restored %+v, want a kept user whose known token has expired", *u)
+		}
+	}
+	f.r.mu.Unlock()
+	f.r.budget(due)
+	if h := f.r.Health(); hasProblem(h, ProblemHubBudget) {
+		t.Errorf("health %+v reports a budget shortfall for tokens that expired while down", h)
+	}
+	if strings.Contains(f.logs.String(), "raise hub_max_rps") {
+		t.Errorf("log advises raising hub_max_rps for tokens that expired while down:\n%s", f.logs)
 	}
 }

@@ -34,6 +34,13 @@ const (
 	// without Keycloak's basic scope, lightweight access tokens), so a
 	// back-channel logout of one of their sessions logs out all of them.
 	ProblemNoSessionID ProblemClass = "tokens_without_sid"
+	// ProblemKeycloakUnreachable: every grant has failed without an
+	// answer from Keycloak (refused, unresolvable, timed out, a proxy's
+	// page) for unreachableFor.
+	ProblemKeycloakUnreachable ProblemClass = "keycloak_unreachable"
+	// ProblemKeycloakSlow: grants fail without an answer from Keycloak,
+	// for less than unreachableFor so far.
+	ProblemKeycloakSlow ProblemClass = "keycloak_unanswered"
 	// ProblemExcessScopes: tokenkeeper's hub token holds powerful scopes
 	// its settings do not need (Detail names them).
 	ProblemExcessScopes ProblemClass = "excess_scopes"
@@ -66,7 +73,7 @@ const (
 )
 
 // degrading are the problems that leave every user served.
-var degrading = []ProblemClass{ProblemStuckUsers, ProblemHubBudget, ProblemNoSessionID, ProblemExcessScopes}
+var degrading = []ProblemClass{ProblemStuckUsers, ProblemHubBudget, ProblemNoSessionID, ProblemExcessScopes, ProblemKeycloakSlow}
 
 // State is HealthOK with no problems, HealthDegraded when the only problems
 // are degrading ones (stuck users, a short hub budget, tokens without sid,
@@ -106,6 +113,9 @@ func (r *Refresher) Health() Health {
 	}
 	if stuck > 0 {
 		h.Problems = append(h.Problems, Problem{Class: ProblemStuckUsers, Users: stuck})
+	}
+	if p, ok := r.keycloakProblem(); ok {
+		h.Problems = append(h.Problems, p)
 	}
 	if len(r.opts.ExcessScopes) > 0 {
 		h.Problems = append(h.Problems, Problem{Class: ProblemExcessScopes, Detail: strings.Join(r.opts.ExcessScopes, ", ")})

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
@@ -17,11 +18,22 @@ type Metrics struct {
 	deriveTime    *prometheus.HistogramVec
 }
 
-// NewMetrics registers the refresher's counters and histograms with reg.
+// Label values known in advance. NewMetrics starts every counter at zero
+// for them, so that dashboards and alerts see each series before its first
+// event.
+var (
+	grantOutcomes   = []string{"success", keycloak.Transient.String(), keycloak.Terminal.String(), keycloak.Operator.String(), keycloak.Unknown.String()}
+	logoutReasons   = []string{"backchannel", "session_ended"}
+	derivedKinds    = []Kind{KindAudience, KindProvider}
+	derivedOutcomes = []string{"success", "refused", "transient"}
+)
+
+// NewMetrics registers the refresher's counters and histograms with reg,
+// every counter at zero for the label values known in advance.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		grants: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokenkeeper_grants_total", Help: "Refresh grants by outcome (success, transient, terminal, operator).",
+			Name: "tokenkeeper_grants_total", Help: "Refresh grants by outcome (success, transient, terminal, operator, unknown).",
 		}, []string{"outcome"}),
 		grantDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tokenkeeper_grant_duration_seconds", Help: "Duration of refresh grants at Keycloak.",
@@ -40,6 +52,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind"}),
 	}
 	reg.MustRegister(m.grants, m.grantDuration, m.logouts, m.derived, m.deriveTime)
+	for _, o := range grantOutcomes {
+		m.grants.WithLabelValues(o)
+	}
+	for _, r := range logoutReasons {
+		m.logouts.WithLabelValues(r)
+	}
+	for _, k := range derivedKinds {
+		for _, o := range derivedOutcomes {
+			m.derived.WithLabelValues(string(k), o)
+		}
+		m.deriveTime.WithLabelValues(string(k))
+	}
 	return m
 }
 

@@ -167,28 +167,29 @@ type Refresher struct {
 	catching chan struct{} // holds one token during a back-channel catch-up
 	stopErr  error
 
-	mu       sync.Mutex // guards the fields below
-	users    map[string]*store.UserState
-	cache    map[string]Tokens
-	derived  map[string]map[Target]Tokens // by user: tokens made for users someone asked Derived
-	epochs   map[string]uint64            // by user: how often their tokens were forgotten
-	unsaved  map[string]store.Pending     // journal entries the store failed to take
-	operator error                        // set while refreshing is stopped for an operator problem
-	probeAt  time.Time                    // while operator is set: when the next grant may probe
-	probes   int
-	hubErr   error                    // set while the hub cannot be listed
-	guard    guardWindow              // counts unexpected session endings
-	held     int                      // logouts the tripped guard holds back
-	short    int                      // due users the hub budget cannot reach before expiry
-	panicked time.Time                // when a sweep last panicked
-	capped   map[string]store.Digest  // refresh tokens whose grant did not move the refresh token's expiry
-	probing  map[string]bool          // users the next sweep refreshes whatever their schedule: the guard's probes, users the budget brings forward
-	moved    map[string]bool          // kept users whose hub activity moved since they were last read
-	fences   map[string][]store.Fence // logouts decided and not yet carried out, by user
-	noSID    map[string]bool          // users whose tokens carry no sid
-	badNames map[string]bool          // hub user names refused, logged once each
-	misses   map[string]miss          // fresh-token answers with nothing to serve, by user (miss.go)
-	rand     *rand.Rand
+	mu          sync.Mutex // guards the fields below
+	users       map[string]*store.UserState
+	cache       map[string]Tokens
+	derived     map[string]map[Target]Tokens // by user: tokens made for users someone asked Derived
+	epochs      map[string]uint64            // by user: how often their tokens were forgotten
+	unsaved     map[string]store.Pending     // journal entries the store failed to take
+	operator    error                        // set while refreshing is stopped for an operator problem
+	probeAt     time.Time                    // while operator is set: when the next grant may probe
+	probes      int
+	hubErr      error                    // set while the hub cannot be listed
+	guard       guardWindow              // counts unexpected session endings
+	held        int                      // logouts the tripped guard holds back
+	short       int                      // due users the hub budget cannot reach before expiry
+	panicked    time.Time                // when a sweep last panicked
+	unreachable time.Time                // since when every grant failed without Keycloak's answer (reach.go)
+	capped      map[string]store.Digest  // refresh tokens whose grant did not move the refresh token's expiry
+	probing     map[string]bool          // users the next sweep refreshes whatever their schedule: the guard's probes, users the budget brings forward
+	moved       map[string]bool          // kept users whose hub activity moved since they were last read
+	fences      map[string][]store.Fence // logouts decided and not yet carried out, by user
+	noSID       map[string]bool          // users whose tokens carry no sid
+	badNames    map[string]bool          // hub user names refused, logged once each
+	misses      map[string]miss          // fresh-token answers with nothing to serve, by user (miss.go)
+	rand        *rand.Rand
 }
 
 // New returns a Refresher whose schedule is restored from st. hub and
@@ -719,6 +720,7 @@ func (r *Refresher) spend(ctx context.Context, name string, st AuthState, prior 
 	gctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
 	tok, err := r.grant(gctx, st.Refresh)
 	cancel()
+	r.noteKeycloak(err)
 	if err != nil {
 		class := keycloak.Classify(err)
 		r.opts.Metrics.grant(class.String(), time.Since(start))

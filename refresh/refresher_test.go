@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/keycloak"
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
@@ -449,7 +450,7 @@ func TestGuardPausesMassLogout(t *testing.T) {
 func TestTransientFailureKeepsServingValidToken(t *testing.T) {
 	f := newFixture(t)
 	f.addUser("alice", true, f.now.Add(-250*time.Second), "rt-alice")
-	f.grant.fail = func(string) error { return fmt.Errorf("refresh grant: %w", context.DeadlineExceeded) }
+	f.grant.fail = func(string) error { return fmt.Errorf("refresh grant: %w: connection refused", keycloak.ErrNotSent) }
 	tok, err := f.r.Fresh(context.Background(), "alice", 2*time.Minute)
 	if err != nil {
 		t.Fatalf("Fresh = %v, want the still-valid token", err)
@@ -457,8 +458,20 @@ func TestTransientFailureKeepsServingValidToken(t *testing.T) {
 	if want := f.hub.state(t, "alice").Access; tok.Access != want {
 		t.Errorf("Fresh did not return the current token")
 	}
+	if h := f.r.Health(); h.State() != HealthDegraded || !hasProblem(h, ProblemKeycloakSlow) {
+		t.Errorf("Health() = %+v after a grant without Keycloak's answer, want degraded keycloak_unanswered", h)
+	}
+	f.advance(unreachableFor)
+	if h := f.r.Health(); h.State() != HealthUnhealthy || !hasProblem(h, ProblemKeycloakUnreachable) {
+		t.Errorf("Health() = %+v %s after grants failed unanswered, want unhealthy keycloak_unreachable", h, unreachableFor)
+	}
+	f.grant.fail = nil
+	f.advance(time.Minute)
+	if _, err := f.r.Fresh(context.Background(), "alice", 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if h := f.r.Health(); h.State() != HealthOK {
-		t.Errorf("Health() = %+v after a transient failure, want ok", h)
+		t.Errorf("Health() = %+v once Keycloak answers again, want ok", h)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tokenkeeper/tokenkeeper/refresh"
@@ -24,7 +25,25 @@ type Client struct {
 	token  string
 	http   *http.Client
 	target url.Values // audience or idp; empty for the user's own token
+
+	// retryFor is how long FreshToken keeps retrying refused or reset
+	// connections and busy answers; sleep waits between tries and now
+	// reads the clock. Tests replace them.
+	retryFor time.Duration
+	sleep    func(context.Context, time.Duration) error
+	now      func() time.Time
 }
+
+// RetryFor is how long FreshToken keeps trying while tokenkeeper refuses or
+// resets connections, or answers that it is busy: after a crash the hub
+// restarts its managed service only at its next poll.
+const RetryFor = 45 * time.Second
+
+// Backoff between tries: the first wait, doubling up to the longest.
+const (
+	firstRetry   = 500 * time.Millisecond
+	longestRetry = 5 * time.Second
+)
 
 // NewClient returns a client for the service at base (TOKENKEEPER_URL,
 // including the service prefix) authenticating with a JupyterHub token.
@@ -33,7 +52,20 @@ type Client struct {
 func NewClient(base, token string, hc *http.Client) *Client {
 	cp := *hc
 	cp.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Client{base: strings.TrimRight(base, "/") + "/", token: token, http: &cp}
+	return &Client{base: strings.TrimRight(base, "/") + "/", token: token, http: &cp,
+		retryFor: RetryFor, sleep: sleepCtx, now: time.Now}
+}
+
+// sleepCtx waits for d, or returns ctx's error when ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // RedirectError is a redirect answer, which the client does not follow.
@@ -43,7 +75,7 @@ type RedirectError struct {
 }
 
 func (e *RedirectError) Error() string {
-	return fmt.Sprintf("tokenkeeper: HTTP %d redirects to %q; the token is not sent there (check TOKENKEEPER_URL)", e.Status, e.Location)
+	return fmt.Sprintf("HTTP %d redirects to %q; the token is not sent there (check TOKENKEEPER_URL)", e.Status, e.Location)
 }
 
 // For returns a client that asks for the token derived from the user's
@@ -77,34 +109,73 @@ type ServiceError struct {
 }
 
 func (e *ServiceError) Error() string {
-	return fmt.Sprintf("tokenkeeper: HTTP %d: %s", e.Status, e.Message)
+	return fmt.Sprintf("HTTP %d: %s", e.Status, e.Message)
 }
 
 // FreshToken returns the caller's access token (or the one For chose) with
-// at least minValid left.
+// at least minValid left. While tokenkeeper refuses or resets connections,
+// or answers 429 (busy), it tries again with backoff (0.5 s doubling to 5 s)
+// for up to RetryFor; any other failure, after which the request may have
+// been processed, is returned at once.
 func (c *Client) FreshToken(ctx context.Context, minValid time.Duration) (Token, error) {
+	deadline := c.now().Add(c.retryFor)
+	delay := firstRetry
+	for {
+		tok, again, err := c.freshTokenOnce(ctx, minValid)
+		if err == nil || !again {
+			return tok, err
+		}
+		if c.now().Add(delay).After(deadline) {
+			return Token{}, &UnreachableError{For: c.retryFor, Err: err}
+		}
+		if serr := c.sleep(ctx, delay); serr != nil {
+			return Token{}, err
+		}
+		delay = min(2*delay, longestRetry)
+	}
+}
+
+// UnreachableError means tokenkeeper refused or reset every connection, or
+// was busy, for the whole retry time. Err is the last failure.
+type UnreachableError struct {
+	For time.Duration
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("%v (tried for %s; tokenkeeper may be restarting or not running)", e.Err, e.For)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// freshTokenOnce makes one request for FreshToken. again reports a failure
+// worth trying again: a refused or reset connection, or a 429 (busy)
+// answer. A failure while reading an answer never is one.
+func (c *Client) freshTokenOnce(ctx context.Context, minValid time.Duration) (tok Token, again bool, err error) {
 	q := url.Values{"min_valid": {strconv.Itoa(int(minValid.Seconds()))}}
 	for k, v := range c.target {
 		q[k] = v
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"fresh-token?"+q.Encode(), nil)
 	if err != nil {
-		return Token{}, fmt.Errorf("tokenkeeper: %w", err)
+		return Token{}, false, err
 	}
 	req.Header.Set("Authorization", "token "+c.token)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Token{}, fmt.Errorf("tokenkeeper: %w", err)
+		again := errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+		return Token{}, again, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return Token{}, &RedirectError{Status: resp.StatusCode, Location: resp.Header.Get("Location")}
+		return Token{}, false, &RedirectError{Status: resp.StatusCode, Location: resp.Header.Get("Location")}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return Token{}, fmt.Errorf("tokenkeeper: read: %w", err)
+		return Token{}, false, fmt.Errorf("read: %w", err)
 	}
-	return decodeToken(resp.StatusCode, body)
+	tok, err = decodeToken(resp.StatusCode, body)
+	return tok, resp.StatusCode == http.StatusTooManyRequests, err
 }
 
 func decodeToken(status int, body []byte) (Token, error) {
@@ -120,11 +191,11 @@ func decodeToken(status int, body []byte) (Token, error) {
 	}
 	var t tokenResponse
 	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
-		return Token{}, fmt.Errorf("tokenkeeper: unreadable answer")
+		return Token{}, errors.New("unreadable answer")
 	}
 	exp, err := time.Parse(time.RFC3339, t.ExpiresAt)
 	if err != nil {
-		return Token{}, fmt.Errorf("tokenkeeper: expires_at: %w", err)
+		return Token{}, fmt.Errorf("expires_at: %w", err)
 	}
 	return Token{AccessToken: t.AccessToken, ExpiresAt: exp}, nil
 }

@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"testing/iotest"
 	"testing/synctest"
 	"time"
 
@@ -136,13 +141,146 @@ func TestClientFor(t *testing.T) {
 	}
 }
 
+// fakeClock is a clock that only sleeps move, recording each sleep.
+type fakeClock struct {
+	t      time.Time
+	sleeps []time.Duration
+}
+
+func (f *fakeClock) now() time.Time { return f.t }
+
+func (f *fakeClock) sleep(_ context.Context, d time.Duration) error {
+	f.sleeps = append(f.sleeps, d)
+	f.t = f.t.Add(d)
+	return nil
+}
+
+// withClock makes c sleep on f instead of for real.
+func withClock(c *Client, f *fakeClock) *Client {
+	c.sleep, c.now = f.sleep, f.now
+	return c
+}
+
 func TestClientFreshTokenUnreachable(t *testing.T) {
 	srv := httptest.NewServer(http.NotFoundHandler())
 	srv.Close()
-	_, err := NewClient(srv.URL, "nb-token", &http.Client{}).FreshToken(context.Background(), time.Minute)
-	var serr *ServiceError
-	if err == nil || errors.As(err, &serr) || errors.Is(err, ErrLoginRequired) {
-		t.Errorf("FreshToken on a closed server = %v, want a transport error", err)
+	clock := &fakeClock{t: time.Unix(0, 0)}
+	_, err := withClock(NewClient(srv.URL, "nb-token", &http.Client{}), clock).FreshToken(context.Background(), time.Minute)
+	var uerr *UnreachableError
+	if !errors.As(err, &uerr) || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("FreshToken on a closed server = %v, want an UnreachableError for a refused connection", err)
+	}
+	if got := clock.t.Sub(time.Unix(0, 0)); got > RetryFor {
+		t.Errorf("FreshToken retried for %s, want at most %s", got, RetryFor)
+	}
+}
+
+// step is one scripted outcome of a request: a transport error, or a status
+// with a body (and optionally a body that fails while read).
+type step struct {
+	err     error
+	status  int
+	body    string
+	readErr error
+}
+
+// scripted is a RoundTripper that plays steps in order, repeating the last.
+type scripted struct {
+	steps []step
+	calls int
+}
+
+func (s *scripted) RoundTrip(r *http.Request) (*http.Response, error) {
+	st := s.steps[min(s.calls, len(s.steps)-1)]
+	s.calls++
+	if st.err != nil {
+		return nil, st.err
+	}
+	var body io.Reader = strings.NewReader(st.body)
+	if st.readErr != nil {
+		body = io.MultiReader(body, iotest.ErrReader(st.readErr))
+	}
+	return &http.Response{StatusCode: st.status, Body: io.NopCloser(body), Header: http.Header{}, Request: r}, nil
+}
+
+func TestClientFreshTokenRetries(t *testing.T) {
+	exp := time.Date(2026, 11, 22, 12, 5, 0, 0, time.UTC)
+	ok := step{status: 200, body: tokenJSON("fresh", exp)}
+	refused := step{err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
+	reset := step{err: &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}
+	busy := step{status: 429, body: `{"error":"busy","message":"try again in a second"}`}
+	s := func(ds ...float64) []time.Duration {
+		out := make([]time.Duration, len(ds))
+		for i, d := range ds {
+			out[i] = time.Duration(d * float64(time.Second))
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		steps  []step
+		want   string // the access token; empty for an error
+		check  func(error) bool
+		sleeps []time.Duration
+	}{
+		{name: "refused then answered", steps: []step{refused, refused, ok}, want: "fresh", sleeps: s(0.5, 1)},
+		{name: "reset then answered", steps: []step{reset, ok}, want: "fresh", sleeps: s(0.5)},
+		{name: "busy then answered", steps: []step{busy, busy, busy, ok}, want: "fresh", sleeps: s(0.5, 1, 2)},
+		{name: "refused throughout", steps: []step{refused},
+			check: func(err error) bool {
+				return errors.As(err, new(*UnreachableError)) && errors.Is(err, syscall.ECONNREFUSED)
+			},
+			sleeps: s(0.5, 1, 2, 4, 5, 5, 5, 5, 5, 5, 5)},
+		{name: "busy throughout", steps: []step{busy},
+			check: func(err error) bool {
+				var serr *ServiceError
+				return errors.As(err, new(*UnreachableError)) && errors.As(err, &serr) && serr.Status == 429
+			},
+			sleeps: s(0.5, 1, 2, 4, 5, 5, 5, 5, 5, 5, 5)},
+		{name: "server error", steps: []step{{status: 502, body: `{"message":"hub"}`}, ok},
+			check: func(err error) bool { return errors.As(err, new(*ServiceError)) }},
+		{name: "login required", steps: []step{{status: 409}, ok},
+			check: func(err error) bool { return errors.Is(err, ErrLoginRequired) }},
+		{name: "answer cut short", steps: []step{{err: io.ErrUnexpectedEOF}, ok},
+			check: func(err error) bool { return errors.Is(err, io.ErrUnexpectedEOF) }},
+		{name: "reset while reading the answer", steps: []step{{status: 200, body: `{"access`, readErr: syscall.ECONNRESET}, ok},
+			check: func(err error) bool { return errors.Is(err, syscall.ECONNRESET) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rt := &scripted{steps: tt.steps}
+			clock := &fakeClock{t: time.Unix(0, 0)}
+			c := withClock(NewClient("http://tokenkeeper.invalid", "nb-token", &http.Client{Transport: rt}), clock)
+			tok, err := c.FreshToken(t.Context(), time.Minute)
+			if tt.want != "" && (err != nil || tok.AccessToken != tt.want) {
+				t.Errorf("FreshToken() = %q, %v; want %q, nil", tok.AccessToken, err, tt.want)
+			}
+			if tt.want == "" && !tt.check(err) {
+				t.Errorf("FreshToken() error = %v, want the %s error", err, tt.name)
+			}
+			if diff := cmp.Diff(tt.sleeps, clock.sleeps); diff != "" {
+				t.Errorf("sleeps mismatch (-want +got):\n%s", diff)
+			}
+			if want := len(tt.sleeps) + 1; rt.calls != want {
+				t.Errorf("requests = %d, want %d", rt.calls, want)
+			}
+		})
+	}
+}
+
+func TestClientFreshTokenStopsWithContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	rt := &scripted{steps: []step{{err: &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}}}
+	c := NewClient("http://tokenkeeper.invalid", "nb-token", &http.Client{Transport: rt})
+	c.sleep = func(ctx context.Context, d time.Duration) error {
+		cancel()
+		return sleepCtx(ctx, d)
+	}
+	if _, err := c.FreshToken(ctx, time.Minute); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("FreshToken() after cancel = %v, want the last failure", err)
+	}
+	if rt.calls != 1 {
+		t.Errorf("requests = %d, want 1", rt.calls)
 	}
 }
 
@@ -438,9 +576,9 @@ func TestWatchRewritesUntilLoginRequired(t *testing.T) {
 			t.Errorf("directory after Watch = %q, want empty", names)
 		}
 		wantLogs := []string{
-			"token refresh failed, retrying in 1s: tokenkeeper: HTTP 500: scripted 500",
-			"token refresh failed, retrying in 2s: tokenkeeper: HTTP 503: scripted 503",
-			"token refresh failed, retrying in 1s: tokenkeeper: HTTP 502: scripted 502",
+			"token refresh failed, retrying in 1s: HTTP 500: scripted 500",
+			"token refresh failed, retrying in 2s: HTTP 503: scripted 503",
+			"token refresh failed, retrying in 1s: HTTP 502: scripted 502",
 		}
 		if diff := cmp.Diff(wantLogs, logs.get()); diff != "" {
 			t.Errorf("Watch() log mismatch (-want +got):\n%s", diff)

@@ -48,6 +48,8 @@ type Deps struct {
 	Sessions func(ctx context.Context, subject string) ([]serviceaccount.Session, error)
 	// Metrics serves Prometheus metrics; nil serves none.
 	Metrics http.Handler
+	// Requests counts and times the API's requests; nil records none.
+	Requests *RequestMetrics
 	// BackchannelLogout verifies a Keycloak logout token and logs its users out.
 	BackchannelLogout func(ctx context.Context, raw string) ([]string, error)
 	// AccessScopes grant access to the service; a caller needs one.
@@ -69,9 +71,17 @@ type handler struct {
 func NewHandler(prefix string, d Deps) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
+	if d.Requests != nil {
+		// Ahead of Recovery, so that a request whose handler panicked
+		// counts with the 500 Recovery answers.
+		e.Use(d.Requests.observe)
+	}
 	e.Use(gin.Recovery())
 	h := &handler{Deps: d, log: d.Logger}
 	routes(e.Group(strings.TrimSuffix(prefix, "/")), h)
+	if d.Requests != nil {
+		d.Requests.start(e.Routes())
+	}
 	e.NoRoute(func(c *gin.Context) {
 		c.JSON(http.StatusNotFound, errorBody{"not_found", "No such endpoint."})
 	})
@@ -152,6 +162,9 @@ var problemTexts = map[refresh.ProblemClass]string{
 	refresh.ProblemHubBudget:  "hub_max_rps cannot refresh every due user before their token expires.",
 	refresh.ProblemSweepPanicked: "A sweep failed on an internal error in the last 10 minutes; " +
 		"the log has its stack. Please report it.",
+	refresh.ProblemKeycloakUnreachable: "Keycloak has not answered tokenkeeper's grants for over 2 minutes " +
+		"(refused, unresolvable, timed out, or a proxy's error page); nobody is logged out meanwhile.",
+	refresh.ProblemKeycloakSlow: "Keycloak did not answer tokenkeeper's latest grants; retrying.",
 	refresh.ProblemExcessScopes: "tokenkeeper's hub token holds scopes its settings do not need; " +
 		"take them away in jupyterhub_config.py:",
 	refresh.ProblemNoSessionID: "Some users' tokens carry no session id (sid): a back-channel logout of one " +

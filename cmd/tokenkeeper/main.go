@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/go-co-op/gocron/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
@@ -41,6 +43,9 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "tokenkeeper:", err)
+		if errors.As(err, new(*config.UsageError)) {
+			os.Exit(2) // a command line that could not be read, as the flag package exits
+		}
 		os.Exit(1)
 	}
 }
@@ -65,6 +70,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	hold := underHub(getenv) && !cfg.ExitsOnError(getenv)
 	if err != nil && hold && !opts.CheckConfig && !slices.Contains(args, "--check-config") {
 		return holdBadConfig(ctx, err, getenv, stderr)
+	}
+	if uerr := (*config.UsageError)(nil); errors.As(err, &uerr) {
+		return uerr
 	}
 	if err != nil {
 		return configError(err)
@@ -165,6 +173,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, erro
 func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.Store) (*app, error) {
 	client := newHTTPClient(cfg)
 	reg := prometheus.NewRegistry()
+	registerProcess(reg, version)
 	hub := hubclient.New(cfg.Hub.APIURL, cfg.Hub.APIToken.Reveal(),
 		hubclient.WithHTTPClient(client), hubclient.WithConcurrency(cfg.Concurrency),
 		hubclient.WithRateLimit(cfg.HubMaxRPS),
@@ -212,6 +221,7 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 			return r.BackchannelLogout(ctx, raw, kc.VerifyLogout)
 		},
 		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Requests:     spawnerhook.NewRequestMetrics(reg),
 		AccessScopes: cfg.Hub.AccessScopes, Name: cfg.Hub.Name, Version: version,
 		Logger: log, Now: time.Now,
 	}
@@ -229,6 +239,19 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 		deps.JobStatus = jobs.Status
 	}
 	return &app{r: r, handler: spawnerhook.NewHandler(cfg.Hub.Prefix, deps), db: db}, nil
+}
+
+// registerProcess registers with reg the standard process and Go runtime
+// collectors and tokenkeeper_build_info, which is 1 and names the version
+// and the Go release it was built with.
+func registerProcess(reg prometheus.Registerer, version string) {
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "tokenkeeper_build_info",
+		Help:        "Always 1; its labels name tokenkeeper's version and the Go release it was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	info.Set(1)
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(), info)
 }
 
 // stopWait is how long a stop lets the grants in flight finish before it

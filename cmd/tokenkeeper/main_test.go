@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -126,7 +127,7 @@ func TestRunBadConfigListsEveryProblem(t *testing.T) {
 			}
 			want := []string{
 				"JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "JUPYTERHUB_SERVICE_PREFIX",
-				"client secret", "concurrency", "issuer_url", "keep", "log_level", "state key",
+				"client secret", "concurrency", "issuer_url (TOKENKEEPER_ISSUER_URL)", "keep", "log_level", "state key",
 			}
 			slices.Sort(keys)
 			if diff := cmp.Diff(want, keys); diff != "" {
@@ -147,6 +148,46 @@ func TestRunUnknownFlag(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "no-such-flag") {
 		t.Errorf("run(--no-such-flag) stderr = %q, want it to name the flag", stderr.String())
+	}
+}
+
+func TestRunRefusesStrayArguments(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "stray argument", args: []string{"bogus"}, want: `unexpected argument "bogus"`},
+		{name: "after a flag", args: []string{"--check-config", "bogus"}, want: `unexpected argument "bogus"`},
+		{name: "misspelt subcommand", args: []string{"tokens"}, want: "its one subcommand is token"},
+		{name: "stray argument to token", args: []string{"token", "bogus"}, want: `unexpected argument "bogus"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), tt.args, envOf(nil), &stdout, &stderr)
+			if !errors.As(err, new(*config.UsageError)) {
+				t.Fatalf("run(%q) = %v, want a *config.UsageError", tt.args, err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run(%q) error %q does not say %q", tt.args, err, tt.want)
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("run(%q) stdout = %q, want nothing", tt.args, stdout.String())
+			}
+		})
+	}
+}
+
+func TestRunTokenNamesTokenkeeperOnce(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	srv.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel() // the first refused connection is the error, without retries
+	env := map[string]string{"TOKENKEEPER_URL": srv.URL, "JUPYTERHUB_API_TOKEN": "nb-token"}
+	err := run(ctx, []string{"token"}, envOf(env), &bytes.Buffer{}, &bytes.Buffer{})
+	if err == nil || strings.HasPrefix(err.Error(), "tokenkeeper:") {
+		t.Errorf("run(token) on a closed server = %v, want an error that main prefixes once", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
 	"github.com/tokenkeeper/tokenkeeper/spawnerhook"
 )
@@ -35,7 +36,10 @@ func runToken(ctx context.Context, args []string, getenv func(string) string, st
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {
-		return err
+		return &config.UsageError{Err: err}
+	}
+	if fs.NArg() > 0 {
+		return &config.UsageError{Err: fmt.Errorf("unexpected argument %q: tokenkeeper token takes only flags (see tokenkeeper token --help)", fs.Arg(0))}
 	}
 	token := getenv("JUPYTERHUB_API_TOKEN")
 	var problems []error
