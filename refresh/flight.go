@@ -21,9 +21,10 @@ type userLock struct {
 	refs int
 }
 
-// lock waits for name's lock or for ctx to end, and returns the unlock func.
-func (l *userLocks) lock(ctx context.Context, name string) (func(), error) {
+// ref returns name's lock, made if needed, with one more reference.
+func (l *userLocks) ref(name string) *userLock {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.locks == nil {
 		l.locks = map[string]*userLock{}
 	}
@@ -33,7 +34,12 @@ func (l *userLocks) lock(ctx context.Context, name string) (func(), error) {
 		l.locks[name] = u
 	}
 	u.refs++
-	l.mu.Unlock()
+	return u
+}
+
+// lock waits for name's lock or for ctx to end, and returns the unlock func.
+func (l *userLocks) lock(ctx context.Context, name string) (func(), error) {
+	u := l.ref(name)
 	select {
 	case u.ch <- struct{}{}:
 		return func() { <-u.ch; l.release(name, u) }, nil
@@ -111,17 +117,7 @@ func (t *tracker) stop(ctx context.Context) error {
 // tryLock takes name's lock if nobody holds it, without waiting; ok is
 // false when somebody does.
 func (l *userLocks) tryLock(name string) (unlock func(), ok bool) {
-	l.mu.Lock()
-	if l.locks == nil {
-		l.locks = map[string]*userLock{}
-	}
-	u := l.locks[name]
-	if u == nil {
-		u = &userLock{ch: make(chan struct{}, 1)}
-		l.locks[name] = u
-	}
-	u.refs++
-	l.mu.Unlock()
+	u := l.ref(name)
 	select {
 	case u.ch <- struct{}{}:
 		return func() { <-u.ch; l.release(name, u) }, true

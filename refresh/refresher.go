@@ -425,13 +425,7 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 		switch {
 		case !listedNow:
 			gone = append(gone, name)
-			delete(r.users, name)
-			delete(r.capped, name)
-			delete(r.probing, name)
-			delete(r.moved, name)
-			delete(r.fences, name)
-			delete(r.noSID, name)
-			r.forget(name)
+			r.drop(name)
 		case len(r.fences[name]) > 0:
 			due = append(due, name) // a logout recorded and not yet carried out
 		case u.Due.After(now):
@@ -461,6 +455,18 @@ func notFound(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound
 }
 
+// drop forgets what memory holds of a user the hub no longer has: their
+// schedule, flags, fences and cached tokens. The caller holds r.mu.
+func (r *Refresher) drop(name string) {
+	delete(r.users, name)
+	delete(r.capped, name)
+	delete(r.probing, name)
+	delete(r.moved, name)
+	delete(r.fences, name)
+	delete(r.noSID, name)
+	r.forget(name)
+}
+
 // userGone forgets a user the hub no longer has, at its first 404: their
 // cached and derived tokens, schedule, journal entry, intent and fence, and
 // (through UserGone) the cached identities of their tokens. One log line
@@ -468,14 +474,8 @@ func notFound(err error) bool {
 func (r *Refresher) userGone(ctx context.Context, name string, err error) error {
 	r.mu.Lock()
 	_, known := r.users[name]
-	delete(r.users, name)
-	delete(r.capped, name)
-	delete(r.probing, name)
-	delete(r.moved, name)
-	delete(r.fences, name)
-	delete(r.noSID, name)
+	r.drop(name)
 	delete(r.cache, name)
-	r.forget(name)
 	r.mu.Unlock()
 	if derr := r.store.Delete(ctx, name); derr != nil {
 		r.log.Error("forget a user the hub no longer has", "user", name, "err", derr)
