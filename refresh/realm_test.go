@@ -114,6 +114,12 @@ func TestCohortReachingSSOMaxLoggedOutTogether(t *testing.T) {
 	if h := f.r.Health(); h.State() != HealthOK {
 		t.Errorf("Health() = %+v, want ok", h)
 	}
+	// Once a user's access token lives to the session's maximum, no grant
+	// can give a longer one: none is made until the session has ended
+	// (the one then finds it ended).
+	if got := f.grant.calls.Load(); got > 10*3 {
+		t.Errorf("grants = %d for 10 users over a 10-minute session of 5-minute tokens, want at most 30", got)
+	}
 }
 
 // TestGuardSeesLossSpreadOverSweeps: Keycloak loses every session at once,

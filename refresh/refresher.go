@@ -559,7 +559,8 @@ func (r *Refresher) cached(name string, minValid time.Duration) (Tokens, bool) {
 // refresh no longer moved the refresh token's expiry (the session is at its
 // SSO maximum, and refreshing on every sweep until then would gain nothing),
 // by the access token alone and just after the refresh token expires, to
-// log the user out.
+// log the user out; once the access token itself lives to that maximum,
+// only then.
 func (r *Refresher) due(name string, st AuthState) time.Time {
 	r.mu.Lock()
 	capped := r.capped[name] == digest(st.Refresh.Reveal())
@@ -567,8 +568,14 @@ func (r *Refresher) due(name string, st AuthState) time.Time {
 	if !capped {
 		return r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry)
 	}
+	end := st.RefreshExpiry.Add(expirySkew)
+	if !st.AccessClaims.Expiry.Before(st.RefreshExpiry) {
+		// The access token already lives to the session's maximum: no grant
+		// can give a longer one. Look again when the session has ended.
+		return end
+	}
 	due := r.opts.Schedule.Due(name, st.AccessClaims, time.Time{})
-	if end := st.RefreshExpiry.Add(expirySkew); end.Before(due) {
+	if end.Before(due) {
 		due = end
 	}
 	return due

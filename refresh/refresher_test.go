@@ -210,8 +210,12 @@ func (g *fakeGrant) grant(ctx context.Context, refresh config.Secret) (*oauth2.T
 		}
 		rt = jwt(map[string]any{"exp": exp.Unix(), "typ": "Refresh", "n": n})
 	}
+	aexp := now.Add(g.life)
+	if !g.sessionMax.IsZero() && g.sessionMax.Before(aexp) {
+		aexp = g.sessionMax // Keycloak's access tokens end with the session's maximum too
+	}
 	tok := &oauth2.Token{
-		AccessToken:  jwt(map[string]any{"iat": now.Unix(), "exp": now.Add(g.life).Unix(), "n": n, "sid": "s1"}),
+		AccessToken:  jwt(map[string]any{"iat": now.Unix(), "exp": aexp.Unix(), "n": n, "sid": "s1"}),
 		RefreshToken: rt, TokenType: "Bearer", ExpiresIn: int64(g.life.Seconds()),
 	}
 	if g.lose != nil && g.lose(n) {
