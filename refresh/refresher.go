@@ -560,7 +560,7 @@ func (r *Refresher) cached(name string, minValid time.Duration) (Tokens, bool) {
 // SSO maximum, and refreshing on every sweep until then would gain nothing),
 // by the access token alone and just after the refresh token expires, to
 // log the user out; once the access token itself lives to that maximum,
-// only then.
+// only when it ends.
 func (r *Refresher) due(name string, st AuthState) time.Time {
 	r.mu.Lock()
 	capped := r.capped[name] == digest(st.Refresh.Reveal())
@@ -571,8 +571,9 @@ func (r *Refresher) due(name string, st AuthState) time.Time {
 	end := st.RefreshExpiry.Add(expirySkew)
 	if !st.AccessClaims.Expiry.Before(st.RefreshExpiry) {
 		// The access token already lives to the session's maximum: no grant
-		// can give a longer one. Look again when the session has ended.
-		return end
+		// can give a longer one. Look again when the session ends: the grant
+		// then finds it ended, an expected ending, logged out at once.
+		return st.RefreshExpiry
 	}
 	due := r.opts.Schedule.Due(name, st.AccessClaims, time.Time{})
 	if end.Before(due) {
