@@ -111,9 +111,7 @@ func (r *Refresher) probe(ctx context.Context, name string, st AuthState) (Token
 		r.backoff(ctx, name, st, err)
 		return r.current(st, err)
 	}
-	pctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
-	active, err := r.opts.Introspect(pctx, st.Refresh)
-	cancel()
+	active, err := r.introspect(ctx, st)
 	switch {
 	case err != nil:
 		err = fmt.Errorf("%w; introspection failed: %w", errOutcomeUnknown, err)
@@ -125,6 +123,14 @@ func (r *Refresher) probe(ctx context.Context, name string, st AuthState) (Token
 	}
 	r.save(ctx, store.Change{DropIntent: name})
 	return Tokens{}, r.markEnded(ctx, name, st, errors.New("a grant's answer was lost and Keycloak no longer accepts the refresh token"), false)
+}
+
+// introspect asks Keycloak's introspection about st's refresh token, with a
+// deadline of its own (GrantTimeout) that Stop's cancellation also ends.
+func (r *Refresher) introspect(ctx context.Context, st AuthState) (bool, error) {
+	ctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
+	defer cancel()
+	return r.opts.Introspect(ctx, st.Refresh)
 }
 
 // idleCheck is how often an idle user's session is checked with
@@ -153,9 +159,7 @@ var errIdleEnded = errors.New("keycloak no longer accepts the idle session's ref
 // counts); when Keycloak cannot answer, the next check is the next try. The
 // caller holds the user's lock.
 func (r *Refresher) checkIdle(ctx context.Context, name string, st AuthState) error {
-	pctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
-	active, err := r.opts.Introspect(pctx, st.Refresh)
-	cancel()
+	active, err := r.introspect(ctx, st)
 	switch {
 	case err != nil:
 		r.log.Debug("idle check: introspection failed; next check later", "user", name, "err", err)

@@ -287,9 +287,7 @@ func (r *Refresher) stillEnded(ctx context.Context, name string, u store.UserSta
 	if err != nil || digest(st.Refresh.Reveal()) != u.EndedOn {
 		return true // logoutIf adopts a new login, or finds nothing to clear
 	}
-	pctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
-	active, err := r.opts.Introspect(pctx, st.Refresh)
-	cancel()
+	active, err := r.introspect(ctx, st)
 	switch {
 	case err != nil:
 		r.log.Warn("could not ask Keycloak whether an ended session really ended; asking again later", "user", name, "err", err)

@@ -475,7 +475,6 @@ func (r *Refresher) userGone(ctx context.Context, name string, err error) error 
 	r.mu.Lock()
 	_, known := r.users[name]
 	r.drop(name)
-	delete(r.cache, name)
 	r.mu.Unlock()
 	if derr := r.store.Delete(ctx, name); derr != nil {
 		r.log.Error("forget a user the hub no longer has", "user", name, "err", derr)
