@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.7.0
 VENVS    := venv venv-jh5
 WHEELS   := .cache/wheels
 
-.PHONY: build test preflight unit wheels python-install pytest integration integration-jh6 integration-jh5 it-prepare image image-test z2jh install-stack demo lint fuzz bench soak clean clean-stack
+.PHONY: build test preflight unit wheels python-install pytest integration integration-jh6 integration-jh5 it-prepare image image-test z2jh install-stack demo lint fuzz bench soak replay clean clean-stack
 
 # VERSION is what `tokenkeeper --version` says and the image's tag: the tag at
 # HEAD (v0.1.0), else the last tag and the commits since (v0.1.0-3-gab42c37),
@@ -163,6 +163,12 @@ SOAK_FIRST ?= 1
 soak:
 	TOKENKEEPER_SIM_STEPS=$(SOAK_STEPS) $(GO) test -race -count=1 -timeout 0 -run '^TestSimulation$$' -v ./refresh/ \
 	  -sim.seeds=$(SOAK_SEEDS) -sim.first=$(SOAK_FIRST) 2>&1 | grep -v '^=== '; exit $${PIPESTATUS[0]}
+
+## replay: each of four seeds run ten times must give the same simulation trace, line for line.
+REPLAY_STEPS ?= 2500
+replay:
+	@set -e; for s in 1 2 3 4; do $(GO) test -count=1 -run '^TestSimulationReplays$$' ./refresh/ \
+	  -sim.seed=$$s -sim.steps=$(REPLAY_STEPS) -sim.repeat=10; done
 
 ## bench: fresh-token, sweep, hub budget and schedule figures measured on this machine; writes BENCHMARKS.md (about 45 minutes).
 bench: install-stack build python-install

@@ -27,7 +27,7 @@ func sameSession(st AuthState, sid, sub string) bool {
 // per session).
 func (r *Refresher) fence(ctx context.Context, name, sid, sub, reason string) error {
 	f := store.Fence{User: name, SID: sid, Sub: sub, Reason: reason, Created: r.opts.Now()}
-	if err := r.store.Apply(ctx, store.Change{Fence: &f}); err != nil {
+	if err := r.store.Apply(context.WithoutCancel(ctx), store.Change{Fence: &f}); err != nil {
 		return fmt.Errorf("record the logout of %q: %w", name, err)
 	}
 	r.mu.Lock()

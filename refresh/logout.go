@@ -106,7 +106,7 @@ func (r *Refresher) finishLogout(ctx context.Context, name, sub, reason string) 
 	done, errs := r.logoutActions(ctx, name, sub)
 	actions := strings.Join(append([]string{"cleared auth_state"}, done...), "; ")
 	u := r.setUser(store.UserState{Name: name, Status: store.StatusEnded, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)})
-	errs = append(errs, r.store.Apply(ctx, store.Change{User: &u, DropPending: name, DropIntent: name, DropFence: name,
+	errs = append(errs, r.store.Apply(context.WithoutCancel(ctx), store.Change{User: &u, DropPending: name, DropIntent: name, DropFence: name,
 		Logout: &store.Logout{User: name, At: r.opts.Now(), Reason: reason, Actions: actions}}))
 	r.log.Warn("logged out", "user", name, "reason", reason, "actions", actions)
 	r.opts.Metrics.logout(metricReason(reason))

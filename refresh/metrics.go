@@ -107,10 +107,12 @@ func (r *Refresher) Describe(ch chan<- *prometheus.Desc) {
 	ch <- dueDesc
 	ch <- shortDesc
 	ch <- expiryDesc
+	describeHealth(ch)
 }
 
 // Collect implements prometheus.Collector: users by status, the due queue,
-// and seconds to expiry, computed from the schedule at scrape time.
+// seconds to expiry, and health (collectHealth), computed from the schedule
+// at scrape time.
 func (r *Refresher) Collect(ch chan<- prometheus.Metric) {
 	now := r.opts.Now()
 	byStatus := map[store.Status]float64{}
@@ -143,4 +145,5 @@ func (r *Refresher) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(dueDesc, prometheus.GaugeValue, float64(due))
 	ch <- prometheus.MustNewConstHistogram(expiryDesc, count, sum, buckets)
+	r.collectHealth(ch)
 }

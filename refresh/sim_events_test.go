@@ -412,7 +412,7 @@ func (w *simWorld) backchannelLogout(s *simSession) {
 		"jti": fmt.Sprintf("jti-%d", w.kc.serial), "sid": s.id, "sub": simSub(s.user),
 		"events": map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}},
 	})
-	delay := w.latency("bc", s.user)
+	delay := w.latency("bc", s.user, nil)
 	dup := w.chance("bc-dup/"+s.id, 0.1)
 	w.pending++
 	w.note("kc back-channel logout of %s (%s) on its way", s.id, s.user)

@@ -148,11 +148,12 @@ func simHubNetError(method, path string, err error) error {
 func (c *simHubConn) wait(ctx context.Context, method, path, user string) error {
 	w := c.h.w
 	w.mu.Lock()
-	lat, dead := w.latency("hub", user), c.p.dead
-	w.mu.Unlock()
-	if dead {
+	if c.p.dead {
+		w.mu.Unlock()
 		return errProcessGone
 	}
+	lat := w.latency("hub", user, c.p)
+	w.mu.Unlock()
 	if err := sleepCtx(ctx, lat); err != nil {
 		return simHubNetError(method, path, err)
 	}
@@ -209,11 +210,12 @@ func (c *simHubConn) write(ctx context.Context, name string, state json.RawMessa
 	w := c.h.w
 	w.mu.Lock()
 	err := c.apply(name, state)
-	lat := w.latency("hub", name)
-	w.mu.Unlock()
 	if err == errProcessGone {
+		w.mu.Unlock()
 		return err
 	}
+	lat := w.latency("hub", name, c.p)
+	w.mu.Unlock()
 	if serr := sleepCtx(ctx, lat); serr != nil && err == nil {
 		return simHubNetError("PATCH", "/users/"+name, serr)
 	}

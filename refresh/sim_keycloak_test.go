@@ -208,7 +208,7 @@ func (k *simKeycloak) grant(ctx context.Context, p *simProc, raw string) (*oauth
 	}
 	user := k.owner(raw)
 	k.grantStart(p, user, raw)
-	lat := w.latency("kc", user)
+	lat := w.latency("kc", user, p)
 	w.mu.Unlock()
 	defer k.grantEnd(p, user)
 	if err := sleepCtx(ctx, lat/2); err != nil {
@@ -362,7 +362,11 @@ func (k *simKeycloak) unanswered(p *simProc, s *simSession) {
 func (k *simKeycloak) introspect(ctx context.Context, p *simProc, raw string) (bool, error) {
 	w := k.w
 	w.mu.Lock()
-	lat := w.latency("kc", k.owner(raw))
+	if p.dead {
+		w.mu.Unlock()
+		return false, errProcessGone
+	}
+	lat := w.latency("kc", k.owner(raw), p)
 	w.mu.Unlock()
 	if err := sleepCtx(ctx, lat); err != nil {
 		return false, simNetError(err)
@@ -499,7 +503,11 @@ func (k *simKeycloak) wipe() {
 func (k *simKeycloak) endUser(ctx context.Context, p *simProc, sub string) error {
 	w := k.w
 	w.mu.Lock()
-	lat := w.latency("kc-admin", sub)
+	if p.dead {
+		w.mu.Unlock()
+		return errProcessGone
+	}
+	lat := w.latency("kc-admin", sub, p)
 	w.mu.Unlock()
 	if err := sleepCtx(ctx, lat); err != nil {
 		return simNetError(err)

@@ -7,9 +7,12 @@ package refresh
 // every step. A failure prints the seed, the command that replays it and the
 // last steps, model events and engine log lines.
 //
-// The schedule of events is fixed by the seed. The engine's own goroutines
-// are not: calls to the models take seeded latencies on the fake clock, so
-// a replay usually, but not always, interleaves them the same way.
+// A run is fixed by its seed and flags: the driver's events come from the
+// seed; every call to a model takes a latency drawn from a hash of the seed,
+// the call's kind, user and process and how many such calls came before, so
+// that calls made side by side in any order get the same latencies; and the
+// trace sorts the lines of each instant. The same seed and flags give the
+// same trace, line for line (TestSimulationReplays).
 
 import (
 	"flag"
@@ -29,12 +32,13 @@ import (
 )
 
 var (
-	simSeed  = flag.Uint64("sim.seed", 0, "run this seed only")
-	simFirst = flag.Uint64("sim.first", 1, "the first seed when -sim.seed is not set")
-	simSeeds = flag.Int("sim.seeds", 4, "seeds to run (side by side) when -sim.seed is not set")
-	simSteps = flag.Int("sim.steps", 0, "steps over all seeds (default $TOKENKEEPER_SIM_STEPS, else 10000)")
-	simTrace = flag.String("sim.trace", "", "write the whole model trace of -sim.seed to this file")
-	simMix   = flag.String("sim.mix", "", "event weights over the defaults, e.g. sigterm=0,crash=20; admins=0 means no hub admins")
+	simSeed   = flag.Uint64("sim.seed", 0, "run this seed only")
+	simFirst  = flag.Uint64("sim.first", 1, "the first seed when -sim.seed is not set")
+	simSeeds  = flag.Int("sim.seeds", 4, "seeds to run (side by side) when -sim.seed is not set")
+	simSteps  = flag.Int("sim.steps", 0, "steps over all seeds (default $TOKENKEEPER_SIM_STEPS, else 10000)")
+	simTrace  = flag.String("sim.trace", "", "write the whole model trace of -sim.seed to this file")
+	simRepeat = flag.Int("sim.repeat", 3, "TestSimulationReplays: runs of each seed")
+	simMix    = flag.String("sim.mix", "", "event weights over the defaults, e.g. sigterm=0,crash=20; admins=0 means no hub admins")
 )
 
 // simDefaultWeights are the events' weights; "admins" is not an event but
@@ -147,10 +151,38 @@ func TestSimulation(t *testing.T) {
 	}
 }
 
-func runSimulation(t *testing.T, seed uint64, steps int, weights map[string]int) {
+// TestSimulationReplays runs seeds again and again: each run of a seed must
+// give the same trace, line for line (the engine's log included).
+func TestSimulationReplays(t *testing.T) {
+	seeds := []uint64{*simSeed}
+	if *simSeed == 0 {
+		seeds = []uint64{3, 4}
+	}
+	steps := 1000
+	if *simSteps > 0 {
+		steps = *simSteps
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Parallel()
+			first := runSimulation(t, seed, steps, simDefaultWeights)
+			for i := 1; i < *simRepeat; i++ {
+				if again := runSimulation(t, seed, steps, simDefaultWeights); again != first {
+					t.Fatalf("seed %d, %d steps: run %d's trace differs from the first's (digest %016x, then %016x); "+
+						"compare them with -sim.trace", seed, steps, i+1, first, again)
+				}
+			}
+		})
+	}
+}
+
+// runSimulation runs one seed for steps steps and returns the digest of its
+// whole trace.
+func runSimulation(t *testing.T, seed uint64, steps int, weights map[string]int) uint64 {
 	dir := t.TempDir()
 	began := time.Now()
 	var stats string
+	var digest uint64
 	synctest.Test(t, func(t *testing.T) {
 		w := newSimWorld(t, seed, dir, weights)
 		step, ok := w.run(steps)
@@ -163,8 +195,12 @@ func runSimulation(t *testing.T, seed uint64, steps int, weights map[string]int)
 			t.Error(report)
 		}
 		stats = w.stats(step)
+		w.mu.Lock()
+		digest = w.whole.sum()
+		w.mu.Unlock()
 	})
-	t.Logf("%s in %s", stats, time.Since(began).Round(time.Millisecond))
+	t.Logf("%s in %s; trace %016x", stats, time.Since(began).Round(time.Millisecond), digest)
+	return digest
 }
 
 func newSimWorld(t *testing.T, seed uint64, dir string, weights map[string]int) *simWorld {
@@ -175,13 +211,14 @@ func newSimWorld(t *testing.T, seed uint64, dir string, weights map[string]int) 
 		sign: newLogoutSigner(t, time.Now), hubProc: &simProc{name: "hub"},
 	}
 	w.hub, w.kc = newSimHub(w), newSimKeycloak(w, w.cfg.realm)
+	w.whole = newSimWholeTrace(nil)
 	if *simTrace != "" && *simSeed != 0 {
 		f, err := os.Create(*simTrace)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { f.Close() })
-		w.traceFile = f
+		w.whole = newSimWholeTrace(f)
 	}
 	key := make([]byte, 32)
 	for i := range key {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/fnv"
 	"io"
 	"log/slog"
@@ -84,7 +85,7 @@ type simWorld struct {
 	steps         *simRing
 	trace         *simRing
 	engineLog     *simRing
-	traceFile     io.Writer           // the whole trace, with -sim.trace
+	whole         simWholeTrace            // the whole trace: its digest, and the file -sim.trace names
 	fences        map[string]simFence // back-channel logouts accepted and not yet seen carried out, by user
 }
 
@@ -120,9 +121,47 @@ func (w *simWorld) since(t time.Time) string {
 func (w *simWorld) note(format string, args ...any) {
 	line := w.since(time.Now()) + " " + fmt.Sprintf(format, args...)
 	w.trace.add(line)
-	if w.traceFile != nil {
-		fmt.Fprintln(w.traceFile, line)
+	w.whole.add(time.Now(), line)
+}
+
+// simWholeTrace is the whole trace of a run: the model's events and the engine's
+// log lines. Goroutines woken at the same instant of the fake clock may run
+// in any order, so the lines of one instant are sorted before they are
+// written: the same seed and flags give the same trace, line for line.
+type simWholeTrace struct {
+	file   io.Writer // nil: digest only
+	digest hash.Hash64
+	at     time.Time
+	buf    []string
+}
+
+func newSimWholeTrace(file io.Writer) simWholeTrace { return simWholeTrace{file: file, digest: fnv.New64a()} }
+
+// add records line, logged at now. The caller holds w.mu.
+func (t *simWholeTrace) add(now time.Time, line string) {
+	if !now.Equal(t.at) {
+		t.flush()
+		t.at = now
 	}
+	t.buf = append(t.buf, strings.ReplaceAll(line, "\n", `\n`))
+}
+
+// flush writes the current instant's lines, sorted. The caller holds w.mu.
+func (t *simWholeTrace) flush() {
+	slices.Sort(t.buf)
+	for _, l := range t.buf {
+		fmt.Fprintln(t.digest, l)
+		if t.file != nil {
+			fmt.Fprintln(t.file, l)
+		}
+	}
+	t.buf = t.buf[:0]
+}
+
+// sum is the digest of the trace so far, flushed. The caller holds w.mu.
+func (t *simWholeTrace) sum() uint64 {
+	t.flush()
+	return t.digest.Sum64()
 }
 
 // violate records a broken invariant. The caller holds w.mu.
@@ -171,8 +210,12 @@ func (w *simWorld) chance(key string, p float64) bool {
 // whole milliseconds plus an odd number of nanoseconds, so that the models'
 // instants hardly ever coincide with each other or with the driver's (whole
 // milliseconds). The caller holds w.mu.
-func (w *simWorld) latency(kind, user string) time.Duration {
-	x := w.hash(kind + "/" + user)
+func (w *simWorld) latency(kind, user string, p *simProc) time.Duration {
+	key := kind + "/" + user
+	if p != nil {
+		key += "/" + p.name
+	}
+	x := w.hash(key)
 	pick, ms := x%1000, (x>>10)%1_000_000
 	var d time.Duration
 	switch {
@@ -233,6 +276,7 @@ func (h simLogHandler) Handle(_ context.Context, r slog.Record) error {
 	})
 	h.w.mu.Lock()
 	h.w.engineLog.add(b.String())
+	h.w.whole.add(time.Now(), "log "+b.String())
 	h.w.mu.Unlock()
 	return nil
 }

@@ -177,7 +177,7 @@ func (r *Refresher) dropPending(ctx context.Context, name string) error {
 	r.mu.Lock()
 	delete(r.unsaved, name)
 	r.mu.Unlock()
-	return r.store.Apply(ctx, store.Change{DropPending: name})
+	return r.store.Apply(context.WithoutCancel(ctx), store.Change{DropPending: name})
 }
 
 // settle schedules the user's next refresh from st, updates their cached
@@ -310,8 +310,10 @@ func (r *Refresher) setUser(u store.UserState) store.UserState {
 	return u
 }
 
+// save applies c to the store. A local write is never cut short by the
+// caller's context (a stop, a caller that gave up): what was decided is kept.
 func (r *Refresher) save(ctx context.Context, c store.Change) {
-	if err := r.store.Apply(ctx, c); err != nil {
+	if err := r.store.Apply(context.WithoutCancel(ctx), c); err != nil {
 		r.log.Error("save schedule", "err", err)
 	}
 }
