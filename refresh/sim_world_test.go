@@ -85,7 +85,7 @@ type simWorld struct {
 	steps         *simRing
 	trace         *simRing
 	engineLog     *simRing
-	whole         simWholeTrace            // the whole trace: its digest, and the file -sim.trace names
+	whole         simWholeTrace       // the whole trace: its digest, and the file -sim.trace names
 	fences        map[string]simFence // back-channel logouts accepted and not yet seen carried out, by user
 }
 
@@ -135,7 +135,9 @@ type simWholeTrace struct {
 	buf    []string
 }
 
-func newSimWholeTrace(file io.Writer) simWholeTrace { return simWholeTrace{file: file, digest: fnv.New64a()} }
+func newSimWholeTrace(file io.Writer) simWholeTrace {
+	return simWholeTrace{file: file, digest: fnv.New64a()}
+}
 
 // add records line, logged at now. The caller holds w.mu.
 func (t *simWholeTrace) add(now time.Time, line string) {
