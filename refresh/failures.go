@@ -143,23 +143,31 @@ func (r *Refresher) backoff(ctx context.Context, name string, st AuthState, err 
 // and this user's grant was not attempted.
 var ErrOperatorHold = errors.New("refreshing is stopped until the configuration problem is fixed")
 
-// holdForOperator returns ErrOperatorHold while an operator problem stops
-// refreshing, except for one probing grant at a time, spaced by the backoff.
+// operatorHold returns ErrOperatorHold while an operator problem stops
+// refreshing, except for one probing grant at a time, spaced by the backoff
+// (takeOperatorProbe).
 // So a wrong client secret costs Keycloak one grant per backoff step, not
 // one per due user.
-func (r *Refresher) holdForOperator() error {
+func (r *Refresher) operatorHold() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.operator == nil || !r.opts.Now().Before(r.probeAt) {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrOperatorHold, r.operator)
+}
+
+// takeOperatorProbe counts a grant made while an operator problem stands:
+// it probes whether the problem is fixed, and the next probe waits longer.
+func (r *Refresher) takeOperatorProbe() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.operator == nil {
-		return nil
+		return
 	}
 	now := r.opts.Now()
-	if now.Before(r.probeAt) {
-		return fmt.Errorf("%w: %w", ErrOperatorHold, r.operator)
-	}
 	r.probes++
 	r.probeAt = Retry(now, r.probes, now.Add(backoffCap*2), r.rand)
-	return nil
 }
 
 func (r *Refresher) setOperator(err error) {

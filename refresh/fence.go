@@ -72,22 +72,32 @@ func (r *Refresher) dropFence(ctx context.Context, name string) {
 }
 
 // carryOutFence carries out name's fence, if any, on st, the auth_state the
-// hub holds: it logs the user out if st is the fenced session, and drops a
-// fence the user's newer login outlived. A hub admin (whose session the hub
-// checks itself) keeps their auth_state, but tokenkeeper serves none of
-// that session's tokens. done reports whether the update ends here. The
-// caller holds the user's lock.
+// hub holds, as decideFence says: it logs the user out if st is the fenced
+// session, and drops a fence the user's newer login outlived. A hub admin
+// (whose session the hub checks itself) keeps their auth_state, but
+// tokenkeeper serves none of that session's tokens. done reports whether
+// the update ends here. The caller holds the user's lock.
 func (r *Refresher) carryOutFence(ctx context.Context, name string, st AuthState, admin bool) (Tokens, bool, error) {
-	if _, any := r.fenceOf(name); !any {
+	v := updateView{St: st, Admin: admin, RefreshAdmins: r.opts.RefreshAdmins}
+	_, v.Fenced = r.fenceOf(name)
+	_, v.FenceMatches = r.fenceFor(name, st)
+	step, ok := decideFence(v)
+	if !ok {
 		return Tokens{}, false, nil
 	}
-	f, ok := r.fenceFor(name, st)
-	switch {
-	case !ok:
+	return r.performFence(ctx, name, st, step)
+}
+
+// performFence carries out a step decideFence chose. done reports whether
+// the update ends here.
+func (r *Refresher) performFence(ctx context.Context, name string, st AuthState, step updateStep) (Tokens, bool, error) {
+	f, _ := r.fenceFor(name, st)
+	switch step {
+	case stepDropFence:
 		r.log.Info("logout not carried out: the user holds a newer session", "user", name)
 		r.dropFence(ctx, name)
 		return Tokens{}, false, nil
-	case admin && !r.opts.RefreshAdmins:
+	case stepAdminFenced:
 		return Tokens{}, true, fmt.Errorf("%w (%s; a hub admin, whose session the hub ends itself)", ErrSessionEnded, f.Reason)
 	}
 	if err := r.logout(ctx, name, st, f.Reason); err != nil {

@@ -45,38 +45,6 @@ func afterIntent(in store.Intent, ok bool, held store.Digest, maxReuse int) inte
 	}
 }
 
-// settleIntent acts on the user's intent before anything else is decided:
-// it drops a stale one, and settles an unknown outcome. done reports
-// whether it answered the update. The caller holds the user's lock.
-func (r *Refresher) settleIntent(ctx context.Context, name string, st AuthState) (Tokens, bool, error) {
-	in, ok, err := r.store.Intent(ctx, name)
-	if err != nil {
-		t, err := r.current(st, fmt.Errorf("read intent: %w", err))
-		return t, true, err
-	}
-	step := afterIntent(in, ok, digest(st.Refresh.Reveal()), r.opts.MaxReuse)
-	if err := r.backingOff(name); err != nil && step > intentStale {
-		t, err := r.current(st, err)
-		return t, true, err
-	}
-	switch step {
-	case intentStale:
-		r.save(ctx, store.Change{DropIntent: name})
-	case intentRetry:
-		if r.work.isStopping() {
-			t, err := r.current(st, ErrStopping)
-			return t, true, err
-		}
-		r.log.Info("spending a refresh token again after a grant whose outcome is unknown", "user", name, "spends", in.Spends)
-		t, err := r.spend(ctx, name, st, in.Spends, false)
-		return t, true, err
-	case intentProbe:
-		t, err := r.probe(ctx, name, st)
-		return t, true, err
-	}
-	return Tokens{}, false, nil
-}
-
 // errOutcomeUnknown is the reason recorded while a grant's outcome is
 // unknown and cannot yet be settled.
 var errOutcomeUnknown = errors.New("the answer to a refresh grant was lost; its outcome is unknown")

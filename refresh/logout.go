@@ -185,25 +185,41 @@ func (r *Refresher) logoutEnded(ctx context.Context, ended []string) {
 	tripped := r.checkGuard(ctx, now)
 	for _, name := range ended {
 		u, ok := r.user(name)
-		if !ok || !pendingLogout(&u) || u.Due.After(now) {
+		v := endingView{Pending: ok && pendingLogout(&u), Due: ok && !u.Due.After(now), Expected: u.EndExpected, Tripped: tripped}
+		if decideEnding(v) == endingWait {
 			continue // not ended, or an unexpected ending still held for the guard
 		}
 		if ctx.Err() != nil {
 			return // the user stays ended and due; the next sweep logs them out
 		}
-		if !u.EndExpected && !r.stillEnded(ctx, name, u) {
-			continue // alive after all, or Keycloak cannot say yet
-		}
-		if tripped && !u.EndExpected {
-			r.holdAgain(ctx, u)
+		r.performEnding(ctx, name, u, v)
+	}
+	r.setHeld(tripped)
+}
+
+// performEnding carries out the steps decideEnding chooses for name's ended
+// session, observing again after a confirmation.
+func (r *Refresher) performEnding(ctx context.Context, name string, u store.UserState, v endingView) {
+	for {
+		switch decideEnding(v) {
+		case endingWait:
+			return
+		case endingConfirm:
+			if !r.stillEnded(ctx, name, u) {
+				return // alive after all, or Keycloak cannot say yet
+			}
+			v.Confirmed = true
 			continue
+		case endingHold:
+			r.holdAgain(ctx, u)
+			return
 		}
 		still := func(st AuthState) bool { return digest(st.Refresh.Reveal()) == u.EndedOn }
 		if _, err := r.logoutIf(ctx, name, u.Reason, still); err != nil {
 			r.log.Error("logout incomplete", "user", name, "err", err)
 		}
+		return
 	}
-	r.setHeld(tripped)
 }
 
 // setHeld records how many logouts the tripped guard holds back: every

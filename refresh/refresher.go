@@ -587,9 +587,16 @@ func (r *Refresher) due(name string, st AuthState) time.Time {
 func (r *Refresher) scheduled(name string, st AuthState, now time.Time) bool {
 	r.mu.Lock()
 	probe := r.probing[name]
-	delete(r.probing, name)
 	r.mu.Unlock()
 	return r.kept(name) && (probe || !now.Before(r.due(name, st)))
+}
+
+// dropProbe ends a request to refresh name whatever their schedule: the
+// update that saw it has run.
+func (r *Refresher) dropProbe(name string) {
+	r.mu.Lock()
+	delete(r.probing, name)
+	r.mu.Unlock()
 }
 
 type needFunc func(name string, st AuthState, now time.Time) bool
@@ -638,15 +645,18 @@ func (r *Refresher) detached(ctx context.Context, d time.Duration) (context.Cont
 	return ctx, func() { stop(); cancel() }
 }
 
-// update reads the user's auth_state, finishes a journaled write-back,
-// refreshes the tokens when need says so, writes them back and reschedules
-// the user, all holding the user's lock.
+// update reads the user's auth_state and, holding the user's lock, performs
+// the steps decideUpdate chooses from what it observed (finishing a
+// journaled write-back, carrying out a recorded logout, settling an unknown
+// outcome, refreshing when need says so, writing back and rescheduling),
+// observing again after each step that does not end the update.
 func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tokens, error) {
 	unlock, err := r.locks.lock(ctx, name)
 	if err != nil {
 		return Tokens{}, err
 	}
 	defer unlock()
+	defer r.dropProbe(name)
 	u, err := r.hub.User(ctx, name)
 	if err != nil && notFound(err) {
 		return Tokens{}, r.userGone(ctx, name, err)
@@ -654,57 +664,149 @@ func (r *Refresher) update(ctx context.Context, name string, need needFunc) (Tok
 	if err != nil {
 		return Tokens{}, r.unreadable(ctx, name, err)
 	}
-	state, err := r.replay(ctx, name, u.AuthState)
+	v, err := r.observe(ctx, name, u.Admin, u.AuthState, need)
 	if err != nil {
 		return Tokens{}, err
 	}
-	st, err := ParseAuthState(state)
-	if f, ok := r.fenceOf(name); ok && errors.Is(err, ErrNoTokens) {
-		// A logout cleared auth_state and stopped before it finished.
-		return Tokens{}, errors.Join(ErrNoTokens, r.finishLogout(ctx, name, f.Sub, f.Reason))
+	for range maxSteps {
+		t, next, err := r.perform(ctx, name, v, decideUpdate(v), need)
+		if next == nil {
+			return t, err
+		}
+		v = *next
 	}
+	return Tokens{}, fmt.Errorf("update of %q did not settle in %d steps", name, maxSteps)
+}
+
+// maxSteps bounds the steps of one update: each step that decides again
+// removes what chose it (a journal entry, a fence, an intent, a due idle
+// check), so four are the most an update can take.
+const maxSteps = 8
+
+// observe builds the view of name's update from the hub's answer (admin,
+// state), the journal, the store's intent and the refresher's own state.
+func (r *Refresher) observe(ctx context.Context, name string, admin bool, state json.RawMessage, need needFunc) (updateView, error) {
+	v := updateView{Admin: admin, RefreshAdmins: r.opts.RefreshAdmins, MaxReuse: r.opts.MaxReuse}
+	p, ok, err := r.pending(ctx, name)
 	if err != nil {
+		return v, err
+	}
+	if ok {
+		j := &journalView{Spent: p.Spent}
+		j.State, j.OpenErr = r.opts.Keys.Open(p)
+		v.Journal = j
+	}
+	v.Intent, v.HasIntent, v.IntentErr = r.store.Intent(ctx, name)
+	return r.observeState(name, v, state, need), nil
+}
+
+// observeState completes v for state, the auth_state the hub holds.
+func (r *Refresher) observeState(name string, v updateView, state json.RawMessage, need needFunc) updateView {
+	v.Now = r.opts.Now()
+	v.State = state
+	v.St, v.ParseErr = ParseAuthState(state)
+	_, v.Fenced = r.fenceOf(name)
+	_, v.FenceMatches = r.fenceFor(name, v.St)
+	u, ok := r.user(name)
+	v.EndedOnHeld = ok && pendingLogout(&u) && u.EndedOn == v.held()
+	v.Backoff = r.backingOff(name)
+	v.IdleDue = r.idleCheckDue(name)
+	v.Stopping = r.work.isStopping()
+	v.Held = r.operatorHold()
+	if v.ParseErr == nil {
+		v.Need = need(name, v.St, v.Now)
+	}
+	return v
+}
+
+// perform carries out step of name's update, observed as v. It returns the
+// view to decide on again, or nil when the update ends with t and err.
+func (r *Refresher) perform(ctx context.Context, name string, v updateView, step updateStep, need needFunc) (Tokens, *updateView, error) {
+	switch step {
+	case stepDropJournal:
+		if v.Journal.OpenErr != nil {
+			r.log.Error("dropped a journal entry that no state key opens; using the hub's auth_state", "user", name, "err", v.Journal.OpenErr)
+		} else {
+			r.log.Info("dropped a pending write-back: auth_state changed since", "user", name)
+		}
+		if err := r.dropPending(ctx, name); err != nil {
+			return Tokens{}, nil, err
+		}
+		v.Journal = nil
+		return Tokens{}, &v, nil
+	case stepReplay:
+		if err := r.replay(ctx, name, v.Journal.State); err != nil {
+			return Tokens{}, nil, err
+		}
+		next := r.observeState(name, v, v.Journal.State, need)
+		next.Journal = nil
+		return Tokens{}, &next, nil
+	case stepFinishLogout:
+		f, _ := r.fenceOf(name)
+		return Tokens{}, nil, errors.Join(ErrNoTokens, r.finishLogout(ctx, name, f.Sub, f.Reason))
+	case stepUnusable:
 		r.dropFence(ctx, name) // nothing left to log out
-		return Tokens{}, r.unusable(ctx, name, err)
-	}
-	if t, done, err := r.carryOutFence(ctx, name, st, u.Admin); done {
-		return t, err
-	}
-	if u.Admin && !r.opts.RefreshAdmins {
-		return r.hubAdmin(ctx, name, st)
-	}
-	if expired(st, r.opts.Now()) {
-		return Tokens{}, r.markEnded(ctx, name, st, errRefreshExpired, true)
-	}
-	if u, ok := r.user(name); ok && pendingLogout(&u) && u.EndedOn == digest(st.Refresh.Reveal()) {
+		return Tokens{}, nil, r.unusable(ctx, name, v.ParseErr)
+	case stepDropFence, stepAdminFenced, stepLogout:
+		t, done, err := r.performFence(ctx, name, v.St, step)
+		if !done {
+			v.Fenced, v.FenceMatches = false, false
+			return t, &v, err
+		}
+		return t, nil, err
+	case stepHubAdmin:
+		t, err := r.hubAdmin(ctx, name, v.St)
+		return t, nil, err
+	case stepExpired:
+		return Tokens{}, nil, r.markEnded(ctx, name, v.St, errRefreshExpired, true)
+	case stepEndedPending:
 		// A grant with these very tokens found the session ended; the logout
 		// is pending. Its access token is not served meanwhile.
-		return Tokens{}, fmt.Errorf("%w (%s)", ErrSessionEnded, u.Reason)
+		u, _ := r.user(name)
+		return Tokens{}, nil, fmt.Errorf("%w (%s)", ErrSessionEnded, u.Reason)
 	}
-	if t, done, err := r.settleIntent(ctx, name, st); done {
-		return t, err
-	}
-	if !need(name, st, r.opts.Now()) {
-		if r.idleCheckDue(name) {
-			if err := r.checkIdle(ctx, name, st); err != nil {
-				return Tokens{}, err
-			}
+	return r.performSpend(ctx, name, v, step)
+}
+
+// performSpend carries out the steps about spending the refresh token.
+func (r *Refresher) performSpend(ctx context.Context, name string, v updateView, step updateStep) (Tokens, *updateView, error) {
+	var t Tokens
+	var err error
+	switch step {
+	case stepIntentUnread:
+		t, err = r.current(v.St, fmt.Errorf("read intent: %w", v.IntentErr))
+	case stepDropIntent:
+		r.save(ctx, store.Change{DropIntent: name})
+		v.HasIntent = false
+		return Tokens{}, &v, nil
+	case stepWaitIntent, stepBackingOff:
+		t, err = r.current(v.St, v.Backoff)
+	case stepRetrySpend:
+		r.log.Info("spending a refresh token again after a grant whose outcome is unknown", "user", name, "spends", v.Intent.Spends)
+		t, err = r.spend(ctx, name, v.St, v.Intent.Spends, false)
+	case stepProbe:
+		t, err = r.probe(ctx, name, v.St)
+	case stepIdleCheck:
+		if err := r.checkIdle(ctx, name, v.St); err != nil {
+			return Tokens{}, nil, err
 		}
-		t := r.settle(ctx, name, st, "", "")
+		v.IdleDue = false
+		return Tokens{}, &v, nil
+	case stepSettle:
+		t = r.settle(ctx, name, v.St, "", "")
 		r.log.Debug("not due", "user", name, "kept", r.kept(name), "access_expires_at", t.Expiry.UTC().Format(time.RFC3339))
-		return t, nil
+	case stepStopping:
+		t, err = r.current(v.St, ErrStopping)
+	case stepHeld:
+		r.backoff(ctx, name, v.St, v.Held)
+		t, err = r.current(v.St, v.Held)
+	case stepGrant:
+		r.takeOperatorProbe()
+		t, err = r.spend(ctx, name, v.St, 0, true)
+	default:
+		err = fmt.Errorf("update of %q: no step %d", name, step)
 	}
-	if r.work.isStopping() {
-		return r.current(st, ErrStopping)
-	}
-	if err := r.backingOff(name); err != nil {
-		return r.current(st, err)
-	}
-	if err := r.holdForOperator(); err != nil {
-		r.backoff(ctx, name, st, err)
-		return r.current(st, err)
-	}
-	return r.spend(ctx, name, st, 0, true)
+	return t, nil, err
 }
 
 // spend makes the refresh grant and handles its answer. Before the grant

@@ -37,10 +37,13 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 		r.unsaved[name] = p
 		r.mu.Unlock()
 	}
-	if t, done, err := r.changedDuringGrant(ctx, name, st, next); done {
-		return t, err
-	}
-	if _, ok := r.fenceFor(name, st); ok {
+	w := r.observeWrite(ctx, name, st)
+	switch decideWrite(w) {
+	case writeLater:
+		return r.writeFailed(ctx, name, next, fmt.Errorf("re-read auth_state before the write-back: %w", w.ReadErr))
+	case writeAdopt:
+		return r.adopt(ctx, name, w)
+	case writeFence:
 		// A back-channel logout arrived during the grant: its tokens are
 		// not written back, and the logout is carried out now.
 		r.log.Info("not written back: the session was logged out during the grant", "user", name)
@@ -61,31 +64,35 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 	return t, nil
 }
 
-// changedDuringGrant re-reads the user's auth_state before the write-back
-// (compare-and-set): if it no longer holds the refresh token the grant
-// spent, the user logged in again (or was logged out) meanwhile, and what
-// the hub holds wins: the journal entry is dropped and the hub's tokens are
-// adopted. The caller holds the user's lock.
-// When the hub cannot be read, the write-back is left to a retry, as if
-// it had failed. done reports whether the caller must not write back.
-func (r *Refresher) changedDuringGrant(ctx context.Context, name string, spent, next AuthState) (Tokens, bool, error) {
+// observeWrite re-reads the user's auth_state before the write-back of the
+// tokens a grant with spent's refresh token returned (compare-and-set), and
+// whether a logout of spent's session was recorded meanwhile. The caller
+// holds the user's lock.
+func (r *Refresher) observeWrite(ctx context.Context, name string, spent AuthState) writeView {
+	w := writeView{Spent: spent}
 	u, err := r.hub.User(ctx, name)
 	if err != nil {
-		t, err := r.writeFailed(ctx, name, next, fmt.Errorf("re-read auth_state before the write-back: %w", err))
-		return t, true, err
+		w.ReadErr = err
+		return w
 	}
-	now, perr := ParseAuthState(u.AuthState)
-	if perr == nil && now.Refresh == spent.Refresh {
-		return Tokens{}, false, nil
-	}
+	w.Now, w.NowErr = ParseAuthState(u.AuthState)
+	_, w.Fenced = r.fenceFor(name, spent)
+	return w
+}
+
+// adopt handles a write-back whose user's auth_state changed during the
+// grant: the user logged in again (or was logged out) meanwhile, and what
+// the hub holds wins: the journal entry is dropped and the hub's tokens are
+// adopted.
+func (r *Refresher) adopt(ctx context.Context, name string, w writeView) (Tokens, error) {
 	r.log.Info("not written back: auth_state changed during the grant", "user", name)
 	if err := r.dropPending(ctx, name); err != nil {
 		r.log.Error("journal cleanup failed", "user", name, "err", err)
 	}
-	if perr != nil {
-		return Tokens{}, true, r.unusable(ctx, name, perr)
+	if w.NowErr != nil {
+		return Tokens{}, r.unusable(ctx, name, w.NowErr)
 	}
-	return r.settle(ctx, name, now, "", ""), true, nil
+	return r.settle(ctx, name, w.Now, "", ""), nil
 }
 
 // writeFailed handles a refused or failed write-back of next, whose tokens
@@ -131,34 +138,18 @@ func (r *Refresher) stuck(ctx context.Context, name string, err error) {
 	r.put(ctx, u)
 }
 
-// replay finishes a journaled write-back for name, if any, and returns the
-// auth_state to work from. The entry is written only while the hub still
-// holds the refresh token its grant spent (compare-and-set); otherwise the
-// user logged in again or was logged out since, and it is dropped. An entry
-// that no state key opens is dropped and the hub's auth_state used.
-func (r *Refresher) replay(ctx context.Context, name string, current json.RawMessage) (json.RawMessage, error) {
-	p, ok, err := r.pending(ctx, name)
-	if err != nil || !ok {
-		return current, err
-	}
-	state, err := r.opts.Keys.Open(p)
-	if err != nil {
-		r.log.Error("dropped a journal entry that no state key opens; using the hub's auth_state", "user", name, "err", err)
-		return current, r.dropPending(ctx, name)
-	}
-	cur, _ := ParseAuthState(current)
-	if digest(cur.Refresh.Reveal()) != p.Spent {
-		r.log.Info("dropped a pending write-back: auth_state changed since", "user", name)
-		return current, r.dropPending(ctx, name)
-	}
+// replay finishes a journaled write-back: the hub still holds the refresh
+// token its grant spent (decideUpdate checked), so its tokens are written,
+// and the entry dropped.
+func (r *Refresher) replay(ctx context.Context, name string, state json.RawMessage) error {
 	if err := r.hub.SetAuthState(ctx, name, state); err != nil {
 		if refused(err) {
 			r.stuck(ctx, name, err)
 		}
-		return nil, fmt.Errorf("replay write-back: %w", err)
+		return fmt.Errorf("replay write-back: %w", err)
 	}
 	r.log.Info("replayed pending write-back", "user", name)
-	return state, r.dropPending(ctx, name)
+	return r.dropPending(ctx, name)
 }
 
 // pending returns the user's journal entry, from the store or, when the
