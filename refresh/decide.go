@@ -192,6 +192,8 @@ func decideIntent(v updateView) (updateStep, bool) {
 		return stepProbe, true
 	case v.Stopping:
 		return stepStopping, true
+	case v.Held != nil:
+		return stepHeld, true
 	}
 	return stepRetrySpend, true
 }
