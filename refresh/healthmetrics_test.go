@@ -168,3 +168,34 @@ func TestProblemClassesListsEveryClass(t *testing.T) {
 		t.Errorf("problemClasses (-declared in health.go +listed):\n%s", diff)
 	}
 }
+
+// TestExpiryHistogramHasEveryBucket: the seconds-to-expiry histogram has
+// every bucket, empty ones too, so that the users already expired
+// (le="0") read 0 rather than nothing.
+func TestExpiryHistogramHasEveryBucket(t *testing.T) {
+	f := newFixture(t)
+	f.addUser("alice", true, f.now, "rt-alice")
+	if err := f.r.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(f.r)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[float64]uint64{}
+	for _, fam := range families {
+		if fam.GetName() != "tokenkeeper_access_token_seconds_to_expiry" {
+			continue
+		}
+		for _, b := range fam.GetMetric()[0].GetHistogram().GetBucket() {
+			got[b.GetUpperBound()] = b.GetCumulativeCount()
+		}
+	}
+	// alice's token has its whole 5 minutes left.
+	want := map[float64]uint64{0: 0, 30: 0, 60: 0, 120: 0, 300: 1, 600: 1, 1800: 1, 3600: 1}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("seconds-to-expiry buckets (-want +got):\n%s", diff)
+	}
+}

@@ -300,8 +300,15 @@ func (r *Refresher) stillEnded(ctx context.Context, name string, u store.UserSta
 		return false
 	}
 	st, err := ParseAuthState(hu.AuthState)
-	if err != nil || digest(st.Refresh.Reveal()) != u.EndedOn {
-		return true // logoutIf adopts a new login, or finds nothing to clear
+	if err != nil {
+		return true // logoutIf finds nothing to clear
+	}
+	if digest(st.Refresh.Reveal()) != u.EndedOn {
+		// The user logged in again: the new session is theirs to keep,
+		// whatever the guard holds.
+		r.log.Info("not logged out: the user holds a newer session", "user", name)
+		r.settle(ctx, name, st, "", "")
+		return false
 	}
 	active, err := r.introspect(ctx, st)
 	switch {

@@ -116,7 +116,12 @@ func (r *Refresher) Describe(ch chan<- *prometheus.Desc) {
 func (r *Refresher) Collect(ch chan<- prometheus.Metric) {
 	now := r.opts.Now()
 	byStatus := map[store.Status]float64{}
+	// Every bucket, empty ones too, so that a query of one bucket (the
+	// users already expired, le="0") finds 0 rather than nothing.
 	buckets := make(map[float64]uint64, len(expiryBuckets))
+	for _, b := range expiryBuckets {
+		buckets[b] = 0
+	}
 	var due, count uint64
 	var sum float64
 	r.mu.Lock()

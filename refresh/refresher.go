@@ -405,7 +405,11 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 		case u.Activity != l.activity || u.Kept != l.kept:
 			r.unmiss(name) // a login, or a server started or stopped
 			switch {
+			case pendingLogout(u) && !u.Due.After(now):
 			case pendingLogout(u):
+				// An ending waiting for its logout (or held by the guard):
+				// the user may have logged in again, which ends the wait.
+				u.Due = now
 			case u.Kept == l.kept && u.Kept && u.Status == store.StatusFresh:
 				// A kept user's activity moves with every hub request they
 				// make, and a notebook asking for tokens makes many. Their

@@ -19,8 +19,9 @@ package refresh
 //	(j) fresh-token answers with the user's own unexpired access token.
 //
 // Time during which the world held tokenkeeper up (Keycloak or the hub
-// failing, the health check red), plus the longest backoff after it, extends
-// the deadlines of (e) and (i).
+// failing), plus the longest backoff after it, extends the deadlines of (e)
+// and (i); time while the mass-failure guard holds logouts back extends
+// (e)'s. No other red health excuses anything.
 
 import (
 	"context"
@@ -31,7 +32,7 @@ import (
 // when some live session's newest refresh token is not in the hub.
 func (w *simWorld) check() {
 	gen := w.gen
-	health := gen.eng.unhealthy()
+	guard := gen.eng.guardHolds()
 	w.mu.Lock()
 	keys, need := w.keys, w.needJournal()
 	w.mu.Unlock()
@@ -45,8 +46,8 @@ func (w *simWorld) check() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := time.Now()
-	if health != nil {
-		w.impair(now.Add(simBackoffCap)) // users retry by their own backoff once it recovers
+	if guard {
+		w.guardUntil = now.Add(simBackoffCap) // held users are probed by their own backoff once it is released
 	}
 	w.checkFences(now)
 	for _, name := range w.hub.names {
@@ -123,7 +124,7 @@ func (w *simWorld) checkLoggedOut(u *simHubUser, now time.Time, slack time.Durat
 		return
 	}
 	end := w.kc.end(s)
-	from := latest(end, u.keptSince, w.heldUp(u), s.start.Add(w.cfg.recheck()))
+	from := latest(end, u.keptSince, w.heldUp(u), w.guardUntil, s.start.Add(w.cfg.recheck()))
 	if deadline := from.Add(slack + w.cfg.interval + w.cfg.realm.access + 20*time.Second); now.After(deadline) {
 		w.violate("e", "%s: session %s ended at %s (%s), yet the hub still holds its tokens after %s",
 			u.name, s.id, w.since(end), w.endReason(s), w.since(deadline))

@@ -183,11 +183,15 @@ func (e *simEngine) backchannel(ctx context.Context, raw string, verify LogoutVe
 }
 
 // unhealthy is the health endpoint: nil when healthy.
-func (e *simEngine) unhealthy() error {
-	if h := e.r.Health(); h.State() == HealthUnhealthy {
-		return errors.New(h.State())
+// guardHolds reports whether the mass-failure guard holds logouts back,
+// the one red health that excuses an invariant (e, for the users it holds).
+func (e *simEngine) guardHolds() bool {
+	for _, p := range e.r.Health().Problems {
+		if p.Class == ProblemLogoutsPaused {
+			return true
+		}
 	}
-	return nil
+	return false
 }
 
 // simStopWait is cmd/tokenkeeper's stopWait: how long a stop lets grants

@@ -80,6 +80,7 @@ type simWorld struct {
 	counters      map[string]uint64
 	violations    []string
 	impairedUntil time.Time // refreshing or logging out was legitimately held up until then
+	guardUntil    time.Time // the mass-failure guard held logouts back until then
 	counts        map[string]int
 	pending       int // back-channel logouts being delivered
 	steps         *simRing
