@@ -130,13 +130,30 @@ func (r *Refresher) backoff(ctx context.Context, name string, st AuthState, err 
 	if prev := r.users[name]; prev != nil && prev.Status == store.StatusBackoff {
 		failures = prev.Failures + 1
 	}
-	next := Retry(now, failures, st.AccessClaims.Expiry, r.rand)
+	next := Retry(now, failures, retryBy(st, now), r.rand)
 	r.mu.Unlock()
 	r.log.Debug("backed off", "user", name, "failures", failures, "next", next.UTC().Format(time.RFC3339), "err", err)
 	r.put(ctx, store.UserState{
 		Name: name, Status: store.StatusBackoff, Failures: failures, Reason: err.Error(), Due: next,
 		AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry,
 	})
+}
+
+// retryBy is the last moment a retry for st helps: before its access token
+// expires, while it is still served, and in any case before its refresh
+// token does (less the clock skew allowed), after which no grant can keep
+// the session. A grant whose answer was lost may have moved the session's
+// idle time on; only a grant with the old token, within Max Reuse and
+// before that token's own expiry, recovers it.
+func retryBy(st AuthState, now time.Time) time.Time {
+	by := st.AccessClaims.Expiry
+	if st.RefreshExpiry.IsZero() {
+		return by
+	}
+	if last := st.RefreshExpiry.Add(-expirySkew); !by.After(now) || last.Before(by) {
+		by = last
+	}
+	return by
 }
 
 // ErrOperatorHold means refreshing is stopped for a configuration problem

@@ -60,6 +60,28 @@ func (r *Refresher) fenceFor(name string, st AuthState) (store.Fence, bool) {
 	return store.Fence{}, false
 }
 
+// settleFences drops, in memory, name's fences that a logout of session sid
+// of sub carried out (sameSession), and returns them, for the store.
+func (r *Refresher) settleFences(name, sid, sub string) []store.Fence {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var settled []store.Fence
+	loggedOut := AuthState{Session: sid, Subject: sub}
+	kept := slices.DeleteFunc(r.fences[name], func(f store.Fence) bool {
+		done := sameSession(loggedOut, f.SID, f.Sub)
+		if done {
+			settled = append(settled, f)
+		}
+		return done
+	})
+	if len(kept) == 0 {
+		delete(r.fences, name)
+	} else {
+		r.fences[name] = kept
+	}
+	return settled
+}
+
 // dropFence drops every fence of name.
 func (r *Refresher) dropFence(ctx context.Context, name string) {
 	r.mu.Lock()

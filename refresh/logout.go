@@ -91,22 +91,33 @@ func (r *Refresher) logout(ctx context.Context, name string, st AuthState, reaso
 	if err := r.hub.SetAuthState(ctx, name, nil); err != nil {
 		return fmt.Errorf("logout %q: clear auth_state: %w", name, err)
 	}
-	return r.finishLogout(ctx, name, st.Subject, reason)
+	return r.finishLogout(ctx, name, st.Session, st.Subject, reason)
 }
 
 // finishLogout takes a logout's actions once auth_state is cleared, and
 // records it. It runs again (the actions are idempotent) for a fenced user
-// whose auth_state a logout cleared before it could finish.
-func (r *Refresher) finishLogout(ctx context.Context, name, sub, reason string) error {
+// whose auth_state a logout cleared before it could finish, and while an
+// action fails: the fence stays until every action is done, so the next
+// sweep tries again, and only then is the audit row written.
+//
+// Only the fences of the session logged out (sid, or every session of sub
+// for a fence without one) are settled: a back-channel logout of a newer
+// login, recorded meanwhile, stays to be carried out.
+func (r *Refresher) finishLogout(ctx context.Context, name, sid, sub, reason string) error {
 	r.mu.Lock()
 	r.forget(name)
 	delete(r.unsaved, name)
-	delete(r.fences, name)
 	r.mu.Unlock()
 	done, errs := r.logoutActions(ctx, name, sub)
-	actions := strings.Join(append([]string{"cleared auth_state"}, done...), "; ")
 	u := r.setUser(store.UserState{Name: name, Status: store.StatusEnded, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)})
-	errs = append(errs, r.store.Apply(context.WithoutCancel(ctx), store.Change{User: &u, DropPending: name, DropIntent: name, DropFence: name,
+	if err := errors.Join(errs...); err != nil {
+		r.save(ctx, store.Change{User: &u, DropPending: name, DropIntent: name})
+		r.log.Warn("logout incomplete; the next sweep finishes it", "user", name, "reason", reason, "err", err)
+		return err
+	}
+	settled := r.settleFences(name, sid, sub)
+	actions := strings.Join(append([]string{"cleared auth_state"}, done...), "; ")
+	errs = append(errs, r.store.Apply(context.WithoutCancel(ctx), store.Change{User: &u, DropPending: name, DropIntent: name, DropFences: settled,
 		Logout: &store.Logout{User: name, At: r.opts.Now(), Reason: reason, Actions: actions}}))
 	r.log.Warn("logged out", "user", name, "reason", reason, "actions", actions)
 	r.opts.Metrics.logout(metricReason(reason))

@@ -747,7 +747,7 @@ func (r *Refresher) perform(ctx context.Context, name string, v updateView, step
 		return Tokens{}, &next, nil
 	case stepFinishLogout:
 		f, _ := r.fenceOf(name)
-		return Tokens{}, nil, errors.Join(ErrNoTokens, r.finishLogout(ctx, name, f.Sub, f.Reason))
+		return Tokens{}, nil, errors.Join(ErrNoTokens, r.finishLogout(ctx, name, f.SID, f.Sub, f.Reason))
 	case stepUnusable:
 		r.dropFence(ctx, name) // nothing left to log out
 		return Tokens{}, nil, r.unusable(ctx, name, v.ParseErr)

@@ -16,7 +16,11 @@ package refresh
 //	(h) an accepted back-channel logout has logged the session's user out;
 //	(i) a kept user with a live session has an unexpired access token in the
 //	    hub, give or take a sweep interval;
-//	(j) fresh-token answers with the user's own unexpired access token.
+//	(j) fresh-token answers with the user's own unexpired access token;
+//	(k) every logout tokenkeeper starts (clearing auth_state) finishes: the
+//	    session's browser token revoked, the server stopped, the user's
+//	    Keycloak sessions ended (as configured) and the audit row written,
+//	    within a sweep interval, unless the user logged in again first.
 //
 // Time during which the world held tokenkeeper up (Keycloak or the hub
 // failing), plus the longest backoff after it, extends the deadlines of (e)
@@ -25,7 +29,11 @@ package refresh
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
 )
 
 // check checks (b), (e) and (i) for every user. The journal is read only
@@ -34,8 +42,15 @@ func (w *simWorld) check() {
 	gen := w.gen
 	guard := gen.eng.guardHolds()
 	w.mu.Lock()
-	keys, need := w.keys, w.needJournal()
+	keys, need, owedDue := w.keys, w.needJournal(), w.owedDue()
 	w.mu.Unlock()
+	var audit map[string]time.Time
+	if owedDue {
+		var err error
+		if audit, err = gen.eng.loggedOut(context.Background()); err != nil {
+			w.t.Fatalf("read the audit table: %v", err)
+		}
+	}
 	journal := map[string]string{}
 	if need {
 		var err error
@@ -50,6 +65,9 @@ func (w *simWorld) check() {
 		w.guardUntil = now.Add(simBackoffCap) // held users are probed by their own backoff once it is released
 	}
 	w.checkFences(now)
+	if owedDue {
+		w.checkOwed(audit, now)
+	}
 	for _, name := range w.hub.names {
 		u := w.hub.users[name]
 		w.checkHeld(u, journal, now)
@@ -168,15 +186,23 @@ func (w *simWorld) checkBackchannel(gen *simGen, sid, user string, status int, e
 	if s := w.heldSession(u); !known || s == nil || s.id != sid {
 		return
 	}
-	from := latest(time.Now(), w.heldUp(u))
-	w.fences[user] = simFence{sid: sid, by: gen.p.name, status: status,
-		deadline: from.Add(30*time.Second + w.cfg.interval + 20*time.Second)}
+	w.fences[user] = simFence{sid: sid, by: gen.p.name, status: status, deadline: w.fenceDeadline(u, time.Now())}
+}
+
+// fenceDeadline is when an accepted back-channel logout must have taken
+// effect, given when it was accepted and the hub's failures since. The
+// caller holds w.mu.
+func (w *simWorld) fenceDeadline(u *simHubUser, accepted time.Time) time.Time {
+	return latest(accepted, w.heldUp(u)).Add(30*time.Second + w.cfg.interval + 20*time.Second)
 }
 
 // checkFences is (h) for the logouts accepted. The caller holds w.mu.
 func (w *simWorld) checkFences(now time.Time) {
 	for user, f := range w.fences {
-		s := w.heldSession(w.hub.users[user])
+		u := w.hub.users[user]
+		s := w.heldSession(u)
+		f.deadline = latest(f.deadline, w.fenceDeadline(u, time.Time{}))
+		w.fences[user] = f
 		switch {
 		case s == nil || s.id != f.sid:
 			delete(w.fences, user)
@@ -184,6 +210,66 @@ func (w *simWorld) checkFences(now time.Time) {
 			w.violate("h", "%s: %s answered %d to the back-channel logout of session %s, yet the hub still holds the session's tokens at %s",
 				user, f.by, f.status, f.sid, w.since(f.deadline))
 			delete(w.fences, user)
+		}
+	}
+}
+
+// simLogout is a logout tokenkeeper started by clearing a user's auth_state.
+type simLogout struct {
+	at      time.Time
+	sid, by string
+	running bool        // the user's server ran when it was cleared
+	login   *simSession // the user's latest login then
+}
+
+// owedDeadline is when a logout's actions and audit row must be done.
+func (w *simWorld) owedDeadline(l simLogout, u *simHubUser) time.Time {
+	return latest(l.at, w.heldUp(u)).Add(w.cfg.interval + 30*time.Second + 20*time.Second)
+}
+
+// owedDue reports whether some logout's deadline has passed, so that (k)
+// needs the audit table. The caller holds w.mu.
+func (w *simWorld) owedDue() bool {
+	now := time.Now()
+	for name, l := range w.owed {
+		if u := w.hub.users[name]; u.login == l.login && now.After(w.owedDeadline(l, u)) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkOwed is (k), given the audit table's latest logout of each user.
+// The caller holds w.mu.
+func (w *simWorld) checkOwed(audit map[string]time.Time, now time.Time) {
+	for name, l := range w.owed {
+		u := w.hub.users[name]
+		switch {
+		case u.login != l.login:
+			delete(w.owed, name) // logged in again: the new session is not the logout's business
+			continue
+		case !now.After(w.owedDeadline(l, u)):
+			continue
+		}
+		delete(w.owed, name)
+		var missing []string
+		if w.cfg.revoke && slices.ContainsFunc(u.browser, func(t hubclient.Token) bool {
+			return t.SessionID != nil && *t.SessionID == "browser-"+l.sid
+		}) {
+			missing = append(missing, "the session's browser token revoked")
+		}
+		if w.cfg.stopServers && l.running && u.running && u.tkStopped.Before(l.at) {
+			missing = append(missing, "the server stopped")
+		}
+		if w.cfg.endSessions && w.kc.endedUser[simSub(name)].Before(l.at) {
+			missing = append(missing, "the Keycloak sessions ended")
+		}
+		if audit[name].Before(l.at.Add(-time.Second)) {
+			missing = append(missing, "the audit row")
+		}
+		if len(missing) > 0 {
+			w.violate("k", "%s: %s cleared the auth_state of session %s at %s, and by %s still missing: %s",
+				name, l.by, l.sid, w.since(l.at), w.since(w.owedDeadline(l, u)), strings.Join(missing, ", "))
 		}
 	}
 }

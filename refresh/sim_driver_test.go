@@ -251,6 +251,18 @@ func simJournal(ctx context.Context, st *store.Store, keys [][]byte) (map[string
 	return out, nil
 }
 
+// loggedOut returns when the audit table last recorded a logout, by user.
+func (e *simEngine) loggedOut(ctx context.Context) (map[string]time.Time, error) {
+	ls, err := e.store.Logouts(ctx)
+	out := map[string]time.Time{}
+	for _, l := range ls {
+		if l.At.After(out[l.User]) {
+			out[l.User] = l.At
+		}
+	}
+	return out, err
+}
+
 // knowsSession reports whether the store maps the Keycloak session sid or
 // subject sub to a hub user.
 func (e *simEngine) knowsSession(ctx context.Context, sid, sub string) bool {

@@ -20,6 +20,10 @@ func (w *simWorld) simStep(step int) {
 		w.kc.prune()
 		w.mu.Unlock()
 	}
+	// Goroutines woken at this instant (a delivery's retry, a handler
+	// returning) run until they block before the driver acts, so that no
+	// run depends on which of them the scheduler ran first.
+	synctest.Wait()
 	name := w.pickEvent()
 	start := time.Now()
 	desc := w.apply(name)
@@ -125,6 +129,7 @@ func (w *simWorld) align() {
 	now := time.Now()
 	if t := now.Truncate(time.Millisecond); !t.Equal(now) {
 		time.Sleep(t.Add(time.Millisecond).Sub(now))
+		synctest.Wait()
 	}
 }
 
@@ -145,6 +150,7 @@ func (w *simWorld) advanceUntil(d, chunk time.Duration, cond func() bool) {
 			next = earliest(next, time.Now().Add(chunk))
 		}
 		time.Sleep(time.Until(next))
+		synctest.Wait() // the engine's timers that fire now run first, in any order, before the driver acts
 		w.tick()
 		synctest.Wait()
 		w.check()

@@ -41,6 +41,7 @@ type simHubUser struct {
 	refreshing     bool      // OAuthenticator is refreshing the user's tokens
 	lastActivity   time.Time // the hub's last_activity: logins and server starts move it
 	tokens         simTokens // what state holds
+	tkStopped      time.Time // when tokenkeeper last stopped the user's running server
 }
 
 // setState replaces the auth_state and parses it once.
@@ -282,10 +283,12 @@ func (h *simHub) overwrite(p *simProc, u *simHubUser, cur simTokens, raced bool)
 	}
 }
 
-// clear is tokenkeeper logging the user out.
+// clear is tokenkeeper logging the user out: the logout's actions and
+// audit row are owed from now on (k).
 func (h *simHub) clear(p *simProc, u *simHubUser, cur simTokens, raced bool) {
 	w := h.w
 	w.count("logouts")
+	w.owed[u.name] = simLogout{at: time.Now(), sid: cur.sid, by: p.name, running: u.running, login: u.login}
 	s := w.kc.sessions[cur.sid]
 	if s == nil || !w.kc.live(s, time.Now()) || s.writtenOff != "" {
 		return // a written-off session cannot be refreshed any more: logging it out is right
@@ -362,7 +365,7 @@ func (c *simHubConn) stopServer(ctx context.Context, user, server string) error 
 	c.h.w.mu.Lock()
 	defer c.h.w.mu.Unlock()
 	if u := c.h.users[user]; u != nil && !c.p.dead && u.running {
-		u.running = false
+		u.running, u.tkStopped = false, time.Now()
 		c.h.w.note("hub stopped %s's server for %s", user, c.p.name)
 	}
 	return nil

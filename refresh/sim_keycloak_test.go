@@ -91,12 +91,14 @@ type simKeycloak struct {
 	lastTerminal map[string]time.Time // when tokenkeeper last got invalid_grant, by user
 	outages      []simOutage
 	serial       int
+	endedUser    map[string]time.Time // when tokenkeeper last ended all of a Keycloak user's sessions, by sub
 }
 
 func newSimKeycloak(w *simWorld, realm simRealm) *simKeycloak {
 	return &simKeycloak{
 		w: w, realm: realm, sessions: map[string]*simSession{}, refresh: map[string]*simToken{},
 		access: map[string]simAccess{}, inFlight: map[string][]*simProc{}, lastTerminal: map[string]time.Time{},
+		endedUser: map[string]time.Time{},
 	}
 }
 
@@ -517,6 +519,7 @@ func (k *simKeycloak) endUser(ctx context.Context, p *simProc, sub string) error
 	if p.dead {
 		return errProcessGone
 	}
+	k.endedUser[sub] = time.Now()
 	k.walk(func(s *simSession) {
 		if simSub(s.user) == sub {
 			k.endSession(s, "ended by "+p.name+" (end_keycloak_sessions)")

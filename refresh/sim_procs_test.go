@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"testing/synctest"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -117,12 +118,14 @@ func (w *simWorld) stopGen(gen *simGen) {
 	case <-time.After(5 * time.Second):
 	case <-kill:
 	}
+	synctest.Wait() // what else woke now runs first, as in simStep
 	select {
 	case err := <-stopped:
 		if err != nil {
 			w.logf("%s: stop: %v", gen.p.name, err)
 		}
 	case <-kill:
+		synctest.Wait()
 		w.logf("%s: still stopping %s after SIGINT: SIGKILL", gen.p.name, time.Since(start))
 		w.count("SIGKILL at the end of the hub's grace")
 		w.kill(gen)

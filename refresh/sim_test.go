@@ -206,7 +206,7 @@ func runSimulation(t *testing.T, seed uint64, steps int, weights map[string]int)
 func newSimWorld(t *testing.T, seed uint64, dir string, weights map[string]int) *simWorld {
 	w := &simWorld{
 		t: t, cfg: newSimConfig(seed, weights), rng: rand.New(rand.NewPCG(seed, 1)), start: time.Now(), dir: dir,
-		counters: map[string]uint64{}, counts: map[string]int{}, fences: map[string]simFence{},
+		counters: map[string]uint64{}, counts: map[string]int{}, fences: map[string]simFence{}, owed: map[string]simLogout{},
 		steps: newSimRing(60), trace: newSimRing(200), engineLog: newSimRing(80),
 		sign: newLogoutSigner(t, time.Now), hubProc: &simProc{name: "hub"},
 	}

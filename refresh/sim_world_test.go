@@ -88,6 +88,7 @@ type simWorld struct {
 	engineLog     *simRing
 	whole         simWholeTrace       // the whole trace: its digest, and the file -sim.trace names
 	fences        map[string]simFence // back-channel logouts accepted and not yet seen carried out, by user
+	owed          map[string]simLogout // logouts whose actions and audit row are not yet seen, by user
 }
 
 // simRing keeps the last lines written to it.

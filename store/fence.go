@@ -34,6 +34,11 @@ func (c Change) putFence(ctx context.Context, tx *sql.Tx) error {
 }
 
 func (c Change) dropFence(ctx context.Context, tx *sql.Tx) error {
+	for _, f := range c.DropFences {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM fences WHERE name = ? AND sid = ?`, f.User, f.SID); err != nil {
+			return fmt.Errorf("fence %q: delete: %w", f.User, err)
+		}
+	}
 	if c.DropFence == "" {
 		return nil
 	}

@@ -179,6 +179,8 @@ type Change struct {
 	Fence *Fence
 	// DropFence removes every fence of the user named by DropFence.
 	DropFence string
+	// DropFences removes these fences (by user and sid) and no others.
+	DropFences []Fence
 }
 
 // Apply writes c in one transaction.
