@@ -86,8 +86,8 @@ type simWorld struct {
 	steps         *simRing
 	trace         *simRing
 	engineLog     *simRing
-	whole         simWholeTrace       // the whole trace: its digest, and the file -sim.trace names
-	fences        map[string]simFence // back-channel logouts accepted and not yet seen carried out, by user
+	whole         simWholeTrace        // the whole trace: its digest, and the file -sim.trace names
+	fences        map[string]simFence  // back-channel logouts accepted and not yet seen carried out, by user
 	owed          map[string]simLogout // logouts whose actions and audit row are not yet seen, by user
 }
 
