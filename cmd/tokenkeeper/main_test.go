@@ -159,7 +159,7 @@ func TestRunRefusesStrayArguments(t *testing.T) {
 	}{
 		{name: "stray argument", args: []string{"bogus"}, want: `unexpected argument "bogus"`},
 		{name: "after a flag", args: []string{"--check-config", "bogus"}, want: `unexpected argument "bogus"`},
-		{name: "misspelt subcommand", args: []string{"tokens"}, want: "its one subcommand is token"},
+		{name: "misspelt subcommand", args: []string{"tokens"}, want: "its subcommands are token and doctor"},
 		{name: "stray argument to token", args: []string{"token", "bogus"}, want: `unexpected argument "bogus"`},
 	}
 	for _, tt := range tests {
