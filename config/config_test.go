@@ -266,6 +266,47 @@ func TestLoadHubEnvironment(t *testing.T) {
 	}
 }
 
+// TestLoadHubBaseURL checks that JUPYTERHUB_BASE_URL alone (a sidecar's
+// environment) gives the service prefix and hub API URL JupyterHub would,
+// and that the hub's own variables still win.
+func TestLoadHubBaseURL(t *testing.T) {
+	tests := []struct {
+		name           string
+		env            map[string]string
+		prefix, apiURL string
+	}{
+		{name: "no base URL", prefix: "/services/tokenkeeper/", apiURL: "http://127.0.0.1:8081/hub/api"},
+		{name: "root", env: map[string]string{"JUPYTERHUB_BASE_URL": "/"},
+			prefix: "/services/tokenkeeper/", apiURL: "http://127.0.0.1:8081/hub/api"},
+		{name: "jhub", env: map[string]string{"JUPYTERHUB_BASE_URL": "/jhub/"},
+			prefix: "/jhub/services/tokenkeeper/", apiURL: "http://127.0.0.1:8081/jhub/hub/api"},
+		{name: "slashes added as JupyterHub adds them", env: map[string]string{"JUPYTERHUB_BASE_URL": "jhub"},
+			prefix: "/jhub/services/tokenkeeper/", apiURL: "http://127.0.0.1:8081/jhub/hub/api"},
+		{name: "service name", env: map[string]string{"JUPYTERHUB_BASE_URL": "/a/b/", "JUPYTERHUB_SERVICE_NAME": "keeper"},
+			prefix: "/a/b/services/keeper/", apiURL: "http://127.0.0.1:8081/a/b/hub/api"},
+		{name: "the hub's variables win", env: map[string]string{
+			"JUPYTERHUB_BASE_URL":       "/jhub/",
+			"JUPYTERHUB_SERVICE_PREFIX": "/jhub/services/other/",
+			"JUPYTERHUB_API_URL":        "http://127.0.0.1:9000/jhub/hub/api",
+		}, prefix: "/jhub/services/other/", apiURL: "http://127.0.0.1:9000/jhub/hub/api"},
+		{name: "TOKENKEEPER_HUB_API_URL wins", env: map[string]string{
+			"JUPYTERHUB_BASE_URL": "/jhub/", "TOKENKEEPER_HUB_API_URL": "http://127.0.0.1:9000/jhub/hub/api",
+		}, prefix: "/jhub/services/tokenkeeper/", apiURL: "http://127.0.0.1:9000/jhub/hub/api"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			c := mustLoad(t, nil, env)
+			if c.Hub.Prefix != tt.prefix || c.Hub.APIURL != tt.apiURL {
+				t.Errorf("Load with %v: prefix %q, API URL %q; want %q, %q", tt.env, c.Hub.Prefix, c.Hub.APIURL, tt.prefix, tt.apiURL)
+			}
+		})
+	}
+}
+
 func TestLoadAccessScopes(t *testing.T) {
 	tests := []struct {
 		name    string

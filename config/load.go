@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -32,6 +33,9 @@ const usage = `usage:
   tokenkeeper --version        print the version and exit
   tokenkeeper token [flags]    inside a single-user server: print a fresh access
                                token for its user (tokenkeeper token --help)
+  tokenkeeper doctor [flags]   check, with the same settings, what they depend on
+                               (Keycloak, the realm, the hub, the database) and
+                               print a checklist with a fix for each failure
 
 Settings come from defaults, the JSON file (--config), TOKENKEEPER_*
 variables and these flags, each overriding the one before. Client
@@ -156,7 +160,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		return c, opts, &UsageError{Err: err}
 	}
 	if fs.NArg() > 0 {
-		err := fmt.Errorf("unexpected argument %q: tokenkeeper takes only flags, and its one subcommand is token (see tokenkeeper --help)", fs.Arg(0))
+		err := fmt.Errorf("unexpected argument %q: tokenkeeper takes only flags, and its subcommands are token and doctor (see tokenkeeper --help)", fs.Arg(0))
 		return c, opts, &UsageError{Err: err}
 	}
 	var errs []error
@@ -339,12 +343,24 @@ func lineColumn(b []byte, offset int64) (line, col int) {
 	return line, col
 }
 
+// loadHubEnv reads what JupyterHub gives a managed service. Outside the hub
+// (a sidecar) JUPYTERHUB_BASE_URL alone is enough for the hub's base URL:
+// the service prefix and the default hub API URL follow it, as JupyterHub
+// would set them.
 func loadHubEnv(c *Config, getenv func(string) string) error {
+	setString(&c.Hub.Name, getenv("JUPYTERHUB_SERVICE_NAME"))
+	if base := getenv("JUPYTERHUB_BASE_URL"); base != "" {
+		base = strings.Trim(base, "/") + "/"
+		if base != "/" {
+			base = "/" + base
+		}
+		c.Hub.Prefix = base + "services/" + url.PathEscape(c.Hub.Name) + "/"
+		c.Hub.APIURL = "http://127.0.0.1:8081" + base + "hub/api"
+	}
 	setString(&c.Hub.APIURL, getenv("JUPYTERHUB_API_URL"))
 	c.Hub.APIToken = Secret(getenv("JUPYTERHUB_API_TOKEN"))
 	setString(&c.Hub.ServiceURL, getenv("JUPYTERHUB_SERVICE_URL"))
 	setString(&c.Hub.Prefix, getenv("JUPYTERHUB_SERVICE_PREFIX"))
-	setString(&c.Hub.Name, getenv("JUPYTERHUB_SERVICE_NAME"))
 	c.Hub.AccessScopes = []string{"access:services", "access:services!service=" + c.Hub.Name}
 	if s := getenv("JUPYTERHUB_OAUTH_ACCESS_SCOPES"); s != "" {
 		if err := json.Unmarshal([]byte(s), &c.Hub.AccessScopes); err != nil {

@@ -82,9 +82,12 @@ type Stack struct {
 	// start so that users' auth_state survives a restart.
 	cryptKey string
 
-	mu       sync.Mutex // guards keycloak and hub
+	mu       sync.Mutex // guards keycloak, hub and baseURL
 	keycloak *process
 	hub      *process
+	// baseURL is the hub's c.JupyterHub.base_url, "/" unless a test
+	// restarted the hub under another (RestartHubAt).
+	baseURL string
 }
 
 // DefaultCache is where install.sh installs unless TOKENKEEPER_CACHE says otherwise.
@@ -126,7 +129,18 @@ func (s *Stack) venv() string {
 func (s *Stack) HubURL() string { return s.url(0) }
 
 // HubAPI is the hub's REST API, reached directly on its internal port.
-func (s *Stack) HubAPI() string { return s.url(81) + "/hub/api" }
+func (s *Stack) HubAPI() string { return s.url(81) + s.BaseURL() + "hub/api" }
+
+// BaseURL is the hub's base URL, with a leading and a trailing slash.
+func (s *Stack) BaseURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cmp.Or(s.baseURL, "/")
+}
+
+// HubBaseURL is the hub's public URL with its base URL, without the
+// trailing slash: HubBaseURL() + "/hub/login" is the login page.
+func (s *Stack) HubBaseURL() string { return s.HubURL() + strings.TrimSuffix(s.BaseURL(), "/") }
 
 // KeycloakURL is Keycloak's base URL.
 func (s *Stack) KeycloakURL() string { return s.url(80) }
@@ -139,7 +153,7 @@ func (s *Stack) Issuer() string { return s.url(80) + "/realms/jupyter" }
 func (s *Stack) ExternalIssuer() string { return s.url(80) + "/realms/external" }
 
 // ServiceURL is tokenkeeper's URL including its prefix, reached directly.
-func (s *Stack) ServiceURL() string { return s.url(23) + "/services/tokenkeeper/" }
+func (s *Stack) ServiceURL() string { return s.url(23) + s.BaseURL() + "services/tokenkeeper/" }
 
 func (s *Stack) url(offset int) string {
 	return "http://127.0.0.1:" + strconv.Itoa(s.cfg.PortBase+offset)
@@ -387,7 +401,7 @@ func (s *Stack) startHub(ctx context.Context, extra []string) (*process, error) 
 	if err := os.MkdirAll(s.StateDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	env := append(os.Environ(),
+	env := append(os.Environ(), "TK_BASE_URL="+s.BaseURL(),
 		"TK_PORT_BASE="+strconv.Itoa(s.cfg.PortBase), "TK_REPO="+s.cfg.Repo, "TK_CACHE="+s.cfg.Cache,
 		"TK_STATE_DIR="+s.StateDir(), "TK_BIN="+filepath.Join(s.cfg.Repo, "bin", "tokenkeeper"), "TK_VENV="+s.venv(),
 		"TK_CLIENT_SECRET="+s.ClientSecret, "TK_SA_SECRET="+s.SASecret, "TK_ADMIN_SECRET="+s.AdminSecret,
@@ -405,7 +419,18 @@ func (s *Stack) startHub(ctx context.Context, extra []string) (*process, error) 
 	s.hub = p
 	s.mu.Unlock()
 	// Through the proxy: its route to the hub is added after the hub's API is up.
-	return p, waitHTTP(ctx, s.HubURL()+"/hub/api/", 2*time.Minute, p)
+	return p, waitHTTP(ctx, s.HubBaseURL()+"/hub/api/", 2*time.Minute, p)
+}
+
+// RestartHubAt restarts the hub as RestartHub does, with env, under base
+// URL base (such as "/jhub/"): its c.JupyterHub.base_url, which the stack's
+// URLs (HubAPI, HubBaseURL, ServiceURL) follow. RestartHubAt(ctx, "/")
+// returns to the stack's own.
+func (s *Stack) RestartHubAt(ctx context.Context, base string, env ...string) error {
+	s.mu.Lock()
+	s.baseURL = base
+	s.mu.Unlock()
+	return s.RestartHub(ctx, env...)
 }
 
 // StopHub stops the hub, and with it the proxy, tokenkeeper and any servers.

@@ -2,7 +2,8 @@
 
 Everything listens on 127.0.0.1. Ports come from TK_PORT_BASE (B): the hub's
 public URL B, the proxy API B+1, the hub API B+81, Keycloak B+80 and
-tokenkeeper B+23. The stack (integration/stack.go) sets the TK_* variables.
+tokenkeeper B+23; the hub's base URL from TK_BASE_URL (default "/"). The
+stack (integration/stack.go) sets the TK_* variables.
 
 The part between the "README example" markers is README.md's example
 jupyterhub_config.py with the test stack's values in place of the
@@ -18,7 +19,12 @@ repo = env["TK_REPO"]
 state = env["TK_STATE_DIR"]
 cache = env["TK_CACHE"]
 
-c.JupyterHub.bind_url = f"http://127.0.0.1:{base}"
+# The hub's base URL: "/", unless a test restarts the hub under another
+# (TK_BASE_URL, Stack.RestartHubAt). It is bind_url's path (setting base_url
+# as well would put the proxy back on JupyterHub's default address);
+# configure() below follows it.
+hub_base = env.get("TK_BASE_URL", "/")
+c.JupyterHub.bind_url = f"http://127.0.0.1:{base}{hub_base}"
 c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{base + 81}"
 c.JupyterHub.db_url = f"sqlite:///{state}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = f"{state}/jupyterhub_cookie_secret"
@@ -126,7 +132,7 @@ import sys  # noqa: E402
 import tokenkeeper_hub  # noqa: E402  (installed by make python-install)
 
 issuer = f"http://127.0.0.1:{base + 80}/realms/jupyter"
-hub_url = f"http://127.0.0.1:{base}"
+hub_url = f"http://127.0.0.1:{base}{hub_base[:-1]}"
 
 c.JupyterHub.authenticator_class = "generic-oauth"
 c.GenericOAuthenticator.client_id = "jupyterhub"
@@ -146,7 +152,7 @@ c.Authenticator.auth_refresh_age = 5  # tests wait for a logged-out browser
 
 # Land on the home page after login instead of spawning at once, so a user
 # can be logged in without a running server.
-c.JupyterHub.default_url = "/hub/home"
+c.JupyterHub.default_url = f"{hub_base}hub/home"
 
 c.JupyterHub.spawner_class = "simple"
 c.Spawner.cmd = [f"{repo}/integration/stack/singleuser.sh"]

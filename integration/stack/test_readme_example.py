@@ -26,7 +26,9 @@ MARKER = "<!-- example: jupyterhub_config.py -->"
 # PLACEHOLDERS maps the README's site-specific text to the stack's.
 PLACEHOLDERS = [
     ('"https://keycloak.example.org/realms/jupyter"', 'f"http://127.0.0.1:{base + 80}/realms/jupyter"'),
-    ('"https://hub.example.org"', 'f"http://127.0.0.1:{base}"'),
+    # The hub's public URL with its base URL (hub_base: "/", or a test's).
+    ('"https://hub.example.org"', 'f"http://127.0.0.1:{base}{hub_base[:-1]}"'),
+    ('c.JupyterHub.default_url = "/hub/home"', 'c.JupyterHub.default_url = f"{hub_base}hub/home"'),
     ("c.Authenticator.auth_refresh_age = 60", "c.Authenticator.auth_refresh_age = 5"),
     ('[os.path.join(sys.prefix, "bin", "jupyterhub-singleuser")]', '[f"{repo}/integration/stack/singleuser.sh"]'),
     ('["/usr/local/bin/tokenkeeper"]', '[env["TK_BIN"]]'),

@@ -6,7 +6,8 @@ Lays out the hub ConfigMap's and Secret's keys the way the hub pod mounts
 them, runs the chart's own files/hub/jupyterhub_config.py (and z2jh.py,
 pointed at WORK_DIR instead of /usr/local/etc/jupyterhub) with JupyterHub's
 config loader, and prints JSON: the rendered objects by kind and name, the
-chart's Secret decoded, and the configuration the hub ends up with. Only
+chart's Secret decoded, the configuration the hub ends up with, and the
+URLs tokenkeeper's pre-spawn hook asks and gives servers. Only
 kubernetes_asyncio and tornado's curl client (pycurl), which the hub image has and the test
 environment need not, are stood in for.
 """
@@ -103,7 +104,9 @@ def main(rendered, chart, work):
         c = PyFileConfigLoader("jupyterhub_config.py", path=etc).load_config()
     secret = {k: base64.b64decode(v).decode() for k, v in objects["Secret"]["hub"]["data"].items()
               if k != "values.yaml"}
-    json.dump({"objects": objects, "secret": secret,
+    hook = c.Spawner.get("pre_spawn_hook")
+    urls = {"hook_url": getattr(hook, "service_url", None), "notebook_url": getattr(hook, "notebook_url", None)}
+    json.dump({"objects": objects, "secret": secret, "tokenkeeper": urls,
                "config": {section: plain(dict(c[section])) for section in c}}, sys.stdout, indent=1, default=str)
 
 

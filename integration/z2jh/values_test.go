@@ -5,7 +5,6 @@ package z2jh
 import (
 	"bytes"
 	"cmp"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -26,6 +25,11 @@ type rendered struct {
 	Objects map[string]map[string]object `json:"objects"`
 	Secret  map[string]string            `json:"secret"`
 	Config  map[string]map[string]any    `json:"config"`
+	// Tokenkeeper holds the URLs of the configured pre-spawn hook.
+	Tokenkeeper struct {
+		HookURL     string `json:"hook_url"`
+		NotebookURL string `json:"notebook_url"`
+	} `json:"tokenkeeper"`
 }
 
 type object struct {
@@ -36,10 +40,19 @@ type object struct {
 			} `json:"metadata"`
 			Spec podSpec `json:"spec"`
 		} `json:"template"`
-		Ports   []servicePort `json:"ports"`
-		Ingress []rule        `json:"ingress"`
-		Egress  []rule        `json:"egress"`
+		Ports []servicePort `json:"ports"`
+		// Selector is a Service's selector (a Deployment's has another shape).
+		Selector    json.RawMessage `json:"selector"`
+		PodSelector *selector       `json:"podSelector"`
+		PolicyTypes []string        `json:"policyTypes"`
+		Ingress     []rule          `json:"ingress"`
+		Egress      []rule          `json:"egress"`
 	} `json:"spec"`
+}
+
+type selector struct {
+	MatchLabels      map[string]string `json:"matchLabels"`
+	MatchExpressions []any             `json:"matchExpressions"`
 }
 
 type podSpec struct {
@@ -110,63 +123,178 @@ type servicePort struct {
 }
 
 type rule struct {
-	Ports []struct {
-		Port any `json:"port"`
-	} `json:"ports"`
-	From []peer `json:"from"`
-	To   []peer `json:"to"`
+	Ports []rulePort `json:"ports"`
+	From  []peer     `json:"from"`
+	To    []peer     `json:"to"`
+}
+
+type rulePort struct {
+	Port    any `json:"port"` // a number, a port's name, or none (every port)
+	EndPort int `json:"endPort"`
 }
 
 type peer struct {
-	PodSelector *struct {
-		MatchLabels map[string]string `json:"matchLabels"`
-	} `json:"podSelector"`
+	PodSelector       *selector `json:"podSelector"`
+	NamespaceSelector *selector `json:"namespaceSelector"`
+	IPBlock           *struct {
+		CIDR   string   `json:"cidr"`
+		Except []string `json:"except"`
+	} `json:"ipBlock"`
+}
+
+// variant is one way an admin installs the values: deploy/z2jh/values.yaml
+// as it is, or with the hub's base URL put into every line marked
+// "# hub.baseUrl" (as its head says to), and helm's --set flags.
+type variant struct {
+	// baseURL is hub.baseUrl, "" for the chart's "/".
+	baseURL string
+	// edited puts baseURL into the lines marked "# hub.baseUrl"; without
+	// it only hub.baseUrl is set.
+	edited bool
+	set    []string
+}
+
+func (v variant) String() string {
+	return fmt.Sprintf("base %q (lines edited %v) %v", cmp.Or(v.baseURL, "/"), v.edited, v.set)
 }
 
 var (
-	renderOnce sync.Once
-	rendering  rendered
-	renderOK   bool
+	renderMu   sync.Mutex
+	renderings = map[string]rendered{}
+	chartOnce  sync.Once
+	chartDir   string
 )
 
-// render renders the chart with deploy/z2jh/values.yaml (validating the
-// values against the chart's schema) and loads the hub configuration, once
-// for all tests.
+// render renders the chart with deploy/z2jh/values.yaml as it is and loads
+// the hub configuration, once for all tests.
 func render(t *testing.T) rendered {
 	t.Helper()
-	renderOnce.Do(func() {
-		rendering = renderChart(t)
-		renderOK = true
-	})
-	if !renderOK {
-		t.Fatal("rendering the chart failed (see the first test's failure)")
-	}
-	return rendering
+	return renderVariant(t, variant{})
 }
 
-func renderChart(t *testing.T) rendered {
+// renderVariant renders the chart with the values of v (validating them
+// against the chart's schema) and loads the hub configuration, once per
+// variant.
+func renderVariant(t *testing.T, v variant) rendered {
+	t.Helper()
+	renderMu.Lock()
+	defer renderMu.Unlock()
+	if r, ok := renderings[v.String()]; ok {
+		return r
+	}
+	out, err := renderChart(t, v)
+	if err != nil {
+		t.Fatalf("%v: %v", v, err)
+	}
+	var r rendered
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("%v: load_hub_config.py: %v", v, err)
+	}
+	renderings[v.String()] = r
+	return r
+}
+
+// chart returns a copy of the chart, with values.schema.json, made once.
+func chart(t *testing.T) string {
+	t.Helper()
+	chartOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "z2jh-chart-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := filepath.Join(dir, "jupyterhub")
+		from := cmp.Or(os.Getenv("TK_Z2JH_CHART"), filepath.Join("..", "..", "..", "shared", "z2jh", "jupyterhub"))
+		if err := os.CopyFS(to, os.DirFS(from)); err != nil {
+			t.Fatalf("copy the chart from %s: %v", from, err)
+		}
+		// The chart validates values only against values.schema.json, which its
+		// release tooling makes from the YAML.
+		run(t, python(), "-c", "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), open(sys.argv[2], 'w'))",
+			filepath.Join(to, "values.schema.yaml"), filepath.Join(to, "values.schema.json"))
+		chartDir = to
+	})
+	if chartDir == "" {
+		t.Fatal("copying the chart failed (see the first test's failure)")
+	}
+	return chartDir
+}
+
+func python() string {
+	return cmp.Or(os.Getenv("TK_PYTHON"), filepath.Join(cacheDir(), "venv-jh5", "bin", "python"))
+}
+
+// renderChart renders the chart for v and returns what load_hub_config.py
+// prints; an error carries its standard error (the hub's configuration
+// failing to load, say).
+func renderChart(t *testing.T, v variant) ([]byte, error) {
 	t.Helper()
 	helm := os.Getenv("TK_HELM")
 	if helm == "" {
 		t.Fatal("TK_HELM is not set: `make z2jh` builds helm and runs this test")
 	}
-	python := cmp.Or(os.Getenv("TK_PYTHON"), filepath.Join(cacheDir(), "venv-jh5", "bin", "python"))
-	chart := copyChart(t, cmp.Or(os.Getenv("TK_Z2JH_CHART"), filepath.Join("..", "..", "..", "shared", "z2jh", "jupyterhub")))
-	// The chart validates values only against values.schema.json, which its
-	// release tooling makes from the YAML.
-	run(t, python, "-c", "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), open(sys.argv[2], 'w'))",
-		filepath.Join(chart, "values.schema.yaml"), filepath.Join(chart, "values.schema.json"))
-	manifests := run(t, helm, "template", "jupyterhub", chart, "-f", filepath.Join("..", "..", "deploy", "z2jh", "values.yaml"),
-		"--kube-version", "1.33.0")
-	out := filepath.Join(t.TempDir(), "rendered.yaml")
+	values, err := os.ReadFile(filepath.Join("..", "..", "deploy", "z2jh", "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.edited {
+		values = withBaseURL(t, values, v.baseURL)
+	}
+	dir := t.TempDir()
+	valuesFile := filepath.Join(dir, "values.yaml")
+	if err := os.WriteFile(valuesFile, values, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"template", "jupyterhub", chart(t), "-f", valuesFile, "--kube-version", "1.33.0"}
+	if v.baseURL != "" {
+		args = append(args, "--set", "hub.baseUrl="+v.baseURL)
+	}
+	for _, s := range v.set {
+		args = append(args, "--set", s)
+	}
+	manifests := run(t, helm, args...)
+	out := filepath.Join(dir, "rendered.yaml")
 	if err := os.WriteFile(out, manifests, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var r rendered
-	if err := json.Unmarshal(run(t, python, "load_hub_config.py", out, chart, t.TempDir()), &r); err != nil {
-		t.Fatalf("load_hub_config.py: %v", err)
+	var stderr bytes.Buffer
+	cmd := exec.Command(python(), "load_hub_config.py", out, chart(t), t.TempDir())
+	cmd.Stderr = &stderr
+	loaded, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("load_hub_config.py: %w\n%s", err, stderr.String())
 	}
-	return r
+	return loaded, nil
+}
+
+// baseURLMark ends every line of values.yaml that holds the hub's base URL.
+const baseURLMark = " # hub.baseUrl"
+
+// withBaseURL puts base into every line of values marked baseURLMark, as
+// the values' head tells an admin to, and fails unless every one changed.
+func withBaseURL(t *testing.T, values []byte, base string) []byte {
+	t.Helper()
+	lines := strings.Split(string(values), "\n")
+	marked := 0
+	for i, line := range lines {
+		value, ok := strings.CutSuffix(line, baseURLMark)
+		if !ok || strings.HasPrefix(strings.TrimSpace(value), "#") {
+			continue
+		}
+		marked++
+		edited := strings.ReplaceAll(value, "/hub/", base+"hub/")
+		edited = strings.ReplaceAll(edited, "/services/", base+"services/")
+		if rest, ok := strings.CutSuffix(edited, ": /"); ok {
+			edited = rest + ": " + base
+		}
+		if edited == value {
+			t.Fatalf("values.yaml line %d is marked%s but holds no base URL to change: %q", i+1, baseURLMark, line)
+		}
+		lines[i] = edited + baseURLMark
+	}
+	if marked == 0 {
+		t.Fatalf("values.yaml marks no line with%q", baseURLMark)
+	}
+	return []byte(strings.Join(lines, "\n"))
 }
 
 func cacheDir() string {
@@ -187,16 +315,6 @@ func run(t *testing.T, name string, args ...string) []byte {
 		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args[:min(2, len(args))], " "), err, stderr.String())
 	}
 	return out
-}
-
-// copyChart copies the chart into a temporary directory (the shared copy is read-only).
-func copyChart(t *testing.T, from string) string {
-	t.Helper()
-	to := filepath.Join(t.TempDir(), "jupyterhub")
-	if err := os.CopyFS(to, os.DirFS(from)); err != nil {
-		t.Fatalf("copy the chart from %s: %v", from, err)
-	}
-	return to
 }
 
 func sidecar(t *testing.T, r rendered) (container, podSpec) {
@@ -257,12 +375,11 @@ func TestSidecarInTheHubPod(t *testing.T) {
 		t.Errorf("JUPYTERHUB_API_TOKEN = %+v, want the chart's Secret hub, key hub.services.tokenkeeper.apiToken", token)
 	}
 	for name, want := range map[string]string{
-		"JUPYTERHUB_API_URL":        "http://127.0.0.1:8081/hub/api",
-		"JUPYTERHUB_SERVICE_URL":    "http://0.0.0.0:10101",
-		"JUPYTERHUB_SERVICE_NAME":   "tokenkeeper",
-		"JUPYTERHUB_SERVICE_PREFIX": "/services/tokenkeeper/",
-		"TOKENKEEPER_CLIENT_ID":     "jupyterhub",
-		"TOKENKEEPER_DATABASE":      "/var/lib/tokenkeeper/tokenkeeper.db",
+		"JUPYTERHUB_SERVICE_URL":  "http://0.0.0.0:10101",
+		"JUPYTERHUB_SERVICE_NAME": "tokenkeeper",
+		"JUPYTERHUB_BASE_URL":     "/",
+		"TOKENKEEPER_CLIENT_ID":   "jupyterhub",
+		"TOKENKEEPER_DATABASE":    "/var/lib/tokenkeeper/tokenkeeper.db",
 	} {
 		if got := e[name].Value; got != want {
 			t.Errorf("sidecar %s = %q, want %q", name, got, want)
@@ -287,15 +404,9 @@ func TestSidecarInTheHubPod(t *testing.T) {
 func TestSidecarEnvironmentIsAValidConfiguration(t *testing.T) {
 	r := render(t)
 	tk, _ := sidecar(t, r)
-	stateKey := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 	var environ []string
-	for _, e := range tk.Env {
-		v := e.Value
-		if e.ValueFrom != nil {
-			v = map[string]string{"state-key": stateKey}[e.ValueFrom.SecretKeyRef.Key]
-			v = cmp.Or(v, "secret-"+e.ValueFrom.SecretKeyRef.Key)
-		}
-		environ = append(environ, e.Name+"="+v)
+	for k, v := range sidecarEnviron(tk) {
+		environ = append(environ, k+"="+v)
 	}
 	cmd := exec.Command(filepath.Join("..", "..", "bin", "tokenkeeper"), "--check-config")
 	cmd.Env = environ
@@ -303,57 +414,6 @@ func TestSidecarEnvironmentIsAValidConfiguration(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "configuration OK") {
 		t.Errorf("tokenkeeper --check-config with the sidecar's environment: %v\n%s", err, out)
 	}
-}
-
-func TestServicePortAndNetworkPolicies(t *testing.T) {
-	r := render(t)
-	ports := r.Objects["Service"]["hub"].Spec.Ports
-	if !slices.ContainsFunc(ports, func(p servicePort) bool { return p.Port == 10101 && p.TargetPort == "tokenkeeper" }) {
-		t.Errorf("hub Service ports = %+v, want 10101 to the sidecar's port", ports)
-	}
-	access := map[string]string{"hub.jupyter.org/network-access-hub": "true"}
-	hubIn := r.Objects["NetworkPolicy"]["hub"].Spec.Ingress
-	if !slices.ContainsFunc(hubIn, func(ru rule) bool { return opens(ru, 10101, ru.From, access) }) {
-		t.Errorf("hub NetworkPolicy ingress opens no 10101 to pods labelled %v: %+v", access, hubIn)
-	}
-	proxyOut := r.Objects["NetworkPolicy"]["proxy"].Spec.Egress
-	hubPods := r.Objects["Deployment"]["hub"].Spec.Template.Metadata.Labels
-	if !slices.ContainsFunc(proxyOut, func(ru rule) bool { return opens(ru, 10101, ru.To, nil) && selects(ru.To, hubPods) }) {
-		t.Errorf("proxy NetworkPolicy egress reaches no hub pod (labels %v) on 10101: %+v", hubPods, proxyOut)
-	}
-	proxyPods := r.Objects["Deployment"]["proxy"].Spec.Template.Metadata.Labels
-	if proxyPods["hub.jupyter.org/network-access-hub"] != "true" {
-		t.Errorf("proxy pods lack the label that the hub's ingress rule selects: %v", proxyPods)
-	}
-}
-
-// opens reports whether ru allows port, from (or to) peers selecting labels when given.
-func opens(ru rule, port int, peers []peer, labels map[string]string) bool {
-	if !slices.ContainsFunc(ru.Ports, func(p struct {
-		Port any `json:"port"`
-	}) bool {
-		return p.Port == float64(port)
-	}) {
-		return false
-	}
-	return labels == nil || slices.ContainsFunc(peers, func(p peer) bool {
-		return p.PodSelector != nil && gocmp.Diff(p.PodSelector.MatchLabels, labels) == ""
-	})
-}
-
-// selects reports whether some peer's pod selector matches pods with labels.
-func selects(peers []peer, labels map[string]string) bool {
-	return slices.ContainsFunc(peers, func(p peer) bool {
-		if p.PodSelector == nil {
-			return false
-		}
-		for k, v := range p.PodSelector.MatchLabels {
-			if labels[k] != v {
-				return false
-			}
-		}
-		return true
-	})
 }
 
 func TestHubConfigRegistersTheServiceAndRoles(t *testing.T) {
@@ -594,10 +654,10 @@ func TestSidecarProbesAndRestarts(t *testing.T) {
 		t.Errorf("sidecar TOKENKEEPER_EXIT_ON_ERROR = %+v, want \"true\": under the hub's variables it would hold its address on a bad setting, and Kubernetes would never show it failing", v)
 	}
 
-	root := e["JUPYTERHUB_SERVICE_PREFIX"].Value
+	root := sidecarHub(t, tk).Prefix
 	serviceURL, err := url.Parse(e["JUPYTERHUB_SERVICE_URL"].Value)
 	if root == "" || err != nil || serviceURL.Port() == "" {
-		t.Fatalf("sidecar JUPYTERHUB_SERVICE_PREFIX = %q, JUPYTERHUB_SERVICE_URL = %q: want a prefix and a URL with a port",
+		t.Fatalf("sidecar prefix = %q, JUPYTERHUB_SERVICE_URL = %q: want a prefix and a URL with a port",
 			root, e["JUPYTERHUB_SERVICE_URL"].Value)
 	}
 	// onServicePort reports whether a probe's port is the one tokenkeeper

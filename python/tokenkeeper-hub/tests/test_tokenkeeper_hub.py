@@ -19,7 +19,7 @@ from traitlets.config import Config
 
 import tokenkeeper_hub as tk
 from tokenkeeper_hub.roles import _default_scopes as default_scopes
-from tokenkeeper_hub.roles import _has_extra_user_scopes
+from tokenkeeper_hub.roles import _has_extra_user_scopes, configured_entries
 
 HAS_EXTRA_USER_SCOPES = _has_extra_user_scopes()
 
@@ -335,3 +335,103 @@ def test_callable_server_token_scopes_get_the_access_scope():
     admin, other = SimpleNamespace(user=user(admin=True)), SimpleNamespace(user=user())
     assert asyncio.run(got(admin)) == ["users:activity!user", "access:services!service=tokenkeeper"]
     assert asyncio.run(got(other)) == [], "empty means the server role, which has the scope"
+
+
+# --- base URLs: the hook and servers ask under c.JupyterHub.base_url ------------
+
+
+@pytest.mark.parametrize("settings, prefix", [
+    ({}, "/services/tokenkeeper/"),
+    ({"base_url": "/"}, "/services/tokenkeeper/"),
+    ({"base_url": "/jhub/"}, "/jhub/services/tokenkeeper/"),
+    ({"base_url": "/jhub"}, "/jhub/services/tokenkeeper/"),  # JupyterHub adds the slash; so does configure
+    # bind_url's path sets the base URL too.
+    ({"bind_url": "http://127.0.0.1:8000/jhub/"}, "/jhub/services/tokenkeeper/"),
+    ({"bind_url": "http://127.0.0.1:8000"}, "/services/tokenkeeper/"),
+    ({"bind_url": "http://127.0.0.1:8000/", "base_url": "/jhub/"}, "/jhub/services/tokenkeeper/"),
+])
+def test_configure_follows_the_hubs_base_url(settings, prefix):
+    def make(port):
+        c = Config()
+        for k, v in settings.items():
+            c.JupyterHub[k] = v
+        tk.configure(c, command=["tokenkeeper"], url=f"http://127.0.0.1:{port}")
+        assert tk.service_prefix(c) == prefix
+        return c.Spawner.pre_spawn_hook
+
+    spawner, seen, err, port = asyncio.run(run_hook(make=make))
+    assert err is None
+    assert [r.path for r in seen] == [f"{prefix}fresh-token"], "the hook must ask under the hub's base URL"
+    assert spawner.environment["TOKENKEEPER_URL"] == f"http://127.0.0.1:{port}{prefix}"
+
+
+@pytest.mark.parametrize("base_url, notebook_url, want", [
+    ("/", "http://hub:10101", "http://hub:10101/services/tokenkeeper/"),
+    ("/jhub/", "http://hub:10101", "http://hub:10101/jhub/services/tokenkeeper/"),
+    ("/jhub/", "http://hub:10101/", "http://hub:10101/jhub/services/tokenkeeper/"),
+    # A URL with a path is the admin's own route: used as given.
+    ("/jhub/", "https://tk.example.org/tokens/", "https://tk.example.org/tokens/"),
+])
+def test_configure_sidecar_urls_follow_the_base_url(base_url, notebook_url, want):
+    c = Config()
+    c.JupyterHub.base_url = base_url
+    tk.configure(c, url="http://hub:10101", api_token="t" * 32, hook_url="http://127.0.0.1:10101",
+                 notebook_url=notebook_url)
+    hook = c.Spawner.pre_spawn_hook
+    assert hook.service_url == f"http://127.0.0.1:10101{tk.service_prefix(c)}"
+    assert hook.notebook_url == want
+    (service,) = configured_entries(c.JupyterHub.services)
+    assert service["url"] == "http://hub:10101", "the proxy keeps the request's path"
+
+
+def test_chained_hook_keeps_the_urls():
+    c = Config()
+    c.JupyterHub.base_url = "/jhub/"
+    c.Spawner.pre_spawn_hook = lambda spawner: None
+    tk.configure(c, command=["tokenkeeper"], url="http://127.0.0.1:10101")
+    assert c.Spawner.pre_spawn_hook.service_url == "http://127.0.0.1:10101/jhub/services/tokenkeeper/"
+
+
+def sidecar_container(base=None, probe_path="/services/tokenkeeper/", **env):
+    """Return a sidecar container spec like Zero to JupyterHub's hub.extraContainers entry."""
+    variables = {"JUPYTERHUB_SERVICE_NAME": "tokenkeeper", **env}
+    if base is not None:
+        variables["JUPYTERHUB_BASE_URL"] = base
+    probe = {"httpGet": {"path": probe_path, "port": "tokenkeeper"}}
+    return {"name": "tokenkeeper", "env": [{"name": k, "value": v} for k, v in variables.items()],
+            "startupProbe": probe, "livenessProbe": probe}
+
+
+@pytest.mark.parametrize("hub_base, container", [
+    ("/", sidecar_container()),
+    ("/", sidecar_container("/")),
+    ("/jhub/", sidecar_container("/jhub/", "/jhub/services/tokenkeeper/")),
+    ("/jhub/", sidecar_container(None, "/jhub/services/tokenkeeper/",
+                                 JUPYTERHUB_SERVICE_PREFIX="/jhub/services/tokenkeeper/",
+                                 JUPYTERHUB_API_URL="http://127.0.0.1:8081/jhub/hub/api")),
+])
+def test_configure_accepts_a_sidecar_that_agrees_with_the_base_url(hub_base, container):
+    c = Config()
+    c.JupyterHub.base_url = hub_base
+    tk.configure(c, url="http://hub:10101", api_token="t" * 32, sidecar=[{"name": "other"}, container])
+
+
+@pytest.mark.parametrize("hub_base, container, want", [
+    # Only hub.baseUrl changed: the sidecar, its API URL and its probes all say so.
+    ("/jhub/", sidecar_container("/"), ["serves under '/services/tokenkeeper/'", "set its JUPYTERHUB_BASE_URL to '/jhub/'",
+                                        "hub's API at 'http://127.0.0.1:8081/hub/api'",
+                                        "startupProbe asks '/services/tokenkeeper/'", "livenessProbe"]),
+    # The variable changed, the probes forgotten.
+    ("/jhub/", sidecar_container("/jhub/"), ["startupProbe asks '/services/tokenkeeper/'"]),
+    ("/", sidecar_container("/jhub/", "/jhub/services/tokenkeeper/"), ["set its JUPYTERHUB_BASE_URL to '/'"]),
+    ("/jhub/", sidecar_container("/jhub/", "/jhub/services/tokenkeeper/",
+                                 JUPYTERHUB_API_URL="http://127.0.0.1:8081/hub/api"), ["hub's API"]),
+    ("/", [{"name": "other"}], ["no sidecar container runs service 'tokenkeeper'"]),
+])
+def test_configure_refuses_a_sidecar_that_disagrees_with_the_base_url(hub_base, container, want):
+    c = Config()
+    c.JupyterHub.base_url = hub_base
+    with pytest.raises(ValueError) as e:
+        tk.configure(c, url="http://hub:10101", api_token="t" * 32, sidecar=container)
+    for w in want:
+        assert w in str(e.value)

@@ -36,7 +36,7 @@ to keep fresh.
 It works with JupyterHub 5 and 6 and OAuthenticator 17.3 or later.
 """
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from traitlets.config import Config
 
@@ -64,23 +64,24 @@ from .roles import (
     extend_server_token_scopes,
     service_roles,
 )
+from .sidecar import check_sidecar, sidecar_problems
 from .tokenfiles import DEFAULT_TOKEN_DIR, normalize_token_files, token_file_environment
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CLOCK_LEEWAY", "CUSTOM_SCOPES", "DEFAULT_TOKEN_DIR", "RETRY_FOR", "SCOPE_GUARD", "SCOPE_SERVICE_ACCOUNT", "SCOPE_TOKENS",
-    "TokenkeeperUnreachable", "access_scope", "chain_post_auth_hooks", "chain_pre_spawn_hooks",
-    "chain_refresh_user_hooks", "configure", "install_hook", "make_post_auth_hook",
+    "TokenkeeperUnreachable", "access_scope", "base_url", "chain_post_auth_hooks", "chain_pre_spawn_hooks",
+    "chain_refresh_user_hooks", "check_sidecar", "configure", "install_hook", "make_post_auth_hook",
     "make_pre_spawn_hook", "make_refresh_user_hook", "normalize_token_files", "refresh_expiry",
-    "refresh_user_hook", "service_roles", "token_file_environment",
+    "refresh_user_hook", "service_prefix", "service_roles", "sidecar_problems", "token_file_environment",
 ]
 
 
 def configure(c, *, url, command=None, environment=None, api_token=None, name="tokenkeeper",
               hook_url=None, notebook_url=None, env_name="KEYCLOAK_ACCESS_TOKEN", spawn_min_valid=300,
               revoke_tokens=False, stop_servers=False, refresh_admins=False, spawn_requires_token=True,
-              token_files=None, token_dir=DEFAULT_TOKEN_DIR, token_paths_per_user=False):
+              token_files=None, token_dir=DEFAULT_TOKEN_DIR, token_paths_per_user=False, sidecar=None):
     """Configure JupyterHub ``c`` to run tokenkeeper and use it.
 
     ``url`` is where the hub and its proxy reach the service. With
@@ -113,7 +114,12 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     the hub's own address for the service, such as ``http://127.0.0.1:10101``
     for a sidecar) for a token with ``spawn_min_valid`` seconds left, puts it
     into ``env_name`` and tells the server to ask ``notebook_url`` later
-    (``TOKENKEEPER_URL``; default the hook's URL with the service prefix).
+    (``TOKENKEEPER_URL``; default the hook's URL). The hook's URL is
+    ``hook_url`` followed by the service's prefix,
+    ``{c.JupyterHub.base_url}services/{name}/`` (set ``base_url``, or
+    ``bind_url`` with its path, before calling ``configure``);
+    ``notebook_url`` gets the prefix too when it names only an origin, such
+    as ``http://hub:10101``, and is used as given when it has a path.
     It authenticates with each server's own token, which needs
     ``access:services!service=<name>``: the ``server`` role is extended with
     it (and ``c.Spawner.server_token_scopes``, if set). So is the ``user``
@@ -137,11 +143,20 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     has a file system of its own. The server refuses a directory that is a
     symlink, belongs to another user, or that group or others may write to.
 
+    ``sidecar`` is the Kubernetes container spec of a tokenkeeper sidecar, or
+    a list of containers holding it (Zero to JupyterHub's
+    ``get_config("hub.extraContainers")``): its ``JUPYTERHUB_BASE_URL`` (or
+    ``JUPYTERHUB_SERVICE_PREFIX`` and hub API URL) and its probes' paths must
+    agree with ``c.JupyterHub.base_url``, else ``configure`` raises
+    ValueError saying what to set (see :func:`check_sidecar`).
+
     Existing ``pre_spawn_hook``, ``refresh_user_hook`` and ``post_auth_hook``
     settings are chained with tokenkeeper's (see :func:`install_hook`); call
     ``configure`` after setting them and after defining your roles.
     """
     access = access_scope(name)
+    if sidecar is not None:
+        check_sidecar(base_url(c), sidecar, name)
     _add_service(c, name, url, command, environment, api_token, refresh_admins,
                  {"TOKENKEEPER_REVOKE_TOKENS": ("revoke_tokens", revoke_tokens),
                   "TOKENKEEPER_STOP_SERVERS": ("stop_servers", stop_servers),
@@ -151,9 +166,11 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     extend_role(c, "server", access)
     extend_role(c, "user", access)
     extend_server_token_scopes(c, access)
-    service_url = f"{(hook_url or url).rstrip('/')}/services/{quote(name)}/"
+    prefix = service_prefix(c, name)
+    service_url = (hook_url or url).rstrip("/") + prefix
     install_hook(c, "Spawner", "pre_spawn_hook", make_pre_spawn_hook(
-        service_url, env_name=env_name, notebook_url=notebook_url, min_valid=spawn_min_valid,
+        service_url, env_name=env_name, notebook_url=notebook_url and _under_prefix(notebook_url, prefix),
+        min_valid=spawn_min_valid,
         required=spawn_requires_token, token_files=token_files, token_dir=token_dir,
         token_paths_per_user=token_paths_per_user,
     ), chain_pre_spawn_hooks)
@@ -161,6 +178,40 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
                  chain_refresh_user_hooks)
     install_hook(c, "Authenticator", "post_auth_hook", make_post_auth_hook(), chain_post_auth_hooks)
     c.OAuthenticator.enable_auth_state = True
+
+
+def base_url(c):
+    """Return the hub's base URL as JupyterHub normalizes it (default ``/``).
+
+    It is ``c.JupyterHub.base_url``, or else the path of
+    ``c.JupyterHub.bind_url``, which sets the base URL too.
+    """
+    base = c.JupyterHub.get("base_url")
+    bind = c.JupyterHub.get("bind_url")
+    if not base and isinstance(bind, str) and bind:
+        base = urlsplit(bind).path
+    base = base or "/"
+    if not isinstance(base, str):
+        raise ValueError(f"tokenkeeper: c.JupyterHub.base_url = {base!r} is not a string")
+    return "/" + base.strip("/") + "/" if base.strip("/") else "/"
+
+
+def service_prefix(c, name="tokenkeeper"):
+    """Return the path under which the hub's proxy routes service ``name``: ``{base_url}services/{name}/``.
+
+    It is the ``JUPYTERHUB_SERVICE_PREFIX`` JupyterHub gives a managed
+    service, and the one tokenkeeper derives from ``JUPYTERHUB_BASE_URL``
+    when it runs outside the hub.
+    """
+    return f"{base_url(c)}services/{quote(name)}/"
+
+
+def _under_prefix(url, prefix):
+    """Return ``url`` with ``prefix`` as its path when it names only an origin, else ``url`` as given."""
+    parts = urlsplit(url)
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, prefix, "", ""))
 
 
 def _add_service(c, name, url, command, environment, api_token, refresh_admins, flags):

@@ -61,7 +61,8 @@ def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebo
     (``spawner.api_token``, set before the hook runs). That token can fetch
     only its own user's token, so the hook never asks by name. It sets
     ``env_name``, and ``TOKENKEEPER_URL`` tells the server where to ask for
-    later tokens.
+    later tokens. The hook's attributes ``service_url`` and ``notebook_url``
+    say where it asks and where servers will ask.
 
     While tokenkeeper refuses or resets connections (it is being restarted)
     the hook retries with backoff for up to ``retry_for`` seconds. It never
@@ -124,6 +125,10 @@ def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebo
             **files_env,
         }
 
+    # Where the hook asks and where servers will ask, for an admin (or a
+    # test of the configuration) to read back.
+    pre_spawn_hook.service_url = base
+    pre_spawn_hook.notebook_url = notebook_url or base
     return pre_spawn_hook
 
 
@@ -322,6 +327,9 @@ def chain_pre_spawn_hooks(theirs, ours):
         await _maybe_await(theirs(spawner))
         await _maybe_await(ours(spawner))
 
+    for attr in ("service_url", "notebook_url"):
+        if hasattr(ours, attr):
+            setattr(pre_spawn_hook, attr, getattr(ours, attr))
     return pre_spawn_hook
 
 
