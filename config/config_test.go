@@ -1090,3 +1090,13 @@ func TestExitsOnError(t *testing.T) {
 		})
 	}
 }
+
+// TestServicePrefix: the prefix a bad configuration's 503 handler answers
+// under follows JUPYTERHUB_BASE_URL like the daemon's own.
+func TestServicePrefix(t *testing.T) {
+	env := map[string]string{"JUPYTERHUB_SERVICE_NAME": "tokenkeeper", "JUPYTERHUB_BASE_URL": "/jhub/",
+		"JUPYTERHUB_OAUTH_ACCESS_SCOPES": "not json"}
+	if got, want := ServicePrefix(func(k string) string { return env[k] }), "/jhub/services/tokenkeeper/"; got != want {
+		t.Errorf("ServicePrefix = %q, want %q", got, want)
+	}
+}

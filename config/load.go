@@ -343,6 +343,16 @@ func lineColumn(b []byte, offset int64) (line, col int) {
 	return line, col
 }
 
+// ServicePrefix is the service's URL prefix as the daemon derives it from
+// JupyterHub's variables (JUPYTERHUB_SERVICE_PREFIX, else
+// JUPYTERHUB_BASE_URL and the service's name), even when the rest of the
+// configuration does not load.
+func ServicePrefix(getenv func(string) string) string {
+	c := Default()
+	_ = loadHubEnv(&c, getenv) // only the access scopes can fail, and they play no part here
+	return c.Hub.Prefix
+}
+
 // loadHubEnv reads what JupyterHub gives a managed service. Outside the hub
 // (a sidecar) JUPYTERHUB_BASE_URL alone is enough for the hub's base URL:
 // the service prefix and the default hub API URL follow it, as JupyterHub

@@ -93,7 +93,7 @@ func holdBadConfig(ctx context.Context, err error, getenv func(string) string, s
 	if lerr != nil {
 		return errors.Join(configError(err), fmt.Errorf("listen: %w", lerr))
 	}
-	prefix := getenv("JUPYTERHUB_SERVICE_PREFIX")
+	prefix := config.ServicePrefix(getenv)
 	log.Error("bad configuration; answering 503 until restarted", "listen", ln.Addr().String())
 	sw := &switchHandler{}
 	sw.set(problemHandler(prefix, problems))
