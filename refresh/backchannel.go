@@ -56,7 +56,7 @@ func (r *Refresher) BackchannelLogout(ctx context.Context, raw string, verify Lo
 		}
 	}
 	expires := lt.Expiry
-	if limit := r.opts.Now().Add(maxJTIRetention); expires.After(limit) {
+	if limit := r.now().Add(maxJTIRetention); expires.After(limit) {
 		expires = limit
 	}
 	if err := r.store.SpendJTI(ctx, lt.TokenID, expires); err != nil {
@@ -142,7 +142,7 @@ func (r *Refresher) dueNow(ctx context.Context, name string) {
 	var u store.UserState
 	if prev != nil {
 		u = *prev
-		u.Due = r.opts.Now()
+		u.Due = r.now()
 	}
 	r.mu.Unlock()
 	if prev != nil {

@@ -19,7 +19,7 @@ const requestsPerUpdate = 3
 func (r *Refresher) budget(due []string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := r.opts.Now()
+	now := r.now()
 	// A user removed since the sweep listed them (a back-channel logout's
 	// catch-up) has nothing left to refresh.
 	due = slices.DeleteFunc(due, func(name string) bool { return r.users[name] == nil })

@@ -71,6 +71,9 @@ type updateView struct {
 	Stopping bool
 	// Held says why an operator problem holds grants back, if it does.
 	Held error
+	// Margin is how far past a token time Now must be to call it passed
+	// (the clock skew allowed).
+	Margin time.Duration
 	// RefreshAdmins and MaxReuse are the settings.
 	RefreshAdmins bool
 	MaxReuse      int
@@ -152,7 +155,7 @@ func decideUpdate(v updateView) updateStep {
 	switch {
 	case v.Admin && !v.RefreshAdmins:
 		return stepHubAdmin
-	case expired(v.St, v.Now):
+	case expired(v.St, v.Now, v.Margin):
 		return stepExpired
 	case v.EndedOnHeld:
 		return stepEndedPending

@@ -46,7 +46,7 @@ func forEachUpdateView(f func(updateView)) {
 							for _, backoff := range errs {
 								for _, held := range errs {
 									for maxReuse := range 2 {
-										v := updateView{Now: decideNow, Journal: j, ParseErr: pe, Fenced: fe[0], FenceMatches: fe[1],
+										v := updateView{Now: decideNow, Margin: expirySkew, Journal: j, ParseErr: pe, Fenced: fe[0], FenceMatches: fe[1],
 											Intent: in.in, HasIntent: in.has, Backoff: backoff, Held: held, MaxReuse: maxReuse,
 											Admin: b(0), RefreshAdmins: b(1), EndedOnHeld: b(2), IdleDue: b(3), Need: b(4),
 											Stopping: b(5)}
@@ -99,7 +99,7 @@ func TestDecideUpdateSafety(t *testing.T) {
 			return !spends(s) || !v.Admin || v.RefreshAdmins
 		}},
 		{"no grant with an expired refresh token", func(v updateView, s updateStep) bool {
-			return !spends(s) || !expired(v.St, v.Now)
+			return !spends(s) || !expired(v.St, v.Now, v.Margin)
 		}},
 		{"no grant while stopping, backing off or held for an operator", func(v updateView, s updateStep) bool {
 			return !spends(s) || (!v.Stopping && v.Backoff == nil && v.Held == nil)

@@ -74,7 +74,7 @@ func (r *Refresher) Derived(ctx context.Context, name string, t Target, minValid
 		return Tokens{}, err
 	}
 	d, err := r.derivedOnce(ctx, name, t, minValid)
-	if errors.Is(err, errForgotten) || (err == nil && needs(d.claims(), r.opts.Now(), minValid)) {
+	if errors.Is(err, errForgotten) || (err == nil && needs(d.claims(), r.servingNow(), minValid)) {
 		// A logout raced the flight, or the flight was asked for less
 		// time; ask once more.
 		d, err = r.derivedOnce(ctx, name, t, minValid)
@@ -123,7 +123,7 @@ func (r *Refresher) cachedDerived(name string, t Target, session string, minVali
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d, ok := r.derived[name][t]
-	if !ok || d.Session != session || needs(d.claims(), r.opts.Now(), minValid) {
+	if !ok || d.Session != session || needs(d.claims(), r.servingNow(), minValid) {
 		return Tokens{}, false
 	}
 	return d, true
@@ -144,7 +144,7 @@ func (r *Refresher) derive(ctx context.Context, name string, t Target, minValid 
 	}
 	r.opts.Metrics.derivedToken(t.Kind, "success", time.Since(start))
 	d := derivedTokens(tok, base)
-	if t.Kind == KindProvider && !d.Expiry.After(r.opts.Now()) {
+	if t.Kind == KindProvider && !d.Expiry.After(r.now()) {
 		return Tokens{}, ErrProviderTokenExpired
 	}
 	r.mu.Lock()
@@ -180,7 +180,7 @@ func (r *Refresher) deriveFailed(name string, t Target, base Tokens, err error, 
 	r.mu.Lock()
 	d := r.derived[name][t]
 	r.mu.Unlock()
-	if d.Session == base.Session && d.Expiry.After(r.opts.Now()) {
+	if d.Session == base.Session && d.Expiry.After(r.now()) {
 		return d, errKeptCurrent
 	}
 	return Tokens{}, fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -42,10 +44,11 @@ func (r *Refresher) terminal(ctx context.Context, name string, st AuthState, gra
 	if t, done, err := r.carryOutFence(ctx, name, st, false); done {
 		return t, err // Keycloak's back-channel logout told why the grant failed
 	}
-	return Tokens{}, r.markEnded(ctx, name, st, grantErr, nearExpiry(st, r.opts.Now()))
+	return Tokens{}, r.markEnded(ctx, name, st, grantErr, nearExpiry(st, r.now(), r.kc.margin()))
 }
 
-// expirySkew allows for clocks that differ between tokenkeeper and Keycloak.
+// expirySkew allows for what is left of the clock difference between
+// tokenkeeper and Keycloak once the grants have shown it (kcClock).
 const expirySkew = 10 * time.Second
 
 // errRefreshExpired is the reason for a session whose refresh token expired
@@ -56,15 +59,15 @@ var errRefreshExpired = errors.New("the refresh token expired: the SSO session r
 // exp, which is when Keycloak's SSO idle or maximum time ends the session:
 // later than exp by the clock skew allowed, so that a session a grant could
 // still keep alive is never given up early.
-func expired(st AuthState, now time.Time) bool {
-	return !st.RefreshExpiry.IsZero() && !now.Before(st.RefreshExpiry.Add(expirySkew))
+func expired(st AuthState, now time.Time, margin time.Duration) bool {
+	return !st.RefreshExpiry.IsZero() && !now.Before(st.RefreshExpiry.Add(margin))
 }
 
 // nearExpiry reports whether a grant refused at now was refused because the
 // refresh token reached its exp, allowing for the clock skew either way: an
 // expected ending, not one for the mass-failure guard.
-func nearExpiry(st AuthState, now time.Time) bool {
-	return !st.RefreshExpiry.IsZero() && !now.Before(st.RefreshExpiry.Add(-expirySkew))
+func nearExpiry(st AuthState, now time.Time, margin time.Duration) bool {
+	return !st.RefreshExpiry.IsZero() && !now.Before(st.RefreshExpiry.Add(-margin))
 }
 
 // markEnded records that name's session ended, with the refresh token the
@@ -72,7 +75,7 @@ func nearExpiry(st AuthState, now time.Time) bool {
 // still holds that token. An ending the refresh token's expiry predicted is
 // expected; any other counts toward the mass-failure guard.
 func (r *Refresher) markEnded(ctx context.Context, name string, st AuthState, reason error, expected bool) error {
-	now := r.opts.Now()
+	now := r.now()
 	due := now // an expected ending is logged out by the next sweep
 	r.mu.Lock()
 	r.forget(name)
@@ -124,19 +127,28 @@ func (r *Refresher) probeOthers(name string, now time.Time) []*store.UserState {
 // backoff schedules a retry after a failed grant, exponential in the number
 // of consecutive failures and never past the token's expiry.
 func (r *Refresher) backoff(ctx context.Context, name string, st AuthState, err error) {
-	now := r.opts.Now()
+	now := r.now()
 	r.mu.Lock()
 	failures := 1
 	if prev := r.users[name]; prev != nil && prev.Status == store.StatusBackoff {
 		failures = prev.Failures + 1
 	}
-	next := Retry(now, failures, retryBy(st, now), r.rand)
+	next := Retry(now, failures, retryBy(st, now), r.jitter(name, failures))
 	r.mu.Unlock()
 	r.log.Debug("backed off", "user", name, "failures", failures, "next", next.UTC().Format(time.RFC3339), "err", err)
 	r.put(ctx, store.UserState{
 		Name: name, Status: store.StatusBackoff, Failures: failures, Reason: err.Error(), Due: next,
 		AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry,
 	})
+}
+
+// jitter is the randomness of one retry of name: drawn from the refresher's
+// seed, the user and the attempt, so that users spread apart however many
+// back off at the same moment, and in whatever order they do.
+func (r *Refresher) jitter(name string, attempt int) *rand.Rand {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%d", name, attempt)
+	return rand.New(rand.NewPCG(r.seed, h.Sum64()))
 }
 
 // retryBy is the last moment a retry for st helps: before its access token
@@ -168,10 +180,32 @@ var ErrOperatorHold = errors.New("refreshing is stopped until the configuration 
 func (r *Refresher) operatorHold() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.operator == nil || !r.opts.Now().Before(r.probeAt) {
+	if r.operator == nil || !r.now().Before(r.probeAt) {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", ErrOperatorHold, r.operator)
+}
+
+// holdForOperator records a due user whose grant an operator problem holds
+// back: the problem is not theirs, so their own backoff does not grow; they
+// are due again when the next probe may go, and before their tokens' last
+// chance (retryBy).
+func (r *Refresher) holdForOperator(ctx context.Context, name string, st AuthState, err error) {
+	now := r.now()
+	r.mu.Lock()
+	due, failures := r.probeAt, 0
+	if prev := r.users[name]; prev != nil && prev.Status == store.StatusBackoff {
+		failures = prev.Failures
+	}
+	r.mu.Unlock()
+	if last := retryBy(st, now).Add(-backoffBase); last.After(now) && due.After(last) {
+		due = last
+	}
+	if due.Before(now) {
+		due = now
+	}
+	r.put(ctx, store.UserState{Name: name, Status: store.StatusBackoff, Failures: failures, Reason: err.Error(), Due: due,
+		AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})
 }
 
 // takeOperatorProbe counts a grant made while an operator problem stands:
@@ -182,7 +216,7 @@ func (r *Refresher) takeOperatorProbe() {
 	if r.operator == nil {
 		return
 	}
-	now := r.opts.Now()
+	now := r.now()
 	r.probes++
 	r.probeAt = Retry(now, r.probes, now.Add(backoffCap*2), r.rand)
 }
@@ -195,12 +229,18 @@ func (r *Refresher) setOperator(err error) {
 		r.log.Error("refreshing stopped: fix the configuration; nobody is logged out", "err", err)
 	case err == nil && r.operator != nil:
 		r.log.Info("refreshing resumed")
-		r.probes, r.probeAt = 0, r.opts.Now()
+		r.probes, r.probeAt = 0, r.now()
+		now := r.now()
+		for _, u := range r.users { // those the problem held back go at the next sweep
+			if u.Status == store.StatusBackoff && u.Due.After(now) {
+				u.Due = now
+			}
+		}
 	}
 	r.operator = err
 	if err != nil && r.probes == 0 {
 		r.probes = 1
-		r.probeAt = Retry(r.opts.Now(), 1, r.opts.Now().Add(backoffCap*2), r.rand)
+		r.probeAt = Retry(r.now(), 1, r.now().Add(backoffCap*2), r.rand)
 	}
 }
 

@@ -26,7 +26,7 @@ func sameSession(st AuthState, sid, sub string) bool {
 // may have fences for several sessions at once (Keycloak sends one logout
 // per session).
 func (r *Refresher) fence(ctx context.Context, name, sid, sub, reason string) error {
-	f := store.Fence{User: name, SID: sid, Sub: sub, Reason: reason, Created: r.opts.Now()}
+	f := store.Fence{User: name, SID: sid, Sub: sub, Reason: reason, Created: r.now()}
 	if err := r.store.Apply(context.WithoutCancel(ctx), store.Change{Fence: &f}); err != nil {
 		return fmt.Errorf("record the logout of %q: %w", name, err)
 	}

@@ -126,7 +126,7 @@ func (r *Refresher) Health() Health {
 	if r.short > 0 {
 		h.Problems = append(h.Problems, Problem{Class: ProblemHubBudget, Users: r.short})
 	}
-	if !r.panicked.IsZero() && r.opts.Now().Sub(r.panicked) < sweepPanicShown {
+	if !r.panicked.IsZero() && r.now().Sub(r.panicked) < sweepPanicShown {
 		h.Problems = append(h.Problems, Problem{Class: ProblemSweepPanicked})
 	}
 	return h

@@ -70,7 +70,7 @@ func (r *Refresher) collectHealth(ch chan<- prometheus.Metric) {
 // Users whose session ended, who must log in again, or whom the hub
 // refreshes (hub admins) do not count.
 func (r *Refresher) keptExpired() int {
-	now := r.opts.Now()
+	now := r.now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0

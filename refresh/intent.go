@@ -113,7 +113,7 @@ func (r *Refresher) idleCheckDue(name string) bool {
 		return false
 	}
 	u, ok := r.user(name)
-	return ok && !u.Due.After(r.opts.Now())
+	return ok && !u.Due.After(r.now())
 }
 
 // errIdleEnded is the reason for an idle user whose session Keycloak no

@@ -109,7 +109,7 @@ func (r *Refresher) finishLogout(ctx context.Context, name, sid, sub, reason str
 	delete(r.unsaved, name)
 	r.mu.Unlock()
 	done, errs := r.logoutActions(ctx, name, sub)
-	u := r.setUser(store.UserState{Name: name, Status: store.StatusEnded, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)})
+	u := r.setUser(store.UserState{Name: name, Status: store.StatusEnded, Reason: reason, Due: r.now().Add(r.opts.Recheck)})
 	if err := errors.Join(errs...); err != nil {
 		r.save(ctx, store.Change{User: &u, DropPending: name, DropIntent: name})
 		r.log.Warn("logout incomplete; the next sweep finishes it", "user", name, "reason", reason, "err", err)
@@ -192,7 +192,7 @@ func (r *Refresher) stopServers(ctx context.Context, name string) (int, error) {
 // Each logout is compare-and-set on the refresh token whose grant found the
 // session ended: a user who logged in again since keeps the new login.
 func (r *Refresher) logoutEnded(ctx context.Context, ended []string) {
-	now := r.opts.Now()
+	now := r.now()
 	tripped := r.checkGuard(ctx, now)
 	for _, name := range ended {
 		u, ok := r.user(name)
@@ -265,7 +265,7 @@ func (r *Refresher) ReleaseGuard(ctx context.Context) error {
 	r.log.Warn("mass-failure guard released by an admin", "held", r.held)
 	r.guard.release()
 	r.held = 0
-	now := r.opts.Now()
+	now := r.now()
 	for _, u := range r.users {
 		if pendingLogout(u) && u.Due.After(now) {
 			u.Due = now
@@ -340,7 +340,7 @@ func (r *Refresher) stillEnded(ctx context.Context, name string, u store.UserSta
 func (r *Refresher) holdAgain(ctx context.Context, u store.UserState) {
 	u.Failures++
 	r.mu.Lock()
-	u.Due = Retry(r.opts.Now(), u.Failures, time.Time{}, r.rand)
+	u.Due = Retry(r.now(), u.Failures, time.Time{}, r.jitter(u.Name, u.Failures))
 	r.mu.Unlock()
 	r.put(ctx, u)
 }

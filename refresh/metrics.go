@@ -114,7 +114,7 @@ func (r *Refresher) Describe(ch chan<- *prometheus.Desc) {
 // seconds to expiry, and health (collectHealth), computed from the schedule
 // at scrape time.
 func (r *Refresher) Collect(ch chan<- prometheus.Metric) {
-	now := r.opts.Now()
+	now := r.now()
 	byStatus := map[store.Status]float64{}
 	// Every bucket, empty ones too, so that a query of one bucket (the
 	// users already expired, le="0") finds 0 rather than nothing.

@@ -25,7 +25,7 @@ func (r *Refresher) missed(name string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m, ok := r.misses[name]
-	if !ok || !r.opts.Now().Before(m.until) {
+	if !ok || !r.now().Before(m.until) {
 		delete(r.misses, name)
 		return nil
 	}
@@ -35,7 +35,7 @@ func (r *Refresher) missed(name string) error {
 // remember records a miss for name, if err is one.
 func (r *Refresher) remember(name string, err error) {
 	var merr *MalformedError
-	now := r.opts.Now()
+	now := r.now()
 	until := now.Add(r.opts.Recheck)
 	switch {
 	case errors.Is(err, ErrUnavailable):

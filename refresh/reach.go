@@ -37,7 +37,7 @@ func (r *Refresher) noteKeycloak(err error) {
 	case !transportFailure(err):
 		r.unreachable = time.Time{}
 	case r.unreachable.IsZero():
-		r.unreachable = r.opts.Now()
+		r.unreachable = r.now()
 	}
 }
 
@@ -49,7 +49,7 @@ func (r *Refresher) keycloakProblem() (Problem, bool) {
 		return Problem{}, false
 	}
 	class := ProblemKeycloakSlow
-	if r.opts.Now().Sub(r.unreachable) >= unreachableFor {
+	if r.now().Sub(r.unreachable) >= unreachableFor {
 		class = ProblemKeycloakUnreachable
 	}
 	return Problem{Class: class}, true

@@ -160,6 +160,7 @@ type Refresher struct {
 	log      *slog.Logger
 	flight   singleflight.Group
 	locks    userLocks
+	kc       kcClock // Keycloak's clock, as the grants show it
 	work     tracker
 	halt     context.Context    // ends when Stop stops waiting: work in flight is cancelled
 	abort    context.CancelFunc // ends halt
@@ -190,6 +191,7 @@ type Refresher struct {
 	badNames    map[string]bool          // hub user names refused, logged once each
 	misses      map[string]miss          // fresh-token answers with nothing to serve, by user (miss.go)
 	rand        *rand.Rand
+	seed        uint64 // the jitter of each user's retries (jitter)
 }
 
 // New returns a Refresher whose schedule is restored from st. hub and
@@ -215,6 +217,7 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		misses:   make(map[string]miss),
 		catching: make(chan struct{}, 1),
 		rand:     opts.Rand,
+		seed:     opts.Rand.Uint64(),
 	}
 	r.halt, r.abort = context.WithCancel(context.Background())
 	for _, s := range states {
@@ -273,6 +276,7 @@ func (r *Refresher) stop(ctx context.Context) error {
 // further user is started.
 func (r *Refresher) Sweep(ctx context.Context) (err error) {
 	defer r.recoverSweep(&err)
+	r.kc.apply()
 	users, err := r.listUsers(ctx)
 	r.mu.Lock()
 	r.hubErr = err
@@ -285,7 +289,7 @@ func (r *Refresher) Sweep(ctx context.Context) (err error) {
 	failed := r.refreshAll(ctx, due)
 	r.log.Debug("sweep", "users", len(users), "due", len(due), "sessions_ended", len(failed), "awaiting_logout", len(ended))
 	r.logoutEnded(ctx, append(ended, failed...))
-	if err := r.store.Prune(ctx, r.opts.Now(), store.DefaultRetention); err != nil {
+	if err := r.store.Prune(ctx, r.now(), store.DefaultRetention); err != nil {
 		r.log.Error("prune store", "err", err)
 	}
 	return ctx.Err()
@@ -301,7 +305,7 @@ func (r *Refresher) recoverSweep(err *error) {
 	}
 	r.log.Error("sweep panicked; the next sweep starts afresh", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 	r.mu.Lock()
-	r.panicked = r.opts.Now()
+	r.panicked = r.now()
 	r.mu.Unlock()
 	*err = fmt.Errorf("sweep: panic: %v", p)
 }
@@ -391,7 +395,7 @@ func (r *Refresher) refuseName(name string, err error) {
 // longer has, and returns the users that are due: those to update, and
 // those whose session ended and who wait for their logout.
 func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, ended []string) {
-	now := r.opts.Now()
+	now := r.now()
 	var gone []string
 	var changed []store.UserState
 	r.mu.Lock()
@@ -519,7 +523,7 @@ func (r *Refresher) Fresh(ctx context.Context, name string, minValid time.Durati
 		return Tokens{}, err
 	}
 	need := func(name string, st AuthState, now time.Time) bool {
-		return needs(st.AccessClaims, now, minValid)
+		return needs(st.AccessClaims, now.Add(r.kc.early()), minValid)
 	}
 	r.mu.Lock()
 	if _, ok := r.cache[name]; !ok {
@@ -529,7 +533,7 @@ func (r *Refresher) Fresh(ctx context.Context, name string, minValid time.Durati
 	}
 	r.mu.Unlock()
 	t, err := r.do(ctx, name, need)
-	if err == nil && needs(t.claims(), r.opts.Now(), minValid) {
+	if err == nil && needs(t.claims(), r.servingNow(), minValid) {
 		// Joined a sweep's flight that did not need a grant; ask once more.
 		t, err = r.do(ctx, name, need)
 	}
@@ -552,7 +556,7 @@ func (r *Refresher) cached(name string, minValid time.Duration) (Tokens, bool) {
 	r.mu.Lock()
 	t, ok := r.cache[name]
 	r.mu.Unlock()
-	if !ok || t.Expiry.IsZero() || needs(t.claims(), r.opts.Now(), minValid) {
+	if !ok || t.Expiry.IsZero() || needs(t.claims(), r.servingNow(), minValid) {
 		return Tokens{}, false
 	}
 	return t, true
@@ -571,7 +575,7 @@ func (r *Refresher) due(name string, st AuthState) time.Time {
 	if !capped {
 		return r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry)
 	}
-	end := st.RefreshExpiry.Add(expirySkew)
+	end := st.RefreshExpiry.Add(r.kc.margin())
 	if !st.AccessClaims.Expiry.Before(st.RefreshExpiry) {
 		// The access token already lives to the session's maximum: no grant
 		// can give a longer one. Look again when the session ends: the grant
@@ -706,7 +710,7 @@ func (r *Refresher) observe(ctx context.Context, name string, admin bool, state 
 
 // observeState completes v for state, the auth_state the hub holds.
 func (r *Refresher) observeState(name string, v updateView, state json.RawMessage, need needFunc) updateView {
-	v.Now = r.opts.Now()
+	v.Now, v.Margin = r.now(), r.kc.margin()
 	v.State = state
 	v.St, v.ParseErr = ParseAuthState(state)
 	_, v.Fenced = r.fenceOf(name)
@@ -802,7 +806,7 @@ func (r *Refresher) performSpend(ctx context.Context, name string, v updateView,
 	case stepStopping:
 		t, err = r.current(v.St, ErrStopping)
 	case stepHeld:
-		r.backoff(ctx, name, v.St, v.Held)
+		r.holdForOperator(ctx, name, v.St, v.Held)
 		t, err = r.current(v.St, v.Held)
 	case stepGrant:
 		r.takeOperatorProbe()
@@ -820,14 +824,14 @@ func (r *Refresher) performSpend(ctx context.Context, name string, v updateView,
 // its own deadline. retry allows one more grant in this update when the
 // outcome is unknown.
 func (r *Refresher) spend(ctx context.Context, name string, st AuthState, prior int, retry bool) (Tokens, error) {
-	in := store.Intent{User: name, Spent: digest(st.Refresh.Reveal()), Spends: prior + 1, Created: r.opts.Now()}
+	in := store.Intent{User: name, Spent: digest(st.Refresh.Reveal()), Spends: prior + 1, Created: r.now()}
 	if err := r.store.Apply(context.WithoutCancel(ctx), store.Change{Intent: &in}); err != nil {
 		err = fmt.Errorf("no grant: its intent could not be recorded: %w", err)
 		r.backoff(ctx, name, st, err)
 		return r.current(st, err)
 	}
 	r.mu.Lock()
-	r.guard.attempt(r.opts.Now())
+	r.guard.attempt(r.now())
 	r.mu.Unlock()
 	start := time.Now()
 	gctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
@@ -839,6 +843,9 @@ func (r *Refresher) spend(ctx context.Context, name string, st AuthState, prior 
 		r.opts.Metrics.grant(class.String(), time.Since(start))
 		if class == keycloak.Unknown {
 			return r.unknownOutcome(ctx, name, st, in, err, retry)
+		}
+		if class == keycloak.Terminal {
+			r.setOperator(nil) // Keycloak judged the grant, so it accepted tokenkeeper's client
 		}
 		r.save(ctx, store.Change{DropIntent: name})
 		return r.grantFailed(ctx, name, st, err)
@@ -853,7 +860,7 @@ func (r *Refresher) spend(ctx context.Context, name string, st AuthState, prior 
 // user's last attempt, and is asked again at the user's due time.
 func (r *Refresher) backingOff(name string) error {
 	u, ok := r.user(name)
-	if !ok || u.Status != store.StatusBackoff || !u.Due.After(r.opts.Now()) {
+	if !ok || u.Status != store.StatusBackoff || !u.Due.After(r.now()) {
 		return nil
 	}
 	return fmt.Errorf("retrying at %s: %s", u.Due.UTC().Format(time.RFC3339), u.Reason)
@@ -861,7 +868,7 @@ func (r *Refresher) backingOff(name string) error {
 
 // current returns st's access token while it is valid, else err.
 func (r *Refresher) current(st AuthState, err error) (Tokens, error) {
-	if st.AccessClaims.Expiry.After(r.opts.Now()) {
+	if st.AccessClaims.Expiry.After(r.servingNow()) {
 		return tokensOf(st), nil
 	}
 	return Tokens{}, fmt.Errorf("%w: %w", ErrUnavailable, err)

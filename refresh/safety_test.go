@@ -147,7 +147,7 @@ func TestCancelledSweepStartsNoGrantAndStopWaits(t *testing.T) {
 func TestHubAdminRefreshTokenNeverSpent(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.addUser("root", true, f.now.Add(-290*time.Second), "rt-root")
+	f.addUser("root", true, f.now.Add(-250*time.Second), "rt-root")
 	f.hub.admins["root"] = true
 	if err := f.r.Sweep(ctx); err != nil {
 		t.Fatal(err)
@@ -177,7 +177,7 @@ func TestHubAdminRefreshTokenNeverSpent(t *testing.T) {
 func TestRefusedWriteBackIsStuckAndVisible(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.RefreshAdmins = true })
 	ctx := context.Background()
-	f.addUser("root", true, f.now.Add(-290*time.Second), "rt-root")
+	f.addUser("root", true, f.now.Add(-250*time.Second), "rt-root")
 	f.hub.admins["root"] = true
 	tok, err := f.r.Fresh(ctx, "root", time.Minute)
 	if err != nil {
@@ -224,7 +224,7 @@ func TestStateKeyRotation(t *testing.T) {
 		t.Errorf("after replay with [new, old] the hub holds %q, want the journaled rt-1", got)
 	}
 
-	f.addUser("bob", true, f.now.Add(-290*time.Second), "rt-bob")
+	f.addUser("bob", true, f.now.Add(-250*time.Second), "rt-bob")
 	f.hub.failWrite = &hubclient.APIError{Method: "PATCH", Path: "/users/bob", Status: 503}
 	if _, err := f.r.Fresh(ctx, "bob", time.Minute); err != nil {
 		t.Fatal(err)

@@ -127,10 +127,11 @@ func (w *simWorld) checkFresh(u *simHubUser, now time.Time) {
 	if !st.ok || s == nil || s.writtenOff != "" || !w.kc.live(s, now) {
 		return
 	}
-	from := latest(st.expiry, u.keptSince, w.heldUp(u), s.start.Add(w.cfg.recheck()))
+	expiry := st.expiry.Add(-w.cfg.realm.skew) // its exp is on Keycloak's clock
+	from := latest(expiry, u.keptSince, w.heldUp(u), s.start.Add(w.cfg.recheck()))
 	if deadline := from.Add(w.cfg.interval + 20*time.Second); now.After(deadline) {
 		w.violate("i", "%s: session %s is live and the user is kept, but the hub's access token expired at %s and was not refreshed by %s",
-			u.name, s.id, w.since(st.expiry), w.since(deadline))
+			u.name, s.id, w.since(expiry), w.since(deadline))
 	}
 }
 
@@ -264,7 +265,7 @@ func (w *simWorld) checkOwed(audit map[string]time.Time, now time.Time) {
 		if w.cfg.endSessions && w.kc.endedUser[simSub(name)].Before(l.at) {
 			missing = append(missing, "the Keycloak sessions ended")
 		}
-		if audit[name].Before(l.at.Add(-time.Second)) {
+		if audit[name].Add(-w.cfg.tkSkew).Before(l.at.Add(-time.Second)) { // the row's time is on tokenkeeper's clock
 			missing = append(missing, "the audit row")
 		}
 		if len(missing) > 0 {

@@ -106,6 +106,8 @@ type simEngineConfig struct {
 	GuardFraction float64
 	MaxReuse      int
 	Introspect    func(ctx context.Context, refresh string) (bool, error)
+	// Skew is how far the process's clock is ahead of the world's.
+	Skew time.Duration
 	// Keys are the state keys, newest first.
 	Keys   [][]byte
 	Rand   *rand.Rand
@@ -134,7 +136,7 @@ func simOpen(ctx context.Context, path string, cfg simEngineConfig, hub *simHubC
 	opts := Options{
 		Keep: cfg.Keep, Schedule: Schedule{Window: cfg.Window, Margin: cfg.Interval + cfg.GrantTimeout},
 		Recheck: cfg.Recheck, Concurrency: cfg.Concurrency,
-		GrantTimeout: cfg.GrantTimeout, Keys: keys, Now: time.Now, Rand: cfg.Rand, Logger: cfg.Logger,
+		GrantTimeout: cfg.GrantTimeout, Keys: keys, Now: func() time.Time { return time.Now().Add(cfg.Skew) }, Rand: cfg.Rand, Logger: cfg.Logger,
 		Actions:  LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers, EndSessions: cfg.EndSessions},
 		Guard:    Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
 		MaxReuse: cfg.MaxReuse,

@@ -305,7 +305,7 @@ func (w *simWorld) adminRequest() string {
 		return "admin request: no admins"
 	}
 	u := w.hub.users[name]
-	if !u.tokens.ok || u.tokens.expiry.After(time.Now()) || u.refreshing {
+	if !u.tokens.ok || u.tokens.expiry.After(time.Now().Add(w.cfg.hubSkew)) || u.refreshing { // the token's exp on the hub's clock
 		return "admin " + name + " uses the hub"
 	}
 	version, rt := u.version, u.tokens.refresh
@@ -413,8 +413,9 @@ func (w *simWorld) backchannelLogout(s *simSession) {
 	w.kc.serial++
 	now := time.Now()
 	exp := now.Add(2 * time.Minute)
+	kc := w.cfg.realm.skew // Keycloak stamps the token with its clock
 	raw := w.sign.token(w.t, map[string]any{
-		"iss": testIssuer, "aud": "jupyterhub", "iat": now.Unix(), "exp": exp.Unix(),
+		"iss": testIssuer, "aud": "jupyterhub", "iat": now.Add(kc).Unix(), "exp": exp.Add(kc).Unix(),
 		"jti": fmt.Sprintf("jti-%d", w.kc.serial), "sid": s.id, "sub": simSub(s.user),
 		"events": map[string]any{"http://schemas.openid.net/event/backchannel-logout": map[string]any{}},
 	})

@@ -29,6 +29,9 @@ type simRealm struct {
 	// maxReuse is Refresh Token Max Reuse: the client session's current
 	// refresh token may be spent 1 + maxReuse times.
 	maxReuse int
+	// skew is how far Keycloak's clock is ahead of the world's: the times
+	// in its tokens (iat, exp) are on its clock.
+	skew time.Duration
 }
 
 // simSession is one SSO session with the hub's client session in it.
@@ -164,10 +167,11 @@ func (k *simKeycloak) mint(s *simSession, now time.Time) *oauth2.Token {
 	cap := s.start.Add(k.realm.max)
 	aexp, rexp := now.Add(k.realm.access), now.Add(k.realm.idle)
 	aexp, rexp = earliest(aexp, cap), earliest(rexp, cap)
-	common := map[string]any{"iat": now.Unix(), "iss": testIssuer, "sub": simSub(s.user), "azp": "jupyterhub",
+	stamp := func(t time.Time) int64 { return t.Add(k.realm.skew).Unix() }
+	common := map[string]any{"iat": stamp(now), "iss": testIssuer, "sub": simSub(s.user), "azp": "jupyterhub",
 		"sid": s.id, "session_state": s.id, "scope": "openid profile email"}
 	claims := func(typ string, exp time.Time, extra map[string]any) map[string]any {
-		c := map[string]any{"typ": typ, "exp": exp.Unix(), "jti": fmt.Sprintf("%s-%d", typ, n)}
+		c := map[string]any{"typ": typ, "exp": stamp(exp), "jti": fmt.Sprintf("%s-%d", typ, n)}
 		for _, m := range []map[string]any{common, extra} {
 			for key, v := range m {
 				c[key] = v

@@ -83,6 +83,9 @@ type simConfig struct {
 	realm                                   simRealm
 	revoke, stopServers, endSessions, guard bool
 	weights                                 map[string]int
+	// tkSkew and hubSkew are how far tokenkeeper's and the hub's clocks are
+	// ahead of the world's (Keycloak's is realm.skew).
+	tkSkew, hubSkew time.Duration
 }
 
 func newSimConfig(seed uint64, weights map[string]int) simConfig {
@@ -105,6 +108,10 @@ func newSimConfig(seed uint64, weights map[string]int) simConfig {
 	c.realm.backchannel = []float64{0, 0.5, 0.9}[r.IntN(3)]
 	c.realm.backchannelOnInvalid = []float64{0, 0.5}[r.IntN(2)]
 	c.realm.maxReuse = r.IntN(2)
+	skew := func() time.Duration { return time.Duration(r.IntN(61)-30) * time.Second }
+	if r.IntN(3) > 0 { // some seeds keep every clock right
+		c.tkSkew, c.hubSkew, c.realm.skew = skew(), skew(), skew()
+	}
 	return c
 }
 
@@ -113,9 +120,11 @@ func (c simConfig) recheck() time.Duration { return max(time.Minute, 4*c.interva
 
 func (c simConfig) String() string {
 	return fmt.Sprintf("users=%d admins=%d keep=%s interval=%s window=%s concurrency=%d access=%s idle=%s max=%s "+
-		"backchannel=%.1f backchannel_on_invalid=%.1f max_reuse=%d revoke=%t stop_servers=%t end_sessions=%t guard=%t",
+		"backchannel=%.1f backchannel_on_invalid=%.1f max_reuse=%d revoke=%t stop_servers=%t end_sessions=%t guard=%t "+
+		"skew tokenkeeper=%s hub=%s keycloak=%s",
 		c.users, c.admins, c.keep, c.interval, c.window, c.concurrency, c.realm.access, c.realm.idle, c.realm.max,
-		c.realm.backchannel, c.realm.backchannelOnInvalid, c.realm.maxReuse, c.revoke, c.stopServers, c.endSessions, c.guard)
+		c.realm.backchannel, c.realm.backchannelOnInvalid, c.realm.maxReuse, c.revoke, c.stopServers, c.endSessions, c.guard,
+		c.tkSkew, c.hubSkew, c.realm.skew)
 }
 
 // simTotalSteps is -sim.steps, else $TOKENKEEPER_SIM_STEPS, else 10,000.

@@ -27,7 +27,8 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 	if err != nil {
 		return Tokens{}, fmt.Errorf("keycloak returned unusable tokens: %w", err)
 	}
-	p := store.Pending{User: name, Spent: digest(st.Refresh.Reveal()), Created: r.opts.Now().Truncate(time.Millisecond)}
+	r.kc.issued(next.AccessClaims.IssuedAt, r.opts.Now())
+	p := store.Pending{User: name, Spent: digest(st.Refresh.Reveal()), Created: r.now().Truncate(time.Millisecond)}
 	p.Sealed = r.opts.Keys.Seal(p, state)
 	// The tokens are journaled even when the update's time is up or Stop
 	// cancelled it: the refresh token they replace is spent.
@@ -102,7 +103,7 @@ func (r *Refresher) writeFailed(ctx context.Context, name string, next AuthState
 	t := tokensOf(next)
 	r.cacheIfAsked(name, t)
 	u := store.UserState{Name: name, Status: store.StatusBackoff, Failures: 1, Reason: "write-back pending: " + err.Error(),
-		Due: r.opts.Now().Add(backoffBase), AccessExpiry: t.Expiry, RefreshExpiry: next.RefreshExpiry}
+		Due: r.now().Add(backoffBase), AccessExpiry: t.Expiry, RefreshExpiry: next.RefreshExpiry}
 	if refused(err) {
 		r.stuck(ctx, name, err)
 		return t, nil
@@ -130,7 +131,7 @@ func (r *Refresher) stuck(ctx context.Context, name string, err error) {
 		r.log.Error("the hub refuses to store this user's new tokens; they are kept in the journal", "user", name, "err", err)
 	}
 	u := store.UserState{Name: name, Status: store.StatusStuck, Reason: "the hub refused the write-back: " + err.Error(),
-		Due: r.opts.Now().Add(r.opts.Recheck)}
+		Due: r.now().Add(r.opts.Recheck)}
 	if prev != nil {
 		u.Failures = prev.Failures + 1
 		u.AccessExpiry, u.RefreshExpiry = prev.AccessExpiry, prev.RefreshExpiry
@@ -188,8 +189,8 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 		// Idle: not refreshed, only looked at again once the session's
 		// idle time is over, when the hub shows activity, or, with
 		// introspection, within idleCheck (checkIdle).
-		u.Due = st.RefreshExpiry.Add(expirySkew)
-		if check := r.opts.Now().Add(idleCheck); r.opts.Introspect != nil && check.Before(u.Due) {
+		u.Due = st.RefreshExpiry.Add(r.kc.margin())
+		if check := r.now().Add(idleCheck); r.opts.Introspect != nil && check.Before(u.Due) {
 			u.Due = check
 		}
 	}
@@ -206,7 +207,7 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 	u = r.setUser(u)
 	r.noteSession(name, st)
 	r.save(ctx, store.Change{User: &u, DropPending: drop,
-		Session: &store.Session{SID: st.Session, Sub: st.Subject, Name: name, Updated: r.opts.Now()}})
+		Session: &store.Session{SID: st.Session, Sub: st.Subject, Name: name, Updated: r.now()}})
 	return t
 }
 
@@ -231,7 +232,7 @@ func (r *Refresher) hubAdmin(ctx context.Context, name string, st AuthState) (To
 		r.log.Debug("skipped: hub admin", "user", name)
 	}
 	r.put(ctx, store.UserState{Name: name, Status: store.StatusAdmin, Reason: "hub admin",
-		Due: r.opts.Now().Add(r.opts.Recheck), AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})
+		Due: r.now().Add(r.opts.Recheck), AccessExpiry: st.AccessClaims.Expiry, RefreshExpiry: st.RefreshExpiry})
 	return r.current(st, ErrHubAdmin)
 }
 
@@ -274,7 +275,7 @@ func (r *Refresher) reschedule(ctx context.Context, name string, status store.St
 	r.forget(name)
 	prev := r.users[name]
 	r.mu.Unlock()
-	u := store.UserState{Name: name, Status: status, Reason: reason, Due: r.opts.Now().Add(r.opts.Recheck)}
+	u := store.UserState{Name: name, Status: status, Reason: reason, Due: r.now().Add(r.opts.Recheck)}
 	if prev != nil {
 		u.AccessExpiry, u.RefreshExpiry = prev.AccessExpiry, prev.RefreshExpiry
 	}

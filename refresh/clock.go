@@ -1,0 +1,95 @@
+package refresh
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Keycloak stamps every token with its own clock, which may differ from
+// tokenkeeper's (and the hub's) by tens of seconds. The refresher judges
+// every token time (due, expiry, idle end) against now(): its own clock
+// moved onto Keycloak's by the offset the grants it makes show.
+
+// minSkew is the least clock offset applied: a token's iat is in whole
+// seconds, so smaller differences are noise.
+const minSkew = 2 * time.Second
+
+// unknownSkew widens the expiry margin until the first grant since the
+// start has shown Keycloak's clock: that much offset either way is allowed.
+const unknownSkew = 30 * time.Second
+
+// kcClock estimates how far Keycloak's clock is ahead of tokenkeeper's.
+// A token's iat is Keycloak's time when it made the token, never later than
+// the answer's arrival here, so the largest of the recent differences
+// (iat minus arrival) is the closest estimate from below.
+type kcClock struct {
+	offset atomic.Int64 // Keycloak's clock minus ours, in nanoseconds
+	known  atomic.Bool
+	mu     sync.Mutex
+	recent []time.Duration // the latest differences seen, at most clockSamples
+}
+
+// clockSamples is how many differences the estimate looks at.
+const clockSamples = 16
+
+// issued notes a token Keycloak issued at iat (its clock) that arrived here
+// at arrived (ours). The estimate moves at the next apply.
+func (c *kcClock) issued(iat, arrived time.Time) {
+	if iat.IsZero() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recent = append(c.recent, iat.Sub(arrived))
+	if len(c.recent) > clockSamples {
+		c.recent = c.recent[1:]
+	}
+}
+
+// apply moves the estimate to what the recent tokens show. The refresher
+// applies it once per sweep, so that the clock it judges by moves at one
+// known moment, not in the middle of other decisions.
+func (c *kcClock) apply() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.recent) == 0 {
+		return
+	}
+	off := slices.Max(c.recent)
+	if off.Abs() < minSkew {
+		off = 0
+	}
+	c.offset.Store(int64(off))
+	c.known.Store(true)
+}
+
+// now is t on Keycloak's clock, as far as it is known.
+func (c *kcClock) now(t time.Time) time.Time { return t.Add(time.Duration(c.offset.Load())) }
+
+// margin is how far past a token time the refresher waits before it calls
+// it passed: expirySkew once Keycloak's clock is known, more before.
+func (c *kcClock) margin() time.Duration {
+	if c.known.Load() {
+		return expirySkew
+	}
+	return expirySkew + unknownSkew
+}
+
+// early is how much sooner than its exp a token is taken to expire when it
+// is served: unknownSkew until a grant has shown Keycloak's clock, so that
+// a token Keycloak may already call expired is not handed out.
+func (c *kcClock) early() time.Duration {
+	if c.known.Load() {
+		return 0
+	}
+	return unknownSkew
+}
+
+// servingNow is now for deciding whether a token may still be served.
+func (r *Refresher) servingNow() time.Time { return r.now().Add(r.kc.early()) }
+
+// now is the refresher's clock on Keycloak's time (Options.Now moved by the
+// offset the grants showed); every token time is judged against it.
+func (r *Refresher) now() time.Time { return r.kc.now(r.opts.Now()) }

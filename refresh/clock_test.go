@@ -1,0 +1,47 @@
+package refresh
+
+import (
+	"testing"
+	"time"
+)
+
+// TestKeycloakClock: the offset is the largest recent difference between a
+// token's iat (whole seconds, Keycloak's clock) and its arrival here; under
+// minSkew it is noise and not applied; until a grant shows it, the expiry
+// margin allows unknownSkew more.
+func TestKeycloakClock(t *testing.T) {
+	base := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name  string
+		ahead time.Duration   // Keycloak's clock minus ours
+		lat   []time.Duration // each answer's travel time
+		want  time.Duration   // the offset applied, within a second
+	}{
+		{"same clock", 0, []time.Duration{20 * time.Millisecond, 900 * time.Millisecond}, 0},
+		{"Keycloak 30 s ahead", 30 * time.Second, []time.Duration{10 * time.Millisecond, 3 * time.Second, 40 * time.Millisecond}, 30 * time.Second},
+		{"Keycloak 30 s behind", -30 * time.Second, []time.Duration{10 * time.Millisecond, 2 * time.Second}, -30 * time.Second},
+		{"a second is noise", 1500 * time.Millisecond, []time.Duration{10 * time.Millisecond}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c kcClock
+			if c.margin() != expirySkew+unknownSkew {
+				t.Fatalf("margin before any grant = %s, want %s", c.margin(), expirySkew+unknownSkew)
+			}
+			now := base
+			for i, lat := range tt.lat {
+				now = now.Add(time.Duration(i+1) * 7 * time.Second)
+				iat := now.Add(tt.ahead).Truncate(time.Second) // Keycloak stamps whole seconds
+				c.issued(iat, now.Add(lat))
+				c.apply()
+			}
+			got := c.now(now).Sub(now)
+			if d := got - tt.want; d > 0 || d < -time.Second {
+				t.Errorf("offset = %s, want %s (to a second below)", got, tt.want)
+			}
+			if c.margin() != expirySkew {
+				t.Errorf("margin after grants = %s, want %s", c.margin(), expirySkew)
+			}
+		})
+	}
+}
