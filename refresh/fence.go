@@ -142,6 +142,10 @@ func (r *Refresher) tryFence(ctx context.Context, name string) bool {
 	}
 	defer unlock()
 	u, err := r.hub.User(ctx, name)
+	if notFound(err) {
+		_ = r.userGone(ctx, name, err) // nothing left to log out
+		return false
+	}
 	if err != nil {
 		r.log.Warn("logout recorded; the hub could not be read, the next sweep carries it out", "user", name, "err", err)
 		r.dueNow(ctx, name)

@@ -2,6 +2,7 @@ package refresh
 
 import (
 	"errors"
+	"github.com/tokenkeeper/tokenkeeper/store"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,34 @@ func TestDeletedUserIsForgottenAtTheFirst404(t *testing.T) {
 	}
 	if strings.Contains(logs, "refresh failed") {
 		t.Error(`a deleted user logged "refresh failed"`)
+	}
+}
+
+// TestDeletedUserIsForgottenAtTheSweep: a user the sweep's list no longer
+// has is forgotten the same way as at a 404: the cached identities of their
+// tokens go (UserGone), one line says so, and the sessions that mapped to
+// them name nobody afterwards.
+func TestDeletedUserIsForgottenAtTheSweep(t *testing.T) {
+	f := newFixture(t)
+	var gone []string
+	f.r = f.newRefresher(t, func(o *Options) { o.UserGone = func(name string) { gone = append(gone, name) } })
+	f.addUser("alice", true, f.now, "rt-alice")
+	f.sweep(t)
+	if err := f.store.PutSession(t.Context(), store.Session{SID: "s-alice", Sub: "sub-alice", Name: "alice", Updated: f.now}); err != nil {
+		t.Fatal(err)
+	}
+	f.hub.mu.Lock()
+	delete(f.hub.states, "alice")
+	f.hub.mu.Unlock()
+	f.sweep(t)
+	if len(gone) != 1 || gone[0] != "alice" {
+		t.Errorf("UserGone calls = %v, want alice once", gone)
+	}
+	if n := strings.Count(f.logs.String(), "the hub no longer has this user"); n != 1 {
+		t.Errorf("log lines saying the user is gone = %d, want 1", n)
+	}
+	if names, _ := f.store.UsersForSession(t.Context(), "s-alice", "sub-alice"); len(names) != 0 {
+		t.Errorf("after the deletion the session still names %v", names)
 	}
 }
 

@@ -454,6 +454,12 @@ func (r *Refresher) sync(ctx context.Context, users map[string]listed) (due, end
 	if err := r.store.Delete(ctx, gone...); err != nil {
 		r.log.Error("forget users", "err", err)
 	}
+	for _, name := range gone {
+		if r.opts.UserGone != nil {
+			r.opts.UserGone(name)
+		}
+		r.log.Info("the hub no longer has this user (deleted or renamed); forgotten", "user", name)
+	}
 	return due, ended
 }
 

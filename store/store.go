@@ -145,11 +145,12 @@ func (s *Store) Put(ctx context.Context, u UserState) error {
 }
 
 // Delete forgets users the hub no longer has: their schedule state,
-// journal entries, intents and fences.
+// journal entries, intents, fences and the sessions that map to them (so a
+// later back-channel logout names nobody).
 func (s *Store) Delete(ctx context.Context, names ...string) error {
 	var errs []error
 	for _, n := range names {
-		for _, q := range []string{`DELETE FROM users WHERE name = ?`, `DELETE FROM journal WHERE name = ?`, `DELETE FROM intents WHERE name = ?`, `DELETE FROM fences WHERE name = ?`} {
+		for _, q := range []string{`DELETE FROM users WHERE name = ?`, `DELETE FROM journal WHERE name = ?`, `DELETE FROM intents WHERE name = ?`, `DELETE FROM fences WHERE name = ?`, `DELETE FROM sessions WHERE name = ?`} {
 			if _, err := s.db.ExecContext(ctx, q, n); err != nil {
 				errs = append(errs, fmt.Errorf("delete user %q: %w", n, err))
 			}
