@@ -2,10 +2,11 @@ package refresh
 
 import (
 	"errors"
-	"github.com/tokenkeeper/tokenkeeper/store"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 // A hub user whose name holds a NUL (which would make it another user's
