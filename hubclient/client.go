@@ -81,11 +81,19 @@ func noRedirects(h *http.Client) *http.Client {
 // clock sees more than rps even when network delays bunch a few of them.
 func WithRateLimit(rps float64) Option {
 	return func(c *Client) {
-		ids := max(rps*identityShare, min(1, rps/2))
-		c.budget = rate.NewLimiter(rate.Limit((rps-ids)*rateHeadroom), 1)
+		ids := identityRate(rps)
+		c.budget = rate.NewLimiter(rate.Limit(RefresherRate(rps)), 1)
 		c.idBudget = rate.NewLimiter(rate.Limit(ids*rateHeadroom), 1)
 	}
 }
+
+// RefresherRate is the requests per second WithRateLimit(rps) leaves the
+// refresher (everything but identity lookups), as paced: what a plan of
+// the refresher's hub requests may count on.
+func RefresherRate(rps float64) float64 { return (rps - identityRate(rps)) * rateHeadroom }
+
+// identityRate is identity lookups' share of rps.
+func identityRate(rps float64) float64 { return max(rps*identityShare, min(1, rps/2)) }
 
 const (
 	// rateHeadroom is the share of the rate limit the pacing uses.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -1153,5 +1154,15 @@ func TestUsersWithEndedContext(t *testing.T) {
 	}
 	if n := len(hub.requests()); n != 0 {
 		t.Errorf("Users() with a cancelled context sent %d requests, want 0", n)
+	}
+}
+
+// TestRefresherRate: the refresher's share is what the identity lookups
+// leave, as paced, so a plan of its requests never counts on their part.
+func TestRefresherRate(t *testing.T) {
+	for _, tt := range []struct{ rps, want float64 }{{25, 19.6}, {10, 7.84}, {2, 0.98}, {1, 0.49}} {
+		if got := RefresherRate(tt.rps); math.Abs(got-tt.want) > 1e-9 {
+			t.Errorf("RefresherRate(%v) = %v, want %v", tt.rps, got, tt.want)
+		}
 	}
 }

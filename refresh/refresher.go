@@ -78,8 +78,9 @@ type Options struct {
 	Recheck time.Duration
 	// Concurrency bounds the users refreshed at once by a sweep.
 	Concurrency int
-	// HubRPS is the hub request budget per second (hubclient's rate
-	// limit), zero when unlimited. Due users are refreshed soonest-expiring
+	// HubRPS is the refresher's hub request budget per second (its share
+	// of hubclient's rate limit: hubclient.RefresherRate), zero when
+	// unlimited. Due users are refreshed soonest-expiring
 	// first, users the budget could not otherwise reach in time are started
 	// early, and health says when it cannot reach them all in time.
 	HubRPS float64

@@ -340,7 +340,7 @@ func refreshOptions(cfg config.Config, log *slog.Logger) (refresh.Options, error
 		GrantTimeout:  3 * time.Duration(cfg.HTTPTimeout),
 		MaxReuse:      cfg.RefreshTokenMaxReuse,
 		RefreshAdmins: cfg.RefreshAdmins,
-		HubRPS:        cfg.HubMaxRPS,
+		HubRPS:        hubclient.RefresherRate(cfg.HubMaxRPS),
 		SweepInterval: time.Duration(cfg.SweepInterval),
 		Actions:       refresh.LogoutActions{RevokeTokens: cfg.RevokeTokens, StopServers: cfg.StopServers},
 		Guard:         refresh.Guard{Min: cfg.GuardMin, Fraction: cfg.GuardFraction},
