@@ -83,6 +83,11 @@ def issuer(clock):
     return Issuer(clock)
 
 
+def no_jitter():
+    """The keeper's random draw when a test wants the whole backoff: nothing is left out."""
+    return 0.0
+
+
 @pytest.fixture
 def keeper(fakes, clock, issuer, tmp_path, caplog):
     """Return make(files...) -> (keeper, fake): a keeper for files in tmp_path/tokens and its fake tokenkeeper."""
@@ -92,6 +97,7 @@ def keeper(fakes, clock, issuer, tmp_path, caplog):
         fake = fakes(answer=issuer)
         files = files or (TokenFile("base", str(tmp_path / "tokens" / "base")),)
         log = logging.getLogger("tokenkeeper-test")
+        options.setdefault("random", no_jitter)
         return Keeper(files, fake.url, "server-token", now=clock, log=log, **options), fake
 
     return make
@@ -458,7 +464,7 @@ def test_connection_refused_is_retried_until_tokenkeeper_answers(fakes, clock, i
 def test_unreachable_for_the_whole_retry_time_is_tried_again_later(tmp_path, clock, caplog):
     t = FakeTime()
     k = Keeper([TokenFile("base", str(tmp_path / "base"))], f"http://127.0.0.1:{free_port()}/", "server-token",
-               now=clock, clock=t.clock, sleep=t.sleep)
+               now=clock, clock=t.clock, sleep=t.sleep, random=no_jitter)
     assert k.step() == tokenfiles.RETRY_FIRST
     assert "refused or dropped every connection for 45 s" in caplog.text
     assert not (tmp_path / "base").exists()

@@ -17,6 +17,8 @@ starts.
 
 import base64
 import binascii
+import datetime
+import email.utils
 import http.client
 import json
 import os
@@ -44,11 +46,13 @@ class TokenkeeperError(RuntimeError):
 
     ``status`` is tokenkeeper's HTTP status and ``code`` the ``error`` of its
     JSON answer, when it answered with an error (else both are None).
+    ``retry_after`` is how many seconds its ``Retry-After`` asked the caller
+    to wait before asking again, when the answer had one (else None).
     """
 
-    def __init__(self, message, status=None, code=None):
+    def __init__(self, message, status=None, code=None, retry_after=None):
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.retry_after = status, code, retry_after
 
 
 class LoginRequired(TokenkeeperError):
@@ -226,19 +230,35 @@ def _http_error(e, target):
             status=e.code,
         )
     code, message = _error_body(e)
+    retry_after = _retry_after(e.headers)
     if e.code == 409:
-        return LoginRequired(message, status=409, code=code)
+        return LoginRequired(message, status=409, code=code, retry_after=retry_after)
     if e.code == 401:
         # The hub refuses the server's own token: JupyterHub 5 (and 6 with
         # auth_refresh_strict) does so once the user must log in again.
         return LoginRequired(f"the hub refuses this server's JupyterHub token (HTTP 401: {message}): log in to "
-                             "JupyterHub again, or restart the server if that does not help", status=401, code=code)
+                             "JupyterHub again, or restart the server if that does not help", status=401, code=code,
+                             retry_after=retry_after)
     cls = _ERRORS.get(code, TokenkeeperError)
     if cls is NotAllowed and target:
         name, value = next(iter(target.items()))
         setting = "audiences" if name == "audience" else "identity_providers"
         message = f"{message} ({name} {value!r}; an admin allows it in tokenkeeper's {setting} setting)"
-    return cls(f"HTTP {e.code}: {message}", status=e.code, code=code)
+    return cls(f"HTTP {e.code}: {message}", status=e.code, code=code, retry_after=retry_after)
+
+
+def _retry_after(headers):
+    """Return the seconds an answer's ``Retry-After`` asks to wait (delay-seconds or an HTTP date), or None."""
+    value = (headers.get("Retry-After") or "").strip() if headers is not None else ""
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": no zone said; HTTP dates are GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _error_body(e):

@@ -32,11 +32,21 @@ own:
   ``header`` (``Authorization: Bearer <token>`` and a newline);
 - when tokenkeeper answers that the user must log in again (their Keycloak
   session has ended) the file is removed, and every other file is checked
-  at once; the keeper keeps asking, with backoff up to a minute, and writes
-  the files again once the user has logged in again. A file whose token
-  has expired while tokenkeeper could not be asked (or answered with an
-  error) is removed too: a file that exists holds a token that has not
+  at once; the keeper keeps asking, backing off up to ten minutes, and
+  writes the files again once the user has logged in again. A file whose
+  token has expired while tokenkeeper could not be asked (or answered with
+  an error) is removed too: a file that exists holds a token that has not
   expired;
+- the keeper backs off after every failure: 2 seconds doubling, capped,
+  with up to half of each wait left out at random so that servers that
+  failed together do not ask together again, never shorter than a
+  ``Retry-After`` asks, and never past the expiry of a token a file still
+  holds. The cap is a minute for errors, and ten minutes while the user has
+  no tokens to serve (409, or 401 for the server's token) or tokenkeeper
+  cannot serve one now (503): after a mass logout every running server
+  asks, and each ask costs tokenkeeper an identity lookup from its share
+  of the hub's request budget. The files of one server wait alike, so they
+  ask together and share one lookup;
 - the files are removed when the keeper stops (with the server), from the
   directories it checked and wrote to, even if their paths now lead
   elsewhere; files left at those paths by an earlier server are removed
@@ -49,6 +59,7 @@ import logging
 import math
 import os
 import posixpath
+import random
 import re
 import stat
 import threading
@@ -71,6 +82,18 @@ FORMATS = ("raw", "json", "header")
 
 # RETRY_FIRST and RETRY_MAX bound the backoff, in seconds, after a failed refresh.
 RETRY_FIRST, RETRY_MAX = 2, 60
+
+# WAIT_MAX caps the backoff, in seconds, while tokenkeeper has no token to
+# serve (409: the user's session ended or they have no tokens; 401: the hub
+# refuses the server's token) or cannot serve one now (503). Each ask costs
+# tokenkeeper an identity lookup of the server's token, from the fifth of
+# hub_max_rps that lookups get (5 a second by default), and at most once a
+# minute a hub read. After a mass logout every running server asks: 1,000
+# servers, each asking for its files together, ask at most 1,000 / 300 ≈
+# 3.3 times a second at the cap (the jitter makes each wait 300 to 600 s),
+# about 2.2 on average, where a one-minute cap made them ask about 17 times
+# a second, over three times the lookups' whole share.
+WAIT_MAX = 600
 
 # FIRST_MIN_VALID is what a file's first request asks for, in seconds; later
 # requests ask for half the lifetime of the file's last token.
@@ -304,7 +327,7 @@ class _State:
         self.next_at = 0.0  # when to refresh (time.time() seconds); due at once
         self.expires = None  # when the token in the file expires; None while there is no file
         self.lifetime = None  # the last token's lifetime in seconds
-        self.backoff = RETRY_FIRST
+        self.failures = 0  # failed asks in a row
 
     def min_valid(self):
         """The min_valid to ask for: half the last token's lifetime (what tokenkeeper grants at most)."""
@@ -312,12 +335,22 @@ class _State:
             return FIRST_MIN_VALID
         return min(86400, math.ceil(self.lifetime / 2))
 
-    def retry_later(self, now):
-        """Schedule a retry after the backoff (never after the file's token expires) and lengthen it."""
-        self.next_at = now + self.backoff
+    def retry_later(self, now, jitter, cap=RETRY_MAX, retry_after=None):
+        """Schedule a retry after the backoff (never after the file's token expires) and lengthen it.
+
+        The wait is RETRY_FIRST doubling with each failure in a row up to
+        ``cap``, less the part ``jitter(failures)`` (in [0, 1)) of its half,
+        and at least ``retry_after`` (up to ``cap``) when tokenkeeper asked
+        for it.
+        """
+        full = min(cap, RETRY_FIRST * 2 ** min(self.failures, 32))
+        wait = full * (1 - jitter(self.failures) / 2)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, cap))
+        self.next_at = now + wait
         if self.expires is not None:
             self.next_at = min(self.next_at, self.expires)
-        self.backoff = min(2 * self.backoff, RETRY_MAX)
+        self.failures += 1
 
 
 class Keeper:
@@ -327,15 +360,18 @@ class Keeper:
     token (default ``TOKENKEEPER_URL`` and ``JUPYTERHUB_API_TOKEN``). ``now``
     is the wall clock that schedules refreshes; ``clock`` and ``sleep`` pace
     the retries while tokenkeeper refuses connections (default: a sleep that
-    :meth:`stop` ends). :meth:`start` runs it in a thread; tests call
-    :meth:`step`.
+    :meth:`stop` ends). ``random`` returns a number in [0, 1) (default
+    :func:`random.random`); it is drawn once per length of a failure streak,
+    so the keeper's files wait alike and servers differ. :meth:`start` runs
+    it in a thread; tests call :meth:`step`.
     """
 
     def __init__(self, files, url=None, hub_token=None, *, now=time.time, clock=time.monotonic, sleep=None,
-                 timeout=30, log=None):
+                 timeout=30, log=None, random=random.random):
         self._states = [_State(f) for f in files]
         self._url, self._hub_token, self._timeout = url, hub_token, timeout
         self._now, self._clock = now, clock
+        self._random, self._draws = random, {}
         self._sleep = sleep or self._pause
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # guards writing and removing files, and _stopped
@@ -386,7 +422,7 @@ class Keeper:
                     return 0.0
                 except Exception as e:  # a bug must not end the thread that keeps every file
                     self.log.error("tokenkeeper: token file %s: %r", st.file.name, e, exc_info=True)
-                    st.retry_later(self._now())
+                    st.retry_later(self._now(), self._jitter)
         return max(0.0, min(st.next_at for st in self._states) - self._now()) if self._states else 3600.0
 
     def _refresh(self, st):
@@ -402,10 +438,32 @@ class Keeper:
         except LoginRequired as e:
             self._session_ended(st, e)
             return
-        except (TokenkeeperError, OSError) as e:
-            self._failed(st, e)
+        except TokenkeeperError as e:
+            self._failed(st, e, WAIT_MAX if e.status == 503 else RETRY_MAX, e.retry_after)
             return
+        except OSError as e:
+            self._failed(st, e, RETRY_MAX)
+            return
+        if st.failures:
+            self._recovered(st, received)
         self._schedule(st, answer, asked, received)
+
+    def _jitter(self, failures):
+        """The random part of the wait after ``failures`` failures in a row, the same for each file."""
+        level = min(failures, 32)  # the waits are at their cap long before
+        if level not in self._draws:
+            self._draws[level] = self._random()
+        return self._draws[level]
+
+    def _recovered(self, st, now):
+        """st's file was written after failures: the files still waiting after failures ask at once.
+
+        The user may have logged in again, or tokenkeeper come back, for
+        them too.
+        """
+        for other in self._states:
+            if other is not st and other.failures and other.expires is None:
+                other.next_at = min(other.next_at, now)
 
     def _schedule(self, st, answer, asked, received):
         """Set when to rewrite st's file: at two thirds of its new token's lifetime."""
@@ -415,7 +473,7 @@ class Keeper:
         st.lifetime, st.expires = lifetime, received + left
         due = st.expires - lifetime / 3
         if due > received:
-            st.next_at, st.backoff = due, RETRY_FIRST
+            st.next_at, st.failures = due, 0
         elif asked < st.min_valid():
             st.next_at = received  # asked for too little before the lifetime was known: ask again now
         else:
@@ -423,7 +481,7 @@ class Keeper:
             # (Keycloak unreachable). Try again later, until it expires.
             self.log.warning("tokenkeeper: token file %s holds a token with %s s left; asking again later",
                              st.file.name, left)
-            st.retry_later(received)
+            st.retry_later(received, self._jitter)
         self.log.debug("tokenkeeper: token file %s written, next in %.0f s", st.file.name, st.next_at - received)
 
     def _session_ended(self, st, e):
@@ -433,17 +491,17 @@ class Keeper:
         else:
             self.log.debug("tokenkeeper: no token file %s: %s", st.file.name, e)
         self._remove(st)
-        st.retry_later(now)
+        st.retry_later(now, self._jitter, WAIT_MAX, e.retry_after)
         for other in self._states:
             if other.expires is not None:
                 other.next_at = min(other.next_at, now)  # has the session ended for it too?
 
-    def _failed(self, st, e):
+    def _failed(self, st, e, cap, retry_after=None):
         now = self._now()
         if st.expires is not None and now >= st.expires:
             self.log.warning("tokenkeeper: token file %s removed: its token has expired", st.file.name)
             self._remove(st)
-        st.retry_later(now)
+        st.retry_later(now, self._jitter, cap, retry_after)
         self.log.log(logging.ERROR if isinstance(e, UnsafeDirectory) else logging.WARNING,
                      "tokenkeeper: token file %s not refreshed, trying again in %.0f s: %s",
                      st.file.name, st.next_at - now, e)
