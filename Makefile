@@ -156,12 +156,14 @@ fuzz:
 	  done; done
 
 ## soak: the refresher's deterministic simulation (refresh/sim_test.go) for SOAK_STEPS steps over
-## SOAK_SEEDS seeds from SOAK_FIRST, with the race detector; a failure prints the command that replays it.
+## SOAK_SEEDS seeds from SOAK_FIRST; a failure prints the command that replays it. (make unit runs the
+## simulation with the race detector; SOAK_FLAGS=-race adds it here, about ten times slower.)
 SOAK_STEPS ?= 1000000
 SOAK_SEEDS ?= 8
 SOAK_FIRST ?= 1
+SOAK_FLAGS ?=
 soak:
-	TOKENKEEPER_SIM_STEPS=$(SOAK_STEPS) $(GO) test -race -count=1 -timeout 0 -run '^TestSimulation$$' -v ./refresh/ \
+	TOKENKEEPER_SIM_STEPS=$(SOAK_STEPS) $(GO) test $(SOAK_FLAGS) -count=1 -timeout 0 -run '^TestSimulation$$' -v ./refresh/ \
 	  -sim.seeds=$(SOAK_SEEDS) -sim.first=$(SOAK_FIRST) 2>&1 | grep -v '^=== '; exit $${PIPESTATUS[0]}
 
 ## replay: each of four seeds run ten times must give the same simulation trace, line for line.
