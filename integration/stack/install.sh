@@ -31,7 +31,7 @@ log() { printf 'install: %s\n' "$*" >&2; }
 die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
 
 for tool in mvn python3 npm sha1sum tar; do
-  command -v "$tool" >/dev/null || die "$tool is required (see README: Requirements)"
+  command -v "$tool" >/dev/null || die "$tool is required (see README: Development)"
 done
 
 install_keycloak() {
