@@ -79,10 +79,12 @@ func (c *kcClock) margin() time.Duration {
 
 // early is how much sooner than its exp a token is taken to expire when it
 // is served: unknownSkew until a grant has shown Keycloak's clock, so that
-// a token Keycloak may already call expired is not handed out.
+// a token Keycloak may already call expired is not handed out, and after
+// that minSkew, what the estimate may be off by (offsets under it are not
+// applied, and an iat is in whole seconds).
 func (c *kcClock) early() time.Duration {
 	if c.known.Load() {
-		return 0
+		return minSkew
 	}
 	return unknownSkew
 }

@@ -45,3 +45,27 @@ func TestKeycloakClock(t *testing.T) {
 		})
 	}
 }
+
+// TestUnknownClockRefreshesSooner: until a grant has shown Keycloak's clock
+// (here: a refresher with no KeycloakOffset), a kept user is due unknownSkew
+// sooner than their schedule, and a token with less than unknownSkew left
+// is not served; an idle user's ending waits unknownSkew longer.
+func TestUnknownClockRefreshesSooner(t *testing.T) {
+	f := newFixture(t)
+	known := f.r
+	unknown := f.newRefresher(t, func(o *Options) { o.KeycloakOffset = nil })
+	st := AuthState{AccessClaims: Claims{IssuedAt: f.now, Expiry: f.now.Add(5 * time.Minute)}, RefreshExpiry: f.now.Add(30 * time.Minute)}
+	if d := known.due("u", st).Sub(unknown.due("u", st)); d != unknownSkew-minSkew {
+		t.Errorf("due with the clock unknown is %s sooner, want %s", d, unknownSkew-minSkew)
+	}
+	st.AccessClaims.Expiry = f.now.Add(20 * time.Second)
+	if _, err := unknown.current(st, ErrUnavailable); err == nil {
+		t.Error("a token with 20 s left was served while Keycloak's clock is unknown")
+	}
+	if _, err := known.current(st, ErrUnavailable); err != nil {
+		t.Errorf("a token with 20 s left was refused with the clock known: %v", err)
+	}
+	if unknown.kc.margin() != expirySkew+unknownSkew || known.kc.margin() != expirySkew {
+		t.Errorf("margins = %s unknown, %s known", unknown.kc.margin(), known.kc.margin())
+	}
+}

@@ -128,6 +128,10 @@ type Options struct {
 	Metrics *Metrics
 	Now     func() time.Time
 	Rand    *rand.Rand
+	// KeycloakOffset, when set, is how far Keycloak's clock is known to be
+	// ahead of Now from the start; unset, the refresher learns it from its
+	// grants and allows unknownSkew either way until then.
+	KeycloakOffset *time.Duration
 	Logger  *slog.Logger
 }
 
@@ -221,6 +225,10 @@ func New(ctx context.Context, hub Hub, sessions SessionHub, grant GrantFunc, st 
 		seed:     opts.Rand.Uint64(),
 	}
 	r.halt, r.abort = context.WithCancel(context.Background())
+	if off := opts.KeycloakOffset; off != nil {
+		r.kc.offset.Store(int64(*off))
+		r.kc.known.Store(true)
+	}
 	for _, s := range states {
 		r.users[s.Name] = &s
 	}
@@ -580,7 +588,9 @@ func (r *Refresher) due(name string, st AuthState) time.Time {
 	capped := r.capped[name] == digest(st.Refresh.Reveal())
 	r.mu.Unlock()
 	if !capped {
-		return r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry)
+		// Until a grant has shown Keycloak's clock, it may be ahead by
+		// unknownSkew: refresh that much sooner.
+		return r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry).Add(-r.kc.early())
 	}
 	end := st.RefreshExpiry.Add(r.kc.margin())
 	if !st.AccessClaims.Expiry.Before(st.RefreshExpiry) {

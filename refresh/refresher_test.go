@@ -287,7 +287,8 @@ func (f *fixture) newRefresher(t testing.TB, mutate ...func(*Options)) *Refreshe
 		Keep: config.KeepRunning, Schedule: Schedule{Window: 30 * time.Second, Margin: 20 * time.Second}, Recheck: time.Minute, Concurrency: 4,
 		GrantTimeout: 10 * time.Second, Actions: LogoutActions{RevokeTokens: true},
 		Guard: Guard{Min: 5, Fraction: 0.5}, Keys: keys, Now: f.clock, Rand: rand.New(rand.NewPCG(1, 2)),
-		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:         slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		KeycloakOffset: new(time.Duration), // the fixture's Keycloak shares its clock
 	}
 	for _, m := range mutate {
 		m(&opts)

@@ -259,7 +259,7 @@ func (w *simWorld) checkOwed(audit map[string]time.Time, now time.Time) {
 		}) {
 			missing = append(missing, "the session's browser token revoked")
 		}
-		if w.cfg.stopServers && l.running && u.running && u.tkStopped.Before(l.at) {
+		if w.cfg.stopServers && l.running && u.running && u.tkStopped.Before(l.at) && u.userStopped.Before(l.at) {
 			missing = append(missing, "the server stopped")
 		}
 		if w.cfg.endSessions && w.kc.endedUser[simSub(name)].Before(l.at) {

@@ -42,6 +42,7 @@ type simHubUser struct {
 	lastActivity   time.Time // the hub's last_activity: logins and server starts move it
 	tokens         simTokens // what state holds
 	tkStopped      time.Time // when tokenkeeper last stopped the user's running server
+	userStopped    time.Time // when the user last stopped it
 }
 
 // setState replaces the auth_state and parses it once.

@@ -108,7 +108,8 @@ func newSimConfig(seed uint64, weights map[string]int) simConfig {
 	c.realm.backchannel = []float64{0, 0.5, 0.9}[r.IntN(3)]
 	c.realm.backchannelOnInvalid = []float64{0, 0.5}[r.IntN(2)]
 	c.realm.maxReuse = r.IntN(2)
-	skew := func() time.Duration { return time.Duration(r.IntN(61)-30) * time.Second }
+	// Each clock is within 15 s of the world's, so any two are within 30 s.
+	skew := func() time.Duration { return time.Duration(r.IntN(31)-15) * time.Second }
 	if r.IntN(3) > 0 { // some seeds keep every clock right
 		c.tkSkew, c.hubSkew, c.realm.skew = skew(), skew(), skew()
 	}
