@@ -132,7 +132,7 @@ type Options struct {
 	// ahead of Now from the start; unset, the refresher learns it from its
 	// grants and allows unknownSkew either way until then.
 	KeycloakOffset *time.Duration
-	Logger  *slog.Logger
+	Logger         *slog.Logger
 }
 
 // Tokens is a user's current access token as handed out by fresh-token.
