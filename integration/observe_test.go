@@ -155,6 +155,20 @@ type tokens struct {
 	RefreshToken string
 }
 
+// awaitLoggedOut polls every every, for up to limit, until none of users'
+// auth_states holds tokens; the error names one that still does.
+func awaitLoggedOut(ctx context.Context, t *testing.T, users []string, limit, every time.Duration) error {
+	t.Helper()
+	return Poll(ctx, limit, every, func() (bool, error) {
+		for _, u := range users {
+			if _, ok := tokensOf(t, u); ok {
+				return false, fmt.Errorf("%s still holds tokens", u)
+			}
+		}
+		return true, nil
+	})
+}
+
 // tokensOf reads user's auth_state; ok is false when it holds no tokens.
 func tokensOf(t *testing.T, user string) (tok tokens, ok bool) {
 	t.Helper()

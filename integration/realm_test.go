@@ -145,15 +145,7 @@ func TestCohortAtSSOMaxLoggedOutTogetherGuardStaysOpen(t *testing.T) {
 		t.Fatalf("the cohort's logins spread over %s, want within 5 s", spread)
 	}
 	startServers(t, cohort)
-	err := Poll(ctx, time.Until(last)+30*time.Second, 250*time.Millisecond, func() (bool, error) {
-		for _, u := range cohort {
-			if _, ok := tokensOf(t, u); ok {
-				return false, fmt.Errorf("%s still holds tokens", u)
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
+	if err := awaitLoggedOut(ctx, t, cohort, time.Until(last)+30*time.Second, 250*time.Millisecond); err != nil {
 		t.Fatalf("the cohort was not logged out after the SSO maximum: %v", err)
 	}
 	for _, s := range healthSamples() {
@@ -332,15 +324,7 @@ func TestRealmWideSessionWipeTripsGuard(t *testing.T) {
 	if status, body := releaseGuard(t, guard); status != http.StatusOK || body != `{"released":true}` {
 		t.Fatalf("guard/release with mallory's guard-scoped token: %d %s, want 200 {\"released\":true}", status, body)
 	}
-	err = Poll(ctx, sweepInterval+10*time.Second, 250*time.Millisecond, func() (bool, error) {
-		for _, u := range users {
-			if _, ok := tokensOf(t, u); ok {
-				return false, fmt.Errorf("%s still holds tokens", u)
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
+	if err := awaitLoggedOut(ctx, t, users, sweepInterval+10*time.Second, 250*time.Millisecond); err != nil {
 		t.Fatalf("the held users were not logged out after the release: %v", err)
 	}
 	outs := linesSince(t, wipe, "logged out")

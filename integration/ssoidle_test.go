@@ -94,14 +94,7 @@ func TestSSOIdleShortenedLogsOutKeptUsersGuardStaysOpen(t *testing.T) {
 
 	// Each user's next grant comes at ⅔–80 % of the refreshed token's life,
 	// past the new idle time: Keycloak ends the session then.
-	err = Poll(ctx, time.Until(lastRefresh.Add(accessLife))+sweepInterval+busySlack+30*time.Second, 500*time.Millisecond, func() (bool, error) {
-		for _, u := range users {
-			if _, ok := tokensOf(t, u); ok {
-				return false, fmt.Errorf("%s still holds tokens", u)
-			}
-		}
-		return true, nil
-	})
+	err = awaitLoggedOut(ctx, t, users, time.Until(lastRefresh.Add(accessLife))+sweepInterval+busySlack+30*time.Second, 500*time.Millisecond)
 	if err != nil {
 		t.Errorf("not every kept user was logged out after the idle time was shortened: %v", err)
 	}
