@@ -64,7 +64,7 @@ func (w *simWorld) startGen() {
 		Interval: c.interval, Keep: c.keep, Window: c.window, Recheck: c.recheck(), GrantTimeout: 30 * time.Second,
 		Concurrency: c.concurrency, RevokeTokens: c.revoke, StopServers: c.stopServers,
 		Keys: slices.Clone(w.keys), Rand: rand.New(rand.NewPCG(c.seed, uint64(w.gens))), Skew: c.tkSkew,
-		Logger: slog.New(simLogHandler{w: w}).With("proc", p.name),
+		Logger: slog.New(simLogHandler{w: w, p: p}).With("proc", p.name),
 	}
 	if c.guard {
 		cfg.GuardMin, cfg.GuardFraction = 5, 0.5

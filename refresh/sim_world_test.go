@@ -263,6 +263,7 @@ func latest(ts ...time.Time) time.Time {
 // simLogHandler keeps the engine's log lines in the world's ring.
 type simLogHandler struct {
 	w     *simWorld
+	p     *simProc // the process logging
 	attrs []slog.Attr
 }
 
@@ -280,13 +281,15 @@ func (h simLogHandler) Handle(_ context.Context, r slog.Record) error {
 	})
 	h.w.mu.Lock()
 	h.w.engineLog.add(b.String())
-	h.w.whole.add(time.Now(), "log "+b.String())
+	if !h.p.dead { // what an exited process's goroutines still log changes nothing, in any order
+		h.w.whole.add(time.Now(), "log "+b.String())
+	}
 	h.w.mu.Unlock()
 	return nil
 }
 
 func (h simLogHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return simLogHandler{w: h.w, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
+	return simLogHandler{w: h.w, p: h.p, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
 }
 
 func (h simLogHandler) WithGroup(string) slog.Handler { return h }
