@@ -295,11 +295,9 @@ func (r *Refresher) checkGuard(ctx context.Context, now time.Time) bool {
 // nor moves the session's idle timer, so it is how the guard's held users
 // are probed, and how a release logs out only sessions still ended. A user
 // whose token Keycloak accepts after all is kept; one it cannot answer for
-// is asked again later. Without Introspect the logout may go ahead.
+// is asked again later; one who logged in again keeps the new session
+// (the hub is read first). Without Introspect the logout may go ahead.
 func (r *Refresher) stillEnded(ctx context.Context, name string, u store.UserState) bool {
-	if r.opts.Introspect == nil {
-		return true
-	}
 	unlock, err := r.locks.lock(ctx, name)
 	if err != nil {
 		return false
@@ -320,6 +318,9 @@ func (r *Refresher) stillEnded(ctx context.Context, name string, u store.UserSta
 		r.log.Info("not logged out: the user holds a newer session", "user", name)
 		r.settle(ctx, name, st, "", "")
 		return false
+	}
+	if r.opts.Introspect == nil {
+		return true
 	}
 	active, err := r.introspect(ctx, st)
 	switch {

@@ -350,3 +350,70 @@ func TestTwoBackchannelLogoutsForOneUserBothHold(t *testing.T) {
 		}
 	})
 }
+
+// TestHeldUserWhoLogsInAgainKeepsTheNewSession: while the guard holds an
+// unexpected ending back, the user logs in again (the hub shows activity):
+// the next sweep looks at them at once, keeps the new session and refreshes
+// it on its schedule, whatever the guard holds. (Before, the held user was
+// looked at again only at the hold's backoff, up to five minutes later,
+// and the new session's token expired unrefreshed meanwhile.)
+func TestHeldUserWhoLogsInAgainKeepsTheNewSession(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	for i := range 6 {
+		f.addUser(fmt.Sprintf("u%d", i), true, f.now.Add(-290*time.Second), fmt.Sprintf("rt-%d-old", i))
+	}
+	f.grant.fail = func(string) error { return grantError(400, "invalid_grant", "Session not active") }
+	f.sweep(t)
+	if h := f.r.Health(); !hasProblem(h, ProblemLogoutsPaused) {
+		t.Fatalf("Health() = %+v, want the guard holding", h)
+	}
+	for range 8 { // held for a while: the hold's backoff grows to minutes
+		f.advance(5 * time.Minute)
+		f.sweep(t)
+	}
+	f.grant.fail = nil
+	f.advance(15 * time.Second)
+	f.addUser("u0", true, f.clock(), "rt-0-new")
+	f.hub.mu.Lock()
+	f.hub.activity["u0"] = f.clock().Format(time.RFC3339)
+	f.hub.mu.Unlock()
+	f.sweep(t)
+	if u, _ := f.r.user("u0"); u.Status != store.StatusFresh {
+		t.Errorf("u0 after a new login while held: status %q (due %s), want fresh", u.Status, u.Due)
+	}
+	f.advance(4 * time.Minute) // the new token is due, well within the hold's backoff
+	f.sweep(t)
+	if got := f.hub.state(t, "u0").Refresh.Reveal(); got == "rt-0-new" {
+		t.Error("the new session was not refreshed on its schedule while the guard holds")
+	}
+	if audit, _ := f.store.Logouts(ctx); len(audit) != 0 {
+		t.Errorf("audit = %+v, want no logout", audit)
+	}
+}
+
+// TestRetryNeverWaitsPastTheRefreshTokensExpiry: a user whose access token
+// has expired and whose refresh token expires in a minute is retried before
+// the refresh token expires (less the skew allowed), however long their
+// backoff has grown: a grant whose answer was lost may have moved the
+// session on, and only a retry with the old token recovers it.
+func TestRetryNeverWaitsPastTheRefreshTokensExpiry(t *testing.T) {
+	f := newFixture(t)
+	now := f.clock()
+	st := AuthState{AccessClaims: Claims{IssuedAt: now.Add(-10 * time.Minute), Expiry: now.Add(-time.Minute)}, RefreshExpiry: now.Add(time.Minute)}
+	for failures := 1; failures <= 12; failures++ {
+		f.r.mu.Lock()
+		f.r.users["alice"] = &store.UserState{Name: "alice", Status: store.StatusBackoff, Failures: failures}
+		f.r.mu.Unlock()
+		f.r.backoff(context.Background(), "alice", st, errors.New("no answer"))
+		u, _ := f.r.user("alice")
+		if last := st.RefreshExpiry.Add(-expirySkew); u.Due.After(last) {
+			t.Errorf("failures %d: retry at %s, after the last chance %s", failures+1, u.Due.Sub(now), last.Sub(now))
+		}
+	}
+	st.RefreshExpiry = now.Add(time.Hour)
+	st.AccessClaims.Expiry = now.Add(2 * time.Minute)
+	if got := retryBy(st, now); !got.Equal(st.AccessClaims.Expiry) {
+		t.Errorf("retryBy with a valid access token = %s, want its expiry", got.Sub(now))
+	}
+}
