@@ -82,6 +82,14 @@ type Config struct {
 	// StateKeyFile names a file holding StateKey.
 	StateKeyFile string `json:"state_key_file"`
 
+	// SpawnSecret is what the hub's pre-spawn hook sends to fetch the
+	// spawning user's access token without a hub lookup of its token
+	// (TOKENKEEPER_SPAWN_SECRET or SpawnSecretFile); empty turns that path
+	// off.
+	SpawnSecret Secret `json:"-"`
+	// SpawnSecretFile names a file holding SpawnSecret.
+	SpawnSecretFile string `json:"spawn_secret_file"`
+
 	// RevokeTokens makes a logout revoke the user's browser-session hub tokens.
 	RevokeTokens bool `json:"revoke_tokens"`
 	// RefreshAdmins makes tokenkeeper refresh hub admins too. The hub lets
@@ -198,6 +206,9 @@ func Default() Config {
 	}
 }
 
+// minSpawnSecret is the fewest characters a spawn secret may have.
+const minSpawnSecret = 32
+
 // Validate returns every problem with c at once, joined, or nil.
 func (c Config) Validate() error {
 	var errs []error
@@ -265,6 +276,9 @@ func (c Config) Validate() error {
 func (c Config) validateClients() []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if n := len(c.SpawnSecret.Reveal()); n > 0 && n < minSpawnSecret {
+		bad("spawn secret: %d characters, want at least %d (configure() makes one of 43 with Python's secrets.token_urlsafe(32); or `openssl rand -hex 32`)", n, minSpawnSecret)
+	}
 	if c.ServiceAccountClientID != "" && c.ServiceAccountSecret == "" {
 		bad("service account: set TOKENKEEPER_SERVICE_ACCOUNT_SECRET or service_account_secret_file")
 	}

@@ -1100,3 +1100,56 @@ func TestServicePrefix(t *testing.T) {
 		t.Errorf("ServicePrefix = %q, want %q", got, want)
 	}
 }
+
+func TestLoadSpawnSecret(t *testing.T) {
+	const secret = "Qm9vdHN0cmFwLXNwYXduLXNlY3JldC0wMTIzNDU2Nzg5"
+	file := writeFile(t, "spawn", secret+"\n")
+	tests := []struct {
+		name    string
+		file    string // JSON config file content; empty for none
+		env     map[string]string
+		want    string
+		wantErr string
+	}{
+		{name: "unset: the path is off"},
+		{name: "environment", env: map[string]string{"TOKENKEEPER_SPAWN_SECRET": secret}, want: secret},
+		{name: "spawn_secret_file in the JSON file", file: fmt.Sprintf(`{"spawn_secret_file": %q}`, file), want: secret},
+		{name: "TOKENKEEPER_SPAWN_SECRET_FILE", env: map[string]string{"TOKENKEEPER_SPAWN_SECRET_FILE": file}, want: secret},
+		{name: "environment over file", file: fmt.Sprintf(`{"spawn_secret_file": %q}`, filepath.Join(t.TempDir(), "absent")),
+			env: map[string]string{"TOKENKEEPER_SPAWN_SECRET": secret}, want: secret},
+		{name: "too short", env: map[string]string{"TOKENKEEPER_SPAWN_SECRET": "short"}, wantErr: "spawn secret: 5 characters"},
+		{name: "not in the JSON file", file: fmt.Sprintf(`{"spawn_secret": %q}`, secret), wantErr: "spawn_secret"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			var args []string
+			if tt.file != "" {
+				args = []string{"--config", writeFile(t, "c.json", tt.file)}
+			}
+			var out bytes.Buffer
+			c, _, err := Load(args, envOf(env), &out)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Load: error = %v, want one naming %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("Load's error shows the secret: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if got := c.SpawnSecret.Reveal(); got != tt.want {
+				t.Errorf("SpawnSecret = %q, want %q", got, tt.want)
+			}
+			if s := fmt.Sprintf("%v %+v %#v", c, c, c); strings.Contains(s, secret) || strings.Contains(out.String(), secret) {
+				t.Error("the configuration's printed form shows the spawn secret")
+			}
+		})
+	}
+}

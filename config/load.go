@@ -54,6 +54,8 @@ var settings = []struct{ key, env string }{
 	{"client_secret_file", "TOKENKEEPER_CLIENT_SECRET_FILE"},
 	{"", "TOKENKEEPER_STATE_KEY"},
 	{"state_key_file", "TOKENKEEPER_STATE_KEY_FILE"},
+	{"", "TOKENKEEPER_SPAWN_SECRET"},
+	{"spawn_secret_file", "TOKENKEEPER_SPAWN_SECRET_FILE"},
 	{"refresh_window", "TOKENKEEPER_REFRESH_WINDOW"},
 	{"sweep_interval", "TOKENKEEPER_SWEEP_INTERVAL"},
 	{"concurrency", "TOKENKEEPER_CONCURRENCY"},
@@ -391,6 +393,8 @@ func loadEnv(c *Config, getenv func(string) string) error {
 	setString(&c.LogLevel, getenv("TOKENKEEPER_LOG_LEVEL"))
 	c.StateKey = Secret(firstNonEmpty(getenv("TOKENKEEPER_STATE_KEY"), c.StateKey.Reveal()))
 	setString(&c.StateKeyFile, getenv("TOKENKEEPER_STATE_KEY_FILE"))
+	c.SpawnSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_SPAWN_SECRET"), c.SpawnSecret.Reveal()))
+	setString(&c.SpawnSecretFile, getenv("TOKENKEEPER_SPAWN_SECRET_FILE"))
 	setString(&c.Hub.APIURL, getenv("TOKENKEEPER_HUB_API_URL"))
 	setString(&c.ServiceAccountClientID, getenv("TOKENKEEPER_SERVICE_ACCOUNT_CLIENT_ID"))
 	c.ServiceAccountSecret = Secret(firstNonEmpty(getenv("TOKENKEEPER_SERVICE_ACCOUNT_SECRET"), c.ServiceAccountSecret.Reveal()))
@@ -485,6 +489,7 @@ func loadSecretFiles(c *Config) error {
 	return errors.Join(
 		readSecret(&c.ClientSecret, c.ClientSecretFile, "client_secret_file"),
 		readSecret(&c.StateKey, c.StateKeyFile, "state_key_file"),
+		readSecret(&c.SpawnSecret, c.SpawnSecretFile, "spawn_secret_file"),
 		readSecret(&c.ServiceAccountSecret, c.ServiceAccountSecretFile, "service_account_secret_file"),
 		readSecret(&c.AdminClientSecret, c.AdminClientSecretFile, "admin_client_secret_file"),
 	)

@@ -148,3 +148,61 @@ func TestLookupsCannotStarveTheRefresher(t *testing.T) {
 		}
 	})
 }
+
+// TestLookupWaitIsBounded: an identity lookup waits at most
+// identityWaitLimit in all, for a slot of the lookup pool and then for its
+// share of the rate limit; beyond that it is refused (ErrBusy), so that a
+// caller behind made-up tokens learns at once to try again. One lookup
+// holds the only slot of the pool until holdFor; the next one is timed.
+func TestLookupWaitIsBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		holdFor  time.Duration
+		rps      float64 // 0: no rate limit
+		wantErr  error
+		wantWait time.Duration
+	}{
+		{name: "the slot is freed in time", holdFor: 500 * time.Millisecond, wantWait: 500 * time.Millisecond},
+		{name: "the slot is held past the limit", holdFor: 3 * time.Second, wantErr: ErrBusy, wantWait: identityWaitLimit},
+		// At 5 per second lookups get one a second: after 600 ms for the
+		// slot, the share would come about 420 ms later, past the limit.
+		{name: "the slot and then the share past the limit", holdFor: 600 * time.Millisecond, rps: 5,
+			wantErr: ErrBusy, wantWait: 600 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				held := make(chan struct{})
+				hub := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.Header.Get("Authorization") == "token holder" {
+						<-held
+					}
+					w.Header().Set("Content-Type", "application/json")
+					w.Write([]byte(`{"kind":"user","name":"alice","scopes":[]}`))
+				})
+				opts := []Option{WithHTTPClient(&http.Client{Transport: inProcess{hub}}), WithIdentityConcurrency(1)}
+				if tc.rps > 0 {
+					opts = append(opts, WithRateLimit(tc.rps))
+				}
+				c := New("http://hub.invalid/hub/api", "svc", opts...)
+				var holder sync.WaitGroup
+				holder.Go(func() {
+					if _, err := c.Identify(context.Background(), "holder"); err != nil {
+						t.Errorf("the holder's lookup: %v", err)
+					}
+				})
+				synctest.Wait() // the holder has the slot
+				time.AfterFunc(tc.holdFor, func() { close(held) })
+				start := time.Now()
+				_, err := c.Identify(context.Background(), "next")
+				waited := time.Since(start)
+				if !errors.Is(err, tc.wantErr) {
+					t.Errorf("the next lookup: err = %v, want %v", err, tc.wantErr)
+				}
+				if waited != tc.wantWait {
+					t.Errorf("the next lookup took %v, want %v", waited, tc.wantWait)
+				}
+				holder.Wait()
+			})
+		})
+	}
+}

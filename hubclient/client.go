@@ -103,8 +103,9 @@ const (
 	// identityQueue is how many identity lookups may wait for a slot of
 	// the lookup pool; more are refused at once (ErrBusy).
 	identityQueue = 16
-	// identityWaitLimit is the longest an identity lookup waits for its
-	// share of the rate limit; a longer wait is refused at once (ErrBusy).
+	// identityWaitLimit is the longest an identity lookup waits for a slot
+	// of the lookup pool and its share of the rate limit, together; a
+	// lookup that would wait longer is refused (ErrBusy).
 	identityWaitLimit = time.Second
 )
 
@@ -227,10 +228,16 @@ func (c *Client) do(ctx context.Context, r request, out any) (err error) {
 
 // admit waits for r's turn: a slot of its pool and its share of the rate
 // limit. An identity lookup first takes a queue slot and is refused at once
-// (ErrBusy) when the queue is full or its share would make it wait longer
-// than identityWaitLimit, so that made-up tokens cannot pile up waiting.
+// (ErrBusy) when the queue is full; its whole wait, for a slot of the
+// lookup pool and then for its share, is bounded by identityWaitLimit: a
+// lookup that would wait longer is refused (ErrBusy) when that is known
+// (its share would come too late) or when the limit has passed, so that
+// made-up tokens cannot pile up waiting and no caller waits in the queue
+// longer than identityWaitLimit.
 func (c *Client) admit(ctx context.Context, r request) (release func(), err error) {
 	sem, budget := c.sem, c.budget
+	var expired <-chan time.Time // fires when a lookup's wait is over; nil never fires
+	var deadline time.Time
 	if r.lookup {
 		select {
 		case c.idQueue <- struct{}{}:
@@ -238,27 +245,31 @@ func (c *Client) admit(ctx context.Context, r request) (release func(), err erro
 			return nil, ErrBusy
 		}
 		sem, budget = c.idSem, c.idBudget
+		deadline = time.Now().Add(identityWaitLimit)
+		t := time.NewTimer(identityWaitLimit)
+		defer t.Stop()
+		expired = t.C
 	}
 	free := func() {
 		if r.lookup {
 			<-c.idQueue
 		}
 	}
-	if err := acquire(ctx, sem); err != nil {
+	if err := acquire(ctx, sem, expired); err != nil {
 		free()
 		return nil, err
 	}
 	release = func() { <-sem; free() }
-	if err := c.pace(ctx, budget, r.lookup); err != nil {
+	if err := c.pace(ctx, budget, r.lookup, deadline); err != nil {
 		release()
 		return nil, err
 	}
 	return release, nil
 }
 
-// pace waits for budget (nil: no limit). A lookup that would wait longer
-// than identityWaitLimit is refused instead.
-func (c *Client) pace(ctx context.Context, budget *rate.Limiter, lookup bool) error {
+// pace waits for budget (nil: no limit). A lookup whose turn would come
+// after deadline is refused (ErrBusy) instead.
+func (c *Client) pace(ctx context.Context, budget *rate.Limiter, lookup bool, deadline time.Time) error {
 	if budget == nil {
 		return nil
 	}
@@ -269,7 +280,7 @@ func (c *Client) pace(ctx context.Context, budget *rate.Limiter, lookup bool) er
 		return nil
 	}
 	res := budget.Reserve()
-	if d := res.Delay(); d > identityWaitLimit {
+	if d := res.Delay(); d > time.Until(deadline) {
 		res.Cancel()
 		return ErrBusy
 	} else if d > 0 {
@@ -285,8 +296,9 @@ func (c *Client) pace(ctx context.Context, budget *rate.Limiter, lookup bool) er
 	return nil
 }
 
-// acquire waits for a slot of sem or for ctx to end.
-func acquire(ctx context.Context, sem chan struct{}) error {
+// acquire waits for a slot of sem, for ctx to end, or for expired to fire
+// (ErrBusy; a nil expired never fires).
+func acquire(ctx context.Context, sem chan struct{}, expired <-chan time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -295,6 +307,8 @@ func acquire(ctx context.Context, sem chan struct{}) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-expired:
+		return ErrBusy
 	}
 }
 

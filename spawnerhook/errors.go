@@ -28,6 +28,9 @@ func badRequest(msg string) error { return &requestError{http.StatusBadRequest, 
 func unauthorized(msg string) error {
 	return &requestError{http.StatusUnauthorized, "unauthorized", msg}
 }
+func spawnSecretInvalid() error {
+	return &requestError{http.StatusUnauthorized, "spawn_secret_invalid", "The spawn secret is wrong: check that the hub and tokenkeeper have the same TOKENKEEPER_SPAWN_SECRET."}
+}
 func forbidden(msg string) error { return &requestError{http.StatusForbidden, "forbidden", msg} }
 func notConfigured(msg string) error {
 	return &requestError{http.StatusNotFound, "not_configured", msg}

@@ -4,6 +4,7 @@ package spawnerhook
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -54,6 +55,10 @@ type Deps struct {
 	BackchannelLogout func(ctx context.Context, raw string) ([]string, error)
 	// AccessScopes grant access to the service; a caller needs one.
 	AccessScopes []string
+	// SpawnSecret, when not empty, is what the hub's pre-spawn hook sends
+	// in SpawnSecretHeader to fetch the spawning user's access token
+	// without a hub lookup of its token (see spawnHook).
+	SpawnSecret string
 	// Name and Version describe the service at the prefix root.
 	Name, Version string
 	Logger        *slog.Logger
@@ -125,10 +130,23 @@ func limitBody(c *gin.Context) {
 // callerKey is where authenticate keeps the caller's identity.
 const callerKey = "tokenkeeper.caller"
 
-// authenticate identifies the caller by its JupyterHub token and checks that
-// it holds one of the access scopes, then keeps its identity for the
-// handler (caller).
+// SpawnSecretHeader carries the spawn secret: the hub's pre-spawn hook
+// sends it, with ?user=NAME, to fetch the spawning user's access token.
+const SpawnSecretHeader = "X-Tokenkeeper-Spawn-Secret"
+
+// spawnHookKind is the Kind of the identity authenticate gives a request
+// that carries the spawn secret. The hub never gives it to a token.
+const spawnHookKind = "spawn-hook"
+
+// authenticate identifies the caller and keeps its identity for the
+// handler (caller): the hub's pre-spawn hook by the spawn secret (see
+// spawnHook), anyone else by its JupyterHub token, which must hold one of
+// the access scopes.
 func (h *handler) authenticate(c *gin.Context) {
+	if h.SpawnSecret != "" && len(c.Request.Header.Values(SpawnSecretHeader)) > 0 {
+		h.spawnHook(c)
+		return
+	}
 	id, err := h.identify(c)
 	if err == nil && !slices.ContainsFunc(h.AccessScopes, func(s string) bool { return slices.Contains(id.Scopes, s) }) {
 		err = forbidden("This token has no access to tokenkeeper (needs one of " + strings.Join(h.AccessScopes, ", ") + ").")
@@ -138,6 +156,31 @@ func (h *handler) authenticate(c *gin.Context) {
 		return
 	}
 	c.Set(callerKey, id)
+	c.Next()
+}
+
+// spawnHook authenticates the hub's pre-spawn hook by the spawn secret,
+// compared in constant time, with no hub lookup: under a flood of made-up
+// tokens the lookups' queue is full, and a spawn must not wait in it. The
+// secret grants one thing, the access token of the user the request names,
+// as fresh-token serves it (no derived token, no other endpoint): what the
+// hook puts into a new server's environment. A wrong secret is refused
+// (401) and counted, and never falls back to the caller's JupyterHub token.
+func (h *handler) spawnHook(c *gin.Context) {
+	sent := c.Request.Header.Values(SpawnSecretHeader)
+	if len(sent) != 1 || subtle.ConstantTimeCompare([]byte(sent[0]), []byte(h.SpawnSecret)) != 1 {
+		// Counted, and logged at debug level only: a flood of wrong
+		// secrets must not flood the log.
+		h.Requests.spawnSecretRefused()
+		h.log.Debug("request with a wrong spawn secret refused", "path", c.FullPath())
+		h.writeError(c, spawnSecretInvalid())
+		return
+	}
+	if !strings.HasSuffix(c.FullPath(), "/fresh-token") {
+		h.writeError(c, forbidden("The spawn secret fetches only a user's access token from fresh-token."))
+		return
+	}
+	c.Set(callerKey, hubclient.Identity{Kind: spawnHookKind})
 	c.Next()
 }
 
@@ -221,7 +264,7 @@ func (h *handler) freshToken(c *gin.Context) {
 		h.writeError(c, err)
 		return
 	}
-	user, err := authorize(caller(c), c.Query("user"))
+	user, err := authorize(caller(c), c.QueryArray("user"), derived)
 	if err != nil {
 		h.writeError(c, err)
 		return
@@ -280,8 +323,23 @@ func parseMinValid(s string) (time.Duration, error) {
 }
 
 // authorize returns whose token the caller id may have: its own, or, with
-// ScopeTokens covering that user, the one it asks for.
-func authorize(id hubclient.Identity, asked string) (string, error) {
+// ScopeTokens covering that user, the one it asks for. The pre-spawn hook
+// (by the spawn secret) may have the access token of the one user it
+// names, and no derived token.
+func authorize(id hubclient.Identity, users []string, derived bool) (string, error) {
+	asked := ""
+	if len(users) > 0 {
+		asked = users[0]
+	}
+	if id.Kind == spawnHookKind {
+		switch {
+		case derived:
+			return "", forbidden("The spawn secret fetches only a user's own access token, not a derived one.")
+		case len(users) != 1 || asked == "":
+			return "", badRequest("The spawn hook must name the spawning user once: ?user=NAME.")
+		}
+		return asked, nil
+	}
 	own := ""
 	if id.Kind == "user" {
 		own = id.Name

@@ -17,6 +17,8 @@ const unmatchedRoute = "unmatched"
 type RequestMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// spawnRefused counts requests refused for a wrong spawn secret.
+	spawnRefused prometheus.Counter
 }
 
 // NewRequestMetrics registers the HTTP API's request counter and duration
@@ -30,8 +32,11 @@ func NewRequestMetrics(reg prometheus.Registerer) *RequestMetrics {
 			Name: "tokenkeeper_http_request_duration_seconds", Help: "Duration of requests to tokenkeeper's HTTP API, by route template.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route"}),
+		spawnRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tokenkeeper_spawn_secret_refused_total", Help: "Requests refused because they carried a wrong spawn secret.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.duration)
+	reg.MustRegister(m.requests, m.duration, m.spawnRefused)
 	return m
 }
 
@@ -55,4 +60,12 @@ func (m *RequestMetrics) observe(c *gin.Context) {
 	}
 	m.requests.WithLabelValues(route, strconv.Itoa(c.Writer.Status())).Inc()
 	m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+}
+
+// spawnSecretRefused counts a request refused for a wrong spawn secret; a
+// nil m counts nothing.
+func (m *RequestMetrics) spawnSecretRefused() {
+	if m != nil {
+		m.spawnRefused.Inc()
+	}
 }

@@ -54,10 +54,12 @@ func TestRequestMetrics(t *testing.T) {
 	}{
 		{name: "before any request", want: map[string]map[string]float64{
 			"tokenkeeper_http_request_duration_seconds": durations(0, 0),
+			"tokenkeeper_spawn_secret_refused_total":    {"": 0},
 		}},
 		{name: "one request", requests: []string{prefix + "fresh-token?user=alice"}, want: map[string]map[string]float64{
 			"tokenkeeper_http_requests_total":           {"route=" + prefix + "fresh-token,status=200": 1},
 			"tokenkeeper_http_request_duration_seconds": durations(1, 0),
+			"tokenkeeper_spawn_secret_refused_total":    {"": 0},
 		}},
 		{name: "refused and unmatched", requests: []string{prefix + "fresh-token?user=bob", prefix + "alice-token/alice"}, want: map[string]map[string]float64{
 			"tokenkeeper_http_requests_total": {
@@ -65,6 +67,7 @@ func TestRequestMetrics(t *testing.T) {
 				"route=unmatched,status=404":                 1,
 			},
 			"tokenkeeper_http_request_duration_seconds": durations(1, 1),
+			"tokenkeeper_spawn_secret_refused_total":    {"": 0},
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

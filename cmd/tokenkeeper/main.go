@@ -225,8 +225,8 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 		},
 		Metrics:      promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Requests:     spawnerhook.NewRequestMetrics(reg),
-		AccessScopes: cfg.Hub.AccessScopes, Name: cfg.Hub.Name, Version: version,
-		Logger: log, Now: time.Now,
+		AccessScopes: cfg.Hub.AccessScopes, SpawnSecret: cfg.SpawnSecret.Reveal(),
+		Name: cfg.Hub.Name, Version: version, Logger: log, Now: time.Now,
 	}
 	deps.Status = r.Status
 	deps.ReleaseGuard = r.ReleaseGuard

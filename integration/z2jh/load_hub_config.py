@@ -64,6 +64,11 @@ def lay_out(objects, chart, work):
     return etc
 
 
+def stand_in(ref):
+    """Return the stand-in for a Secret's key: its name and key, padded to the 32 characters a spawn secret needs."""
+    return f"<{ref['name']}/{ref['key']}>".ljust(32, "-")
+
+
 def hub_env(objects):
     """Set the variables the hub container gets that the chart's config reads."""
     os.environ.update({"POD_NAMESPACE": "default", "HUB_SERVICE_PORT": "8081", "PROXY_API_SERVICE_PORT": "8001",
@@ -74,7 +79,7 @@ def hub_env(objects):
             for e in container.get("env", []):
                 if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]:
                     ref = e["valueFrom"]["secretKeyRef"]
-                    os.environ.setdefault(e["name"], f"<{ref['name']}/{ref['key']}>")
+                    os.environ.setdefault(e["name"], stand_in(ref))
 
 
 def plain(value):
@@ -105,7 +110,8 @@ def main(rendered, chart, work):
     secret = {k: base64.b64decode(v).decode() for k, v in objects["Secret"]["hub"]["data"].items()
               if k != "values.yaml"}
     hook = c.Spawner.get("pre_spawn_hook")
-    urls = {"hook_url": getattr(hook, "service_url", None), "notebook_url": getattr(hook, "notebook_url", None)}
+    urls = {"hook_url": getattr(hook, "service_url", None), "notebook_url": getattr(hook, "notebook_url", None),
+            "sends_spawn_secret": getattr(hook, "sends_spawn_secret", None)}
     json.dump({"objects": objects, "secret": secret, "tokenkeeper": urls,
                "config": {section: plain(dict(c[section])) for section in c}}, sys.stdout, indent=1, default=str)
 

@@ -54,7 +54,7 @@ func sidecarEnviron(tk container) map[string]string {
 	for _, e := range tk.Env {
 		v := e.Value
 		if e.ValueFrom != nil {
-			v = map[string]string{"state-key": stateKey}[e.ValueFrom.SecretKeyRef.Key]
+			v = map[string]string{"state-key": stateKey, "spawn-secret": strings.Repeat("s", 43)}[e.ValueFrom.SecretKeyRef.Key]
 			v = cmp.Or(v, "secret-"+e.ValueFrom.SecretKeyRef.Key)
 		}
 		environ[e.Name] = v

@@ -25,10 +25,12 @@ type rendered struct {
 	Objects map[string]map[string]object `json:"objects"`
 	Secret  map[string]string            `json:"secret"`
 	Config  map[string]map[string]any    `json:"config"`
-	// Tokenkeeper holds the URLs of the configured pre-spawn hook.
+	// Tokenkeeper holds the URLs of the configured pre-spawn hook and
+	// whether it sends a spawn secret.
 	Tokenkeeper struct {
-		HookURL     string `json:"hook_url"`
-		NotebookURL string `json:"notebook_url"`
+		HookURL          string `json:"hook_url"`
+		NotebookURL      string `json:"notebook_url"`
+		SendsSpawnSecret bool   `json:"sends_spawn_secret"`
 	} `json:"tokenkeeper"`
 }
 
@@ -387,6 +389,7 @@ func TestSidecarInTheHubPod(t *testing.T) {
 	}
 	for name, key := range map[string]string{
 		"TOKENKEEPER_CLIENT_SECRET": "client-secret", "TOKENKEEPER_STATE_KEY": "state-key",
+		"TOKENKEEPER_SPAWN_SECRET":           "spawn-secret",
 		"TOKENKEEPER_SERVICE_ACCOUNT_SECRET": "sa-secret", "TOKENKEEPER_ADMIN_CLIENT_SECRET": "admin-client-secret",
 	} {
 		if v := e[name]; v.Value != "" || v.ValueFrom == nil || gocmp.Diff(v.ValueFrom.SecretKeyRef, &secretRef{"tokenkeeper", key}) != "" {
@@ -394,8 +397,14 @@ func TestSidecarInTheHubPod(t *testing.T) {
 		}
 	}
 	hub := hubContainer(t, pod)
-	if v := env(hub)["OAUTH_CLIENT_SECRET"]; v.ValueFrom == nil || gocmp.Diff(v.ValueFrom.SecretKeyRef, &secretRef{"tokenkeeper", "client-secret"}) != "" {
-		t.Errorf("hub OAUTH_CLIENT_SECRET = %+v, want Secret tokenkeeper key client-secret", v)
+	for name, key := range map[string]string{"OAUTH_CLIENT_SECRET": "client-secret", "TOKENKEEPER_SPAWN_SECRET": "spawn-secret"} {
+		if v := env(hub)[name]; v.Value != "" || v.ValueFrom == nil || gocmp.Diff(v.ValueFrom.SecretKeyRef, &secretRef{"tokenkeeper", key}) != "" {
+			t.Errorf("hub %s = %+v, want Secret tokenkeeper key %s and no plain value", name, v, key)
+		}
+	}
+	// configure() read the hub's TOKENKEEPER_SPAWN_SECRET and gave it to the hook.
+	if !r.Tokenkeeper.SendsSpawnSecret {
+		t.Error("the pre-spawn hook sends no spawn secret: configure() did not get the hub's TOKENKEEPER_SPAWN_SECRET")
 	}
 }
 
@@ -488,7 +497,7 @@ func TestHubConfigInstallsTheHooks(t *testing.T) {
 		}
 	}
 	oauth := r.Config["GenericOAuthenticator"]
-	if oauth["client_secret"] != "<tokenkeeper/client-secret>" {
+	if oauth["client_secret"] != "<tokenkeeper/client-secret>-----" {
 		t.Errorf("GenericOAuthenticator.client_secret = %v, want the hub's OAUTH_CLIENT_SECRET from Secret tokenkeeper", oauth["client_secret"])
 	}
 	if oauth["token_url"] != "https://keycloak.example.org/realms/jupyter/protocol/openid-connect/token" {

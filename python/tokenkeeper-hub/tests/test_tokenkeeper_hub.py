@@ -47,6 +47,7 @@ class FakeTokenkeeper(web.RequestHandler):
         self.seen.append(SimpleNamespace(
             method=self.request.method, path=self.request.path, query=self.request.query,
             authorization=self.request.headers.get("Authorization"),
+            spawn_secret=self.request.headers.get(tk.SPAWN_SECRET_HEADER),
         ))
         self.set_status(self.status)
         self.finish(json.dumps(self.body))
@@ -244,11 +245,14 @@ def test_configure_by_default_grants_no_one_other_users_tokens():
     assert service["name"] == "tokenkeeper"
     assert "api_token" not in service
     assert "admin" not in service
+    secret = service["environment"].get(tk.SPAWN_SECRET_ENV, "")
+    assert len(secret) >= 32, "a managed service gets a spawn secret made at hub start"
     assert service["environment"] == {
         "TOKENKEEPER_ISSUER_URL": "https://kc.example.org/realms/r",
         "TOKENKEEPER_REVOKE_TOKENS": "false",
         "TOKENKEEPER_STOP_SERVERS": "false",
         "TOKENKEEPER_REFRESH_ADMINS": "false",
+        tk.SPAWN_SECRET_ENV: secret,
     }
     granted = all_granted_scopes(got.roles)
     for scope in (tk.SCOPE_TOKENS, "tokens", "read:tokens", "admin:servers", "servers"):
@@ -275,8 +279,9 @@ def test_configure_installs_the_hooks():
 
     spawner, seen, err, _ = asyncio.run(run_hook(make=make))
     assert err is None
-    assert [(r.path, r.query, r.authorization) for r in seen] == [
-        ("/services/tokenkeeper/fresh-token", "min_valid=300", "token server-token-of-alice")]
+    assert [(r.path, parse_qs(r.query), r.authorization) for r in seen] == [
+        ("/services/tokenkeeper/fresh-token", {"min_valid": ["300"], "user": ["alice"]}, "token server-token-of-alice")]
+    assert len(seen[0].spawn_secret or "") >= 32, "the hook sends the spawn secret configure() made"
     assert spawner.environment["KEYCLOAK_ACCESS_TOKEN"] == ACCESS
 
 

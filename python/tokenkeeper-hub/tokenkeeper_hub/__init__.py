@@ -36,6 +36,8 @@ to keep fresh.
 It works with JupyterHub 5 and 6 and OAuthenticator 17.3 or later.
 """
 
+import os
+import secrets
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from traitlets.config import Config
@@ -43,6 +45,7 @@ from traitlets.config import Config
 from .hooks import (
     CLOCK_LEEWAY,
     RETRY_FOR,
+    SPAWN_SECRET_HEADER,
     TokenkeeperUnreachable,
     chain_post_auth_hooks,
     chain_pre_spawn_hooks,
@@ -69,8 +72,13 @@ from .tokenfiles import DEFAULT_TOKEN_DIR, normalize_token_files, token_file_env
 
 __version__ = "0.1.0"
 
+# SPAWN_SECRET_ENV names the spawn secret in the hub's environment and in
+# tokenkeeper's.
+SPAWN_SECRET_ENV = "TOKENKEEPER_SPAWN_SECRET"
+
 __all__ = [
     "CLOCK_LEEWAY", "CUSTOM_SCOPES", "DEFAULT_TOKEN_DIR", "RETRY_FOR", "SCOPE_GUARD", "SCOPE_SERVICE_ACCOUNT", "SCOPE_TOKENS",
+    "SPAWN_SECRET_ENV", "SPAWN_SECRET_HEADER",
     "TokenkeeperUnreachable", "access_scope", "base_url", "chain_post_auth_hooks", "chain_pre_spawn_hooks",
     "chain_refresh_user_hooks", "check_sidecar", "configure", "install_hook", "make_post_auth_hook",
     "make_pre_spawn_hook", "make_refresh_user_hook", "normalize_token_files", "refresh_expiry",
@@ -81,7 +89,8 @@ __all__ = [
 def configure(c, *, url, command=None, environment=None, api_token=None, name="tokenkeeper",
               hook_url=None, notebook_url=None, env_name="KEYCLOAK_ACCESS_TOKEN", spawn_min_valid=300,
               revoke_tokens=False, stop_servers=False, refresh_admins=False, spawn_requires_token=True,
-              token_files=None, token_dir=DEFAULT_TOKEN_DIR, token_paths_per_user=False, sidecar=None):
+              token_files=None, token_dir=DEFAULT_TOKEN_DIR, token_paths_per_user=False, sidecar=None,
+              spawn_secret=None):
     """Configure JupyterHub ``c`` to run tokenkeeper and use it.
 
     ``url`` is where the hub and its proxy reach the service. With
@@ -108,7 +117,7 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     anyone, starting and stopping every server, and changing roles. Whoever
     holds tokenkeeper's hub token then owns the hub. JupyterHub keeps role
     memberships in its database: turning this off again does not take the
-    role away (see README.md, "Scopes and roles").
+    role away (see docs/configuration.md, "Scopes and roles").
 
     The pre-spawn hook asks the service at ``hook_url`` (default ``url``;
     the hub's own address for the service, such as ``http://127.0.0.1:10101``
@@ -124,6 +133,19 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     ``access:services!service=<name>``: the ``server`` role is extended with
     it (and ``c.Spawner.server_token_scopes``, if set). So is the ``user``
     role, so that users' own tokens may call tokenkeeper too.
+
+    ``spawn_secret`` is what the pre-spawn hook proves itself with: it
+    sends it with the spawning user's name, and tokenkeeper serves that
+    user's access token without a hub lookup of the server's token (those
+    lookups have a small, bounded share of the hub's requests, which callers
+    sending made-up tokens can fill). It grants one thing: a user's own
+    access token from ``fresh-token``. Default: ``TOKENKEEPER_SPAWN_SECRET``
+    of the hub's environment, else, for a managed service, a new random one
+    at each hub start. A managed service gets it as
+    ``TOKENKEEPER_SPAWN_SECRET``; a service without ``command`` (a sidecar)
+    must be given the same value in its own environment (Zero to
+    JupyterHub: both containers read it from one Secret), and gets none made
+    up: without a secret given, the hook asks with the server's token alone.
 
     ``token_files`` asks each server to keep token files fresh (the
     notebook package's Jupyter server extension does), one per token: the
@@ -157,10 +179,12 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     access = access_scope(name)
     if sidecar is not None:
         check_sidecar(base_url(c), sidecar, name)
+    spawn_secret = _spawn_secret(spawn_secret, command, environment)
     _add_service(c, name, url, command, environment, api_token, refresh_admins,
                  {"TOKENKEEPER_REVOKE_TOKENS": ("revoke_tokens", revoke_tokens),
                   "TOKENKEEPER_STOP_SERVERS": ("stop_servers", stop_servers),
-                  "TOKENKEEPER_REFRESH_ADMINS": ("refresh_admins", refresh_admins)})
+                  "TOKENKEEPER_REFRESH_ADMINS": ("refresh_admins", refresh_admins)},
+                 spawn_secret)
     c.JupyterHub.custom_scopes.update(CUSTOM_SCOPES)
     c.JupyterHub.load_roles.extend(service_roles(name, revoke_tokens=revoke_tokens, stop_servers=stop_servers))
     extend_role(c, "server", access)
@@ -172,7 +196,7 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
         service_url, env_name=env_name, notebook_url=notebook_url and _under_prefix(notebook_url, prefix),
         min_valid=spawn_min_valid,
         required=spawn_requires_token, token_files=token_files, token_dir=token_dir,
-        token_paths_per_user=token_paths_per_user,
+        token_paths_per_user=token_paths_per_user, spawn_secret=spawn_secret,
     ), chain_pre_spawn_hooks)
     install_hook(c, "OAuthenticator", "refresh_user_hook", make_refresh_user_hook(refresh_admins),
                  chain_refresh_user_hooks)
@@ -214,8 +238,37 @@ def _under_prefix(url, prefix):
     return urlunsplit((parts.scheme, parts.netloc, prefix, "", ""))
 
 
-def _add_service(c, name, url, command, environment, api_token, refresh_admins, flags):
-    """Add tokenkeeper's service entry to ``c``, or complete the one of that name already there."""
+# MIN_SPAWN_SECRET is the fewest characters tokenkeeper accepts in a spawn secret.
+MIN_SPAWN_SECRET = 32
+
+
+def _spawn_secret(given, command, environment):
+    """Return the spawn secret: ``given``, else the hub's ``TOKENKEEPER_SPAWN_SECRET``, else for a
+    managed service (``command``) a new one, else None.
+
+    A different value in a managed service's ``environment`` is an error, as
+    is one shorter than tokenkeeper accepts.
+    """
+    secret = given or os.environ.get(SPAWN_SECRET_ENV) or (environment or {}).get(SPAWN_SECRET_ENV)
+    if not secret and command:
+        secret = secrets.token_urlsafe(32)
+    if not secret:
+        return None
+    if not isinstance(secret, str) or len(secret) < MIN_SPAWN_SECRET:
+        raise ValueError(f"tokenkeeper: the spawn secret must be a string of at least {MIN_SPAWN_SECRET} characters "
+                         "(say secrets.token_urlsafe(32) or `openssl rand -hex 32`)")
+    theirs = (environment or {}).get(SPAWN_SECRET_ENV)
+    if command and theirs is not None and theirs != secret:
+        raise ValueError(f"tokenkeeper: environment {SPAWN_SECRET_ENV} differs from the spawn secret "
+                         "configure() uses (spawn_secret=, or the hub's environment); set one of them only")
+    return secret
+
+
+def _add_service(c, name, url, command, environment, api_token, refresh_admins, flags, spawn_secret=None):
+    """Add tokenkeeper's service entry to ``c``, or complete the one of that name already there.
+
+    A managed service gets ``spawn_secret`` in its environment.
+    """
     service = next((s for s in configured_entries(c.JupyterHub.services) if s.get("name") == name), None)
     if service is None:
         service = {"name": name}
@@ -229,6 +282,8 @@ def _add_service(c, name, url, command, environment, api_token, refresh_admins, 
         env = {**service.get("environment", {}), **(environment or {})}
         for key, (option, value) in flags.items():
             _bool_env(env, key, option, value)
+        if spawn_secret:
+            env[SPAWN_SECRET_ENV] = spawn_secret
         service.update(command=list(command), environment=env)
     elif environment:
         raise ValueError("tokenkeeper: environment is passed only to a managed service (with command); "

@@ -52,17 +52,22 @@ async def _maybe_await(value):
 def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebook_url=None,
                         min_valid=300, required=True, token_files=None, token_dir=DEFAULT_TOKEN_DIR,
                         token_paths_per_user=False, timeout=20, retry_for=RETRY_FOR, sleep=asyncio.sleep,
-                        clock=time.monotonic):
+                        clock=time.monotonic, spawn_secret=None):
     """Return an async ``pre_spawn_hook`` that puts a fresh access token into the server's environment.
 
     The hook asks tokenkeeper (at ``service_url``, including the service
     prefix) for a token with ``min_valid`` seconds left, authenticating with
     the token JupyterHub has just made for the server being spawned
     (``spawner.api_token``, set before the hook runs). That token can fetch
-    only its own user's token, so the hook never asks by name. It sets
-    ``env_name``, and ``TOKENKEEPER_URL`` tells the server where to ask for
+    only its own user's token. With ``spawn_secret`` (the secret tokenkeeper
+    has as ``TOKENKEEPER_SPAWN_SECRET``) it also sends that secret, in the
+    ``X-Tokenkeeper-Spawn-Secret`` header, with the spawning user's name
+    (``?user=``): tokenkeeper then serves that user's access token without
+    a hub lookup of the server's token, which a flood of made-up tokens
+    would make wait. It sets ``env_name``, and ``TOKENKEEPER_URL`` tells the server where to ask for
     later tokens. The hook's attributes ``service_url`` and ``notebook_url``
-    say where it asks and where servers will ask.
+    say where it asks and where servers will ask, ``sends_spawn_secret``
+    whether it sends a spawn secret.
 
     While tokenkeeper refuses or resets connections (it is being restarted)
     the hook retries with backoff for up to ``retry_for`` seconds. It never
@@ -106,7 +111,8 @@ def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebo
             raise web.HTTPError(500, f"The hub's token_files setting is wrong: {e}") from None
         try:
             answer = await _fetch_token(base, spawner.api_token, min_valid, timeout,
-                                        retry_for=retry_for, sleep=sleep, clock=clock)
+                                        retry_for=retry_for, sleep=sleep, clock=clock,
+                                        user=spawner.user.name, spawn_secret=spawn_secret)
         except Exception as e:
             message = describe_error(e)
             spawner.log.warning("tokenkeeper: no fresh token for %s: %s", spawner.user.name, message)
@@ -129,16 +135,33 @@ def make_pre_spawn_hook(service_url, *, env_name="KEYCLOAK_ACCESS_TOKEN", notebo
     # test of the configuration) to read back.
     pre_spawn_hook.service_url = base
     pre_spawn_hook.notebook_url = notebook_url or base
+    # Whether it proves itself with a spawn secret (the secret itself is not shown).
+    pre_spawn_hook.sends_spawn_secret = bool(spawn_secret)
     return pre_spawn_hook
 
 
-async def _fetch_token(base, server_token, min_valid, timeout, *, retry_for, sleep, clock):
-    """Ask tokenkeeper for the server token's own user's access token; return its answer."""
+# SPAWN_SECRET_HEADER carries the spawn secret to tokenkeeper.
+SPAWN_SECRET_HEADER = "X-Tokenkeeper-Spawn-Secret"
+
+
+async def _fetch_token(base, server_token, min_valid, timeout, *, retry_for, sleep, clock, user=None,
+                       spawn_secret=None):
+    """Ask tokenkeeper for the server token's own user's access token; return its answer.
+
+    With ``spawn_secret`` the request also carries the secret and names
+    ``user``, the server token's user, so that tokenkeeper needs no hub
+    lookup; a tokenkeeper without the secret configured goes by the token.
+    """
     if not server_token:
         raise RuntimeError("the spawner has no API token to ask tokenkeeper with")
+    query = {"min_valid": min_valid}
+    headers = {"Authorization": f"token {server_token}"}
+    if spawn_secret:
+        query["user"] = user
+        headers[SPAWN_SECRET_HEADER] = spawn_secret
     request = HTTPRequest(
-        f"{base}fresh-token?{urlencode({'min_valid': min_valid})}",
-        headers={"Authorization": f"token {server_token}"},
+        f"{base}fresh-token?{urlencode(query)}",
+        headers=headers,
         request_timeout=timeout,
         follow_redirects=False,
     )
@@ -203,7 +226,7 @@ def describe_error(e):
         if 300 <= e.code < 400:
             location = e.response.headers.get("Location", "?")
             return (f"tokenkeeper answered HTTP {e.code} redirecting to {location}; not followed, "
-                    f"since it would carry the server's token there: check the service URL")
+                    f"since it would carry the server's token and the spawn secret there: check the service URL")
         try:
             return json.loads(e.response.body)["message"]
         except Exception:
@@ -327,7 +350,7 @@ def chain_pre_spawn_hooks(theirs, ours):
         await _maybe_await(theirs(spawner))
         await _maybe_await(ours(spawner))
 
-    for attr in ("service_url", "notebook_url"):
+    for attr in ("service_url", "notebook_url", "sends_spawn_secret"):
         if hasattr(ours, attr):
             setattr(pre_spawn_hook, attr, getattr(ours, attr))
     return pre_spawn_hook
