@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.7.0
 VENVS    := venv venv-jh5
 WHEELS   := .cache/wheels
 
-.PHONY: build test preflight unit wheels python-install pytest integration integration-jh6 integration-jh5 it-prepare image image-test z2jh install-stack demo lint fuzz bench soak replay clean clean-stack
+.PHONY: build test preflight unit wheels python-install pytest integration integration-jh6 integration-jh5 it-prepare image image-test z2jh install-stack demo lint fuzz bench soak replay replay-check clean clean-stack
 
 # VERSION is what `tokenkeeper --version` says and the image's tag: the tag at
 # HEAD (v0.1.0), else the last tag and the commits since (v0.1.0-3-gab42c37),
@@ -23,7 +23,7 @@ build:
 
 ## test: vet, unit tests (race detector, fuzz seeds), the Python packages' tests, the image, the Zero to JupyterHub values, then the integration tests on the real stack.
 ## Each phase says how long it took.
-TEST_PHASES := preflight install-stack unit pytest image-test z2jh integration
+TEST_PHASES := preflight install-stack unit replay-check pytest image-test z2jh integration
 test:
 	@for p in $(TEST_PHASES); do start=$$(date +%s); \
 	  $(MAKE) --no-print-directory $$p || { echo "make test: $$p failed after $$(( $$(date +%s) - start )) s" >&2; exit 1; }; \
@@ -165,6 +165,10 @@ SOAK_FLAGS ?=
 soak:
 	TOKENKEEPER_SIM_STEPS=$(SOAK_STEPS) $(GO) test $(SOAK_FLAGS) -count=1 -timeout 0 -run '^TestSimulation$$' -v ./refresh/ \
 	  -sim.seeds=$(SOAK_SEEDS) -sim.first=$(SOAK_FIRST) 2>&1 | grep -v '^=== '; exit $${PIPESTATUS[0]}
+
+## replay-check: the simulation's replay test on its own, without the race detector (make test).
+replay-check:
+	$(GO) test -count=1 -run '^TestSimulationReplays$$' ./refresh/
 
 ## replay: each of four seeds run ten times must give the same simulation trace, line for line.
 REPLAY_STEPS ?= 2500
