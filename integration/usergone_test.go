@@ -90,16 +90,17 @@ func deleteAndWatch(t *testing.T, user string, firstCall bool) {
 	}
 	var list *Gate
 	if firstCall {
-		// Just past 15 s left, the cached token still serves the calls
-		// below, which cache the tokens' identities for 10 s; soon after,
-		// it no longer does.
+		// Just past 15 s left (and the 2 s fresh-token keeps to spare for
+		// the clocks), the cached token still serves the calls below, which
+		// cache the tokens' identities for 10 s; soon after, it no longer
+		// does.
 		err := Poll(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
 			c, ok, err := authClaims(ctx, user)
 			left := time.Until(c.Expiry)
-			return ok && left > 15500*time.Millisecond && left <= 17*time.Second, err
+			return ok && left > 17500*time.Millisecond && left <= 19*time.Second, err
 		})
 		if err != nil {
-			t.Fatalf("%s (%s): the access token never had 15 to 17 s left: %v", user, how, err)
+			t.Fatalf("%s (%s): the access token never had 17.5 to 19 s left: %v", user, how, err)
 		}
 		list = hubProxy.Gate(func(q *GatedRequest) bool { return q.Method == http.MethodGet && q.Path == "/users" })
 		defer list.Close()

@@ -29,6 +29,25 @@ type kcClock struct {
 	known  atomic.Bool
 	mu     sync.Mutex
 	recent []time.Duration // the latest differences seen, at most clockSamples
+	// low is the largest iat minus reading time of the tokens read from
+	// the hub: Keycloak's clock is at least that far ahead of ours (it
+	// made them before they were read). lowSeen says whether there is one.
+	low     time.Duration
+	lowSeen bool
+}
+
+// read notes a token Keycloak issued at iat (its clock), read from the hub
+// at at (ours): before a grant shows the clock, it bounds how far behind
+// ours Keycloak's can be.
+func (c *kcClock) read(iat, at time.Time) {
+	if iat.IsZero() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d := iat.Sub(at); !c.lowSeen || d > c.low {
+		c.low, c.lowSeen = d, true
+	}
 }
 
 // clockSamples is how many differences the estimate looks at.
@@ -69,12 +88,28 @@ func (c *kcClock) apply() {
 func (c *kcClock) now(t time.Time) time.Time { return t.Add(time.Duration(c.offset.Load())) }
 
 // margin is how far past a token time the refresher waits before it calls
-// it passed: expirySkew once Keycloak's clock is known, more before.
+// it passed: expirySkew once Keycloak's clock is known; before, as much
+// more as Keycloak's clock may be behind ours (the tokens read from the hub
+// bound it), at most unknownSkew.
 func (c *kcClock) margin() time.Duration {
 	if c.known.Load() {
 		return expirySkew
 	}
-	return expirySkew + unknownSkew
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.lowSeen {
+		return expirySkew + unknownSkew
+	}
+	return expirySkew + min(max(-c.low, 0), unknownSkew)
+}
+
+// unknown is unknownSkew until a grant has shown Keycloak's clock, then 0:
+// how much sooner a refresh is due, since Keycloak may be that far ahead.
+func (c *kcClock) unknown() time.Duration {
+	if c.known.Load() {
+		return 0
+	}
+	return unknownSkew
 }
 
 // early is how much sooner than its exp a token is taken to expire when it

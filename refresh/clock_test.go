@@ -55,8 +55,8 @@ func TestUnknownClockRefreshesSooner(t *testing.T) {
 	known := f.r
 	unknown := f.newRefresher(t, func(o *Options) { o.KeycloakOffset = nil })
 	st := AuthState{AccessClaims: Claims{IssuedAt: f.now, Expiry: f.now.Add(5 * time.Minute)}, RefreshExpiry: f.now.Add(30 * time.Minute)}
-	if d := known.due("u", st).Sub(unknown.due("u", st)); d != unknownSkew-minSkew {
-		t.Errorf("due with the clock unknown is %s sooner, want %s", d, unknownSkew-minSkew)
+	if d := known.due("u", st).Sub(unknown.due("u", st)); d != unknownSkew {
+		t.Errorf("due with the clock unknown is %s sooner, want %s", d, unknownSkew)
 	}
 	st.AccessClaims.Expiry = f.now.Add(20 * time.Second)
 	if _, err := unknown.current(st, ErrUnavailable); err == nil {
@@ -67,5 +67,56 @@ func TestUnknownClockRefreshesSooner(t *testing.T) {
 	}
 	if unknown.kc.margin() != expirySkew+unknownSkew || known.kc.margin() != expirySkew {
 		t.Errorf("margins = %s unknown, %s known", unknown.kc.margin(), known.kc.margin())
+	}
+}
+
+// TestTokensReadBoundTheMargin: before any grant, a token read from the hub
+// shows Keycloak's clock is at most that far behind ours (it made the token
+// before the read), so an ending waits only that much more than expirySkew.
+func TestTokensReadBoundTheMargin(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		iats []time.Duration // each token's iat, from its read
+		want time.Duration
+	}{
+		{"none read", nil, expirySkew + unknownSkew},
+		{"a token made a second before its read", []time.Duration{-time.Minute, -time.Second}, expirySkew + time.Second},
+		{"Keycloak ahead", []time.Duration{5 * time.Second}, expirySkew},
+		{"only old tokens", []time.Duration{-time.Hour}, expirySkew + unknownSkew},
+	}
+	for _, tt := range tests {
+		var c kcClock
+		for _, d := range tt.iats {
+			c.read(now.Add(d), now)
+		}
+		if got := c.margin(); got != tt.want {
+			t.Errorf("%s: margin = %s, want %s", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestAtSessionMax: a refresh that did not move the refresh token's expiry
+// although time passed is at the session's maximum; one made seconds after
+// the last, or one that moved the expiry with the time, is not.
+func TestAtSessionMax(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tok := func(iat, exp time.Duration) AuthState {
+		return AuthState{AccessClaims: Claims{IssuedAt: now.Add(iat)}, RefreshExpiry: now.Add(exp)}
+	}
+	tests := []struct {
+		name      string
+		st, next  AuthState
+		atMaximum bool
+	}{
+		{"expiry unchanged after 20 s", tok(0, time.Hour), tok(20*time.Second, time.Hour), true},
+		{"expiry moved with the time", tok(0, time.Minute), tok(20*time.Second, time.Minute+20*time.Second), false},
+		{"a second later", tok(0, time.Minute), tok(time.Second, time.Minute+time.Second), false},
+		{"no expiry known", AuthState{}, tok(20*time.Second, time.Hour), false},
+	}
+	for _, tt := range tests {
+		if got := atSessionMax(tt.st, tt.next); got != tt.atMaximum {
+			t.Errorf("%s: atSessionMax = %t, want %t", tt.name, got, tt.atMaximum)
+		}
 	}
 }

@@ -590,7 +590,7 @@ func (r *Refresher) due(name string, st AuthState) time.Time {
 	if !capped {
 		// Until a grant has shown Keycloak's clock, it may be ahead by
 		// unknownSkew: refresh that much sooner.
-		return r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry).Add(-r.kc.early())
+		return r.opts.Schedule.Due(name, st.AccessClaims, st.RefreshExpiry).Add(-r.kc.unknown())
 	}
 	end := st.RefreshExpiry.Add(r.kc.margin())
 	if !st.AccessClaims.Expiry.Before(st.RefreshExpiry) {
@@ -730,6 +730,9 @@ func (r *Refresher) observeState(name string, v updateView, state json.RawMessag
 	v.Now, v.Margin = r.now(), r.kc.margin()
 	v.State = state
 	v.St, v.ParseErr = ParseAuthState(state)
+	if v.ParseErr == nil {
+		r.kc.read(v.St.AccessClaims.IssuedAt, r.opts.Now())
+	}
 	_, v.Fenced = r.fenceOf(name)
 	_, v.FenceMatches = r.fenceFor(name, v.St)
 	u, ok := r.user(name)

@@ -56,13 +56,25 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 	}
 	r.mu.Lock()
 	delete(r.capped, name)
-	if !st.RefreshExpiry.IsZero() && next.RefreshExpiry.Sub(st.RefreshExpiry).Abs() <= time.Second {
+	if atSessionMax(st, next) {
 		r.capped[name] = digest(next.Refresh.Reveal())
 	}
 	r.mu.Unlock()
 	t := r.settle(ctx, name, next, "", name)
 	r.log.Info("refreshed", "user", name, "expires_at", t.Expiry.UTC().Format(time.RFC3339))
 	return t, nil
+}
+
+// atSessionMax reports whether a refresh from st to next no longer moved the
+// refresh token's expiry although time passed: the session is at its SSO
+// maximum. A refresh made seconds after the last one moves it by those
+// seconds only, which says nothing.
+func atSessionMax(st, next AuthState) bool {
+	if st.RefreshExpiry.IsZero() {
+		return false
+	}
+	passed := next.AccessClaims.IssuedAt.Sub(st.AccessClaims.IssuedAt)
+	return passed >= 4*time.Second && next.RefreshExpiry.Sub(st.RefreshExpiry).Abs() <= passed/4
 }
 
 // observeWrite re-reads the user's auth_state before the write-back of the
