@@ -14,7 +14,8 @@ import (
 // ended. The executors (update, writeBack, logoutEnded) only perform the
 // step chosen and observe again. The safety rules are properties of these
 // functions (decide_test.go checks them over every small input):
-//   - a journaled write-back is finished or dropped before anything else;
+//   - a journaled write-back is finished or dropped before anything else,
+//     and dropped when the session it refreshes was logged out;
 //   - no grant while a logout of the session is recorded (a fence) or pending;
 //   - a refresh token whose grants' outcomes are unknown is spent again only
 //     within the realm's Max Reuse;
@@ -138,7 +139,9 @@ const (
 // decideUpdate chooses an update's next step from what it observed.
 func decideUpdate(v updateView) updateStep {
 	if j := v.Journal; j != nil {
-		if j.OpenErr != nil || j.Spent != v.held() {
+		// The journaled tokens refresh the session the hub holds; if a
+		// logout of that session is recorded, they are never written.
+		if j.OpenErr != nil || j.Spent != v.held() || (v.Fenced && v.FenceMatches) {
 			return stepDropJournal
 		}
 		return stepReplay

@@ -86,6 +86,9 @@ func TestDecideUpdateSafety(t *testing.T) {
 		{"a journal entry is replayed only while the hub holds the token its grant spent", func(v updateView, s updateStep) bool {
 			return s != stepReplay || (v.Journal.OpenErr == nil && v.Journal.Spent == v.held())
 		}},
+		{"a logged-out session's journaled tokens are never written", func(v updateView, s updateStep) bool {
+			return s != stepReplay || !(v.Fenced && v.FenceMatches)
+		}},
 		{"no grant while a journal entry is pending", func(v updateView, s updateStep) bool {
 			return !spends(s) || v.Journal == nil
 		}},

@@ -48,6 +48,9 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 		// A back-channel logout arrived during the grant: its tokens are
 		// not written back, and the logout is carried out now.
 		r.log.Info("not written back: the session was logged out during the grant", "user", name)
+		if err := r.dropPending(ctx, name); err != nil {
+			r.log.Error("journal cleanup failed", "user", name, "err", err)
+		}
 		t, _, err := r.carryOutFence(ctx, name, st, false)
 		return t, err
 	}
