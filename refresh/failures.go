@@ -133,7 +133,7 @@ func (r *Refresher) backoff(ctx context.Context, name string, st AuthState, err 
 	if prev := r.users[name]; prev != nil && prev.Status == store.StatusBackoff {
 		failures = prev.Failures + 1
 	}
-	next := Retry(now, failures, retryBy(st, now), r.jitter(name, failures))
+	next := Retry(now, failures, retryBy(st, now, r.opts.Schedule.Margin), r.jitter(name, failures))
 	r.mu.Unlock()
 	r.log.Debug("backed off", "user", name, "failures", failures, "next", next.UTC().Format(time.RFC3339), "err", err)
 	r.put(ctx, store.UserState{
@@ -153,16 +153,17 @@ func (r *Refresher) jitter(name string, attempt int) *rand.Rand {
 
 // retryBy is the last moment a retry for st helps: before its access token
 // expires, while it is still served, and in any case before its refresh
-// token does (less the clock skew allowed), after which no grant can keep
-// the session. A grant whose answer was lost may have moved the session's
-// idle time on; only a grant with the old token, within Max Reuse and
-// before that token's own expiry, recovers it.
-func retryBy(st AuthState, now time.Time) time.Time {
+// token does (less the clock skew allowed and lead, the time a retry takes
+// to be picked up by a sweep and answered: the schedule's margin), after
+// which no grant can keep the session. A grant whose answer was lost may
+// have moved the session's idle time on; only a grant with the old token,
+// within Max Reuse and before that token's own expiry, recovers it.
+func retryBy(st AuthState, now time.Time, lead time.Duration) time.Time {
 	by := st.AccessClaims.Expiry
 	if st.RefreshExpiry.IsZero() {
 		return by
 	}
-	if last := st.RefreshExpiry.Add(-expirySkew); !by.After(now) || last.Before(by) {
+	if last := st.RefreshExpiry.Add(-expirySkew - lead); !by.After(now) || last.Before(by) {
 		by = last
 	}
 	return by
@@ -198,7 +199,7 @@ func (r *Refresher) holdForOperator(ctx context.Context, name string, st AuthSta
 		failures = prev.Failures
 	}
 	r.mu.Unlock()
-	if last := retryBy(st, now).Add(-backoffBase); last.After(now) && due.After(last) {
+	if last := retryBy(st, now, r.opts.Schedule.Margin).Add(-backoffBase); last.After(now) && due.After(last) {
 		due = last
 	}
 	if due.Before(now) {

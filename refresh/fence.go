@@ -152,6 +152,11 @@ func (r *Refresher) tryFence(ctx context.Context, name string) bool {
 		return false
 	}
 	st, err := ParseAuthState(u.AuthState)
+	if f, ok := r.fenceOf(name); ok && errors.Is(err, ErrNoTokens) {
+		// A logout cleared auth_state and stopped before it finished
+		// (decideUpdate's stepFinishLogout): finish it.
+		return r.finishLogout(ctx, name, f.SID, f.Sub, f.Reason) == nil
+	}
 	if err != nil {
 		r.dropFence(ctx, name) // nothing left to log out
 		return false

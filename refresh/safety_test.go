@@ -407,13 +407,13 @@ func TestRetryNeverWaitsPastTheRefreshTokensExpiry(t *testing.T) {
 		f.r.mu.Unlock()
 		f.r.backoff(context.Background(), "alice", st, errors.New("no answer"))
 		u, _ := f.r.user("alice")
-		if last := st.RefreshExpiry.Add(-expirySkew); u.Due.After(last) {
+		if last := st.RefreshExpiry.Add(-expirySkew - f.r.opts.Schedule.Margin); u.Due.After(last) {
 			t.Errorf("failures %d: retry at %s, after the last chance %s", failures+1, u.Due.Sub(now), last.Sub(now))
 		}
 	}
 	st.RefreshExpiry = now.Add(time.Hour)
 	st.AccessClaims.Expiry = now.Add(2 * time.Minute)
-	if got := retryBy(st, now); !got.Equal(st.AccessClaims.Expiry) {
+	if got := retryBy(st, now, 0); !got.Equal(st.AccessClaims.Expiry) {
 		t.Errorf("retryBy with a valid access token = %s, want its expiry", got.Sub(now))
 	}
 }
