@@ -118,17 +118,8 @@ func TestGuardHoldsAcrossHubRestartAndReleaseLogsOutNobodyAlive(t *testing.T) {
 			failedAccessExpiry = maxTime(failedAccessExpiry, tok.Access.Expiry)
 		}
 	}
-	paused := healthBody{Status: "unhealthy", Problems: []healthProblem{{
-		Class:   "logouts_paused",
-		Message: "Logouts are paused: many sessions ended at once. Nobody is logged out until an admin releases the guard.",
-		Users:   len(users),
-	}}}
-	var last healthSample
-	err = Poll(ctx, time.Until(failedAccessExpiry)+time.Minute, 250*time.Millisecond, func() (bool, error) {
-		var err error
-		last, err = healthAt(ctx, stack.ServiceURL()+"health")
-		return err == nil && cmp.Equal(paused, last.Body), err
-	})
+	paused := guardHolding(len(users))
+	last, err := awaitHealth(ctx, paused, time.Until(failedAccessExpiry)+time.Minute)
 	if err != nil {
 		t.Fatalf("health never held all %d users: %v; last %d %+v", len(users), err, last.Status, last.Body)
 	}

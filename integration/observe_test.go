@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/tokenkeeper/tokenkeeper/refresh"
 )
 
@@ -153,6 +155,28 @@ type tokens struct {
 	Access, Refresh refresh.Claims
 	// RefreshToken is the refresh token itself, to tell rotations apart.
 	RefreshToken string
+}
+
+// guardHolding is health while the mass-failure guard holds n users'
+// logouts and nothing else is wrong.
+func guardHolding(n int) healthBody {
+	return healthBody{Status: "unhealthy", Problems: []healthProblem{{
+		Class:   "logouts_paused",
+		Message: "Logouts are paused: many sessions ended at once. Nobody is logged out until an admin releases the guard.",
+		Users:   n,
+	}}}
+}
+
+// awaitHealth polls health every 250 ms, for up to limit, until it is
+// exactly want; it returns the last answer.
+func awaitHealth(ctx context.Context, want healthBody, limit time.Duration) (healthSample, error) {
+	var last healthSample
+	err := Poll(ctx, limit, 250*time.Millisecond, func() (bool, error) {
+		var err error
+		last, err = healthAt(ctx, stack.ServiceURL()+"health")
+		return err == nil && cmp.Equal(want, last.Body), err
+	})
+	return last, err
 }
 
 // awaitLoggedOut polls every every, for up to limit, until none of users'

@@ -271,17 +271,8 @@ func TestRealmWideSessionWipeTripsGuard(t *testing.T) {
 	// Once their logouts are due, the guard holds every one of them: health
 	// counts them. (Without the guard each would be logged out at the
 	// first sweep after their failed access token expired.)
-	paused := healthBody{Status: "unhealthy", Problems: []healthProblem{{
-		Class:   "logouts_paused",
-		Message: "Logouts are paused: many sessions ended at once. Nobody is logged out until an admin releases the guard.",
-		Users:   len(users),
-	}}}
-	var last healthSample
-	err = Poll(ctx, time.Until(failedAccessExpiry)+time.Minute, 250*time.Millisecond, func() (bool, error) {
-		var err error
-		last, err = healthAt(ctx, stack.ServiceURL()+"health")
-		return err == nil && cmp.Equal(paused, last.Body), err
-	})
+	paused := guardHolding(len(users))
+	last, err := awaitHealth(ctx, paused, time.Until(failedAccessExpiry)+time.Minute)
 	if err != nil {
 		t.Errorf("health never held all %d users: %v; last %d %+v", len(users), err, last.Status, last.Body)
 	}

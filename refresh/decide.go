@@ -42,10 +42,9 @@ type journalView struct {
 // and the settings.
 type updateView struct {
 	Now time.Time
-	// Admin is the hub's admin flag; State the auth_state the hub holds,
-	// St its parse and ParseErr why it holds no usable tokens.
+	// Admin is the hub's admin flag; St the parse of the auth_state the
+	// hub holds and ParseErr why it holds no usable tokens.
 	Admin    bool
-	State    json.RawMessage
 	St       AuthState
 	ParseErr error
 	// Journal is the user's journaled write-back, if any.

@@ -728,7 +728,6 @@ func (r *Refresher) observe(ctx context.Context, name string, admin bool, state 
 // observeState completes v for state, the auth_state the hub holds.
 func (r *Refresher) observeState(name string, v updateView, state json.RawMessage, need needFunc) updateView {
 	v.Now, v.Margin = r.now(), r.kc.margin()
-	v.State = state
 	v.St, v.ParseErr = ParseAuthState(state)
 	if v.ParseErr == nil {
 		r.kc.read(v.St.AccessClaims.IssuedAt, r.opts.Now())
