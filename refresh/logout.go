@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
@@ -30,6 +31,9 @@ type LogoutActions struct {
 	// EndSessions, when set, ends all the user's Keycloak sessions, given
 	// their Keycloak user id (the sub claim).
 	EndSessions func(ctx context.Context, sub string) error
+	// EndSession, when set, ends the one Keycloak session a refresh token
+	// belongs to, as the hub's client; LogoutEverywhere uses it.
+	EndSession func(ctx context.Context, refresh config.Secret) error
 }
 
 // Logout logs a user out of JupyterHub at an admin's request: under the
@@ -108,6 +112,7 @@ func (r *Refresher) finishLogout(ctx context.Context, name, sid, sub, reason str
 	r.forget(name)
 	delete(r.unsaved, name)
 	r.mu.Unlock()
+	r.ends.loggedOut(name, r.now())
 	done, errs := r.logoutActions(ctx, name, sub)
 	u := r.setUser(store.UserState{Name: name, Status: store.StatusEnded, Reason: reason, Due: r.now().Add(r.opts.Recheck)})
 	if err := errors.Join(errs...); err != nil {

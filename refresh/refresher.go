@@ -171,6 +171,7 @@ type Refresher struct {
 	abort    context.CancelFunc // ends halt
 	stopOnce sync.Once
 	catching chan struct{} // holds one token during a back-channel catch-up
+	ends     logoutWatch   // logouts, for the servers' token-file keepers waiting on them (view.go)
 	stopErr  error
 
 	mu          sync.Mutex // guards the fields below

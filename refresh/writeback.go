@@ -199,6 +199,7 @@ func (r *Refresher) settle(ctx context.Context, name string, st AuthState, reaso
 		Due:           r.due(name, st),
 		AccessExpiry:  st.AccessClaims.Expiry,
 		RefreshExpiry: st.RefreshExpiry,
+		Issued:        st.AccessClaims.IssuedAt,
 	}
 	if !r.kept(name) && !st.RefreshExpiry.IsZero() {
 		// Idle: not refreshed, only looked at again once the session's
@@ -305,13 +306,17 @@ func (r *Refresher) put(ctx context.Context, u store.UserState) {
 
 // setUser updates the in-memory schedule and returns u as stored: what the
 // hub's user list said of the user (Kept, Activity) is carried over, since
-// only sync changes it.
+// only sync changes it, and so is the last refresh (Issued) unless u has
+// newer tokens.
 func (r *Refresher) setUser(u store.UserState) store.UserState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	u.Kept, u.Activity = true, ""
 	if prev := r.users[u.Name]; prev != nil {
 		u.Kept, u.Activity = prev.Kept, prev.Activity
+		if u.Issued.IsZero() {
+			u.Issued = prev.Issued
+		}
 	}
 	r.users[u.Name] = &u
 	return u

@@ -59,6 +59,18 @@ type Deps struct {
 	// in SpawnSecretHeader to fetch the spawning user's access token
 	// without a hub lookup of its token (see spawnHook).
 	SpawnSecret string
+	// WaitLogout waits until a user is logged out after since, or wait
+	// passes (session-end); nil disables the endpoint.
+	WaitLogout func(ctx context.Context, user string, since time.Time, wait time.Duration) (bool, time.Time)
+	// TokenFiles records the token files servers report (token-files); nil
+	// disables the endpoint.
+	TokenFiles *TokenFiles
+	// Shutdown ends when tokenkeeper stops: requests waiting in
+	// session-end answer then.
+	Shutdown context.Context
+	// Page adds the service page's routes (package sessionpage) to the
+	// prefix's group; browsers asking for the prefix root are sent to it.
+	Page func(g *gin.RouterGroup)
 	// Name and Version describe the service at the prefix root.
 	Name, Version string
 	Logger        *slog.Logger
@@ -68,7 +80,8 @@ type Deps struct {
 
 type handler struct {
 	Deps
-	log *slog.Logger
+	log    *slog.Logger
+	prefix string
 }
 
 // NewHandler returns tokenkeeper's HTTP API mounted under prefix (which starts
@@ -82,7 +95,7 @@ func NewHandler(prefix string, d Deps) http.Handler {
 		e.Use(d.Requests.observe)
 	}
 	e.Use(gin.Recovery())
-	h := &handler{Deps: d, log: d.Logger}
+	h := &handler{Deps: d, log: d.Logger, prefix: prefix}
 	routes(e.Group(strings.TrimSuffix(prefix, "/")), h)
 	if d.Requests != nil {
 		d.Requests.start(e.Routes())
@@ -117,6 +130,15 @@ func routes(g *gin.RouterGroup, h *handler) {
 	}
 	if h.ReleaseGuard != nil {
 		auth.POST("/guard/release", h.releaseGuard)
+	}
+	if h.TokenFiles != nil {
+		auth.PUT("/token-files", h.reportTokenFiles)
+	}
+	if h.WaitLogout != nil {
+		auth.GET("/session-end", h.sessionEnd)
+	}
+	if h.Page != nil {
+		h.Page(g)
 	}
 }
 
@@ -190,7 +212,14 @@ func caller(c *gin.Context) hubclient.Identity {
 	return id.(hubclient.Identity)
 }
 
+// info describes the service; a browser (asking for HTML) is sent to the
+// service page instead, when there is one.
 func (h *handler) info(c *gin.Context) {
+	if h.Page != nil && strings.Contains(c.GetHeader("Accept"), "text/html") {
+		c.Header("Cache-Control", "no-store")
+		c.Redirect(http.StatusFound, h.prefix+"ui/")
+		return
+	}
 	c.JSON(http.StatusOK, gin.H{"name": h.Name, "version": h.Version})
 }
 

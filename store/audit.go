@@ -40,6 +40,10 @@ func (s *Store) Logouts(ctx context.Context) ([]Logout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("logouts: %w", err)
 	}
+	return scanLogouts(rows)
+}
+
+func scanLogouts(rows *sql.Rows) ([]Logout, error) {
 	defer rows.Close()
 	var out []Logout
 	for rows.Next() {
@@ -52,6 +56,15 @@ func (s *Store) Logouts(ctx context.Context) ([]Logout, error) {
 		out = append(out, l)
 	}
 	return out, rows.Err()
+}
+
+// RecentLogouts returns at most limit audit records, newest first.
+func (s *Store) RecentLogouts(ctx context.Context, limit int) ([]Logout, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, at, reason, actions FROM logouts ORDER BY id DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("recent logouts: %w", err)
+	}
+	return scanLogouts(rows)
 }
 
 // Retention says how long rows that only matter for a while are kept.

@@ -76,6 +76,9 @@ var migrations = []string{
 		created INTEGER NOT NULL,
 		PRIMARY KEY (name, sid)
 	);`,
+	// 4: when the access token the hub holds was issued (its iat): the
+	// last refresh, as the service page shows it.
+	`ALTER TABLE users ADD COLUMN issued INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // SchemaVersion is the schema version Open migrates to.

@@ -60,6 +60,9 @@ type UserState struct {
 	// their last_activity, which a login moves.
 	Kept     bool
 	Activity string
+	// Issued is when the access token the hub holds was issued (its iat,
+	// on Keycloak's clock): the last refresh, or the login.
+	Issued time.Time
 }
 
 // Digest identifies a refresh token without keeping it (SHA-256).
@@ -119,7 +122,7 @@ func (s *Store) Close() error { return s.db.Close() }
 // Users returns every stored user state.
 func (s *Store) Users(ctx context.Context) ([]UserState, error) {
 	rows, err := s.db.QueryContext(ctx,
-		`SELECT name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected, kept, activity FROM users`)
+		`SELECT name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected, kept, activity, issued FROM users`)
 	if err != nil {
 		return nil, fmt.Errorf("load users: %w", err)
 	}
@@ -127,12 +130,12 @@ func (s *Store) Users(ctx context.Context) ([]UserState, error) {
 	var out []UserState
 	for rows.Next() {
 		var u UserState
-		var due, aexp, rexp int64
+		var due, aexp, rexp, issued int64
 		var ended []byte
-		if err := rows.Scan(&u.Name, &due, &aexp, &rexp, &u.Failures, &u.Status, &u.Reason, &ended, &u.EndExpected, &u.Kept, &u.Activity); err != nil {
+		if err := rows.Scan(&u.Name, &due, &aexp, &rexp, &u.Failures, &u.Status, &u.Reason, &ended, &u.EndExpected, &u.Kept, &u.Activity, &issued); err != nil {
 			return nil, fmt.Errorf("load users: %w", err)
 		}
-		u.Due, u.AccessExpiry, u.RefreshExpiry = fromMillis(due), fromMillis(aexp), fromMillis(rexp)
+		u.Due, u.AccessExpiry, u.RefreshExpiry, u.Issued = fromMillis(due), fromMillis(aexp), fromMillis(rexp), fromMillis(issued)
 		copy(u.EndedOn[:], ended)
 		out = append(out, u)
 	}
@@ -214,10 +217,10 @@ func (c Change) putUser(ctx context.Context, tx *sql.Tx) error {
 		ended = u.EndedOn[:]
 	}
 	_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO users
-		(name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected, kept, activity)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected, kept, activity, issued)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		u.Name, millis(u.Due), millis(u.AccessExpiry), millis(u.RefreshExpiry), u.Failures, u.Status, u.Reason, ended,
-		u.EndExpected, u.Kept, u.Activity)
+		u.EndExpected, u.Kept, u.Activity, millis(u.Issued))
 	if err != nil {
 		return fmt.Errorf("save user %q: %w", u.Name, err)
 	}
