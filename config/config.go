@@ -41,7 +41,21 @@ type Hub struct {
 	// AccessScopes are the scopes that grant access to this service
 	// (JUPYTERHUB_OAUTH_ACCESS_SCOPES); a caller needs one of them.
 	AccessScopes []string
+	// BaseURL is JUPYTERHUB_BASE_URL, the hub's base URL ("/" unless
+	// configured); the hub's own pages are under BaseURL + "hub/".
+	BaseURL string
+	// ClientID is JUPYTERHUB_CLIENT_ID, the service's OAuth client at the
+	// hub (service-NAME unless the hub says otherwise); its secret is
+	// APIToken. The service page logs people in through it.
+	ClientID string
+	// OAuthCallbackURL is JUPYTERHUB_OAUTH_CALLBACK_URL, where the hub
+	// sends the browser back with the code (Prefix + "oauth_callback"
+	// unless the hub says otherwise).
+	OAuthCallbackURL string
 }
+
+// HubPrefix is the path of the hub's own pages, e.g. /hub/ or /jhub/hub/.
+func (h Hub) HubPrefix() string { return h.BaseURL + "hub/" }
 
 // Config is tokenkeeper's complete configuration.
 type Config struct {

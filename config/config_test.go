@@ -66,6 +66,8 @@ func TestLoadDefaults(t *testing.T) {
 	want.StateKey = stateKeyBase64
 	want.Hub.APIToken = "hub-api-token"
 	want.Hub.AccessScopes = []string{"access:services", "access:services!service=tokenkeeper"}
+	want.Hub.BaseURL, want.Hub.ClientID = "/", "service-tokenkeeper"
+	want.Hub.OAuthCallbackURL = "/services/tokenkeeper/oauth_callback"
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Errorf("Load(nil) mismatch (-want +got):\n%s", diff)
 	}
@@ -249,14 +251,20 @@ func TestLoadHubEnvironment(t *testing.T) {
 	env["JUPYTERHUB_SERVICE_URL"] = "http://127.0.0.1:18023"
 	env["JUPYTERHUB_SERVICE_PREFIX"] = "/services/keeper/"
 	env["JUPYTERHUB_SERVICE_NAME"] = "keeper"
+	env["JUPYTERHUB_BASE_URL"] = "/jhub/"
+	env["JUPYTERHUB_CLIENT_ID"] = "service-keeper-x"
+	env["JUPYTERHUB_OAUTH_CALLBACK_URL"] = "/services/keeper/callback"
 	c := mustLoad(t, nil, env)
 	want := Hub{
-		APIURL:       "https://hub.internal:8081/hub/api",
-		APIToken:     "hub-api-token",
-		ServiceURL:   "http://127.0.0.1:18023",
-		Prefix:       "/services/keeper/",
-		Name:         "keeper",
-		AccessScopes: []string{"access:services", "access:services!service=keeper"},
+		APIURL:           "https://hub.internal:8081/hub/api",
+		APIToken:         "hub-api-token",
+		ServiceURL:       "http://127.0.0.1:18023",
+		Prefix:           "/services/keeper/",
+		Name:             "keeper",
+		AccessScopes:     []string{"access:services", "access:services!service=keeper"},
+		BaseURL:          "/jhub/",
+		ClientID:         "service-keeper-x",
+		OAuthCallbackURL: "/services/keeper/callback",
 	}
 	if diff := cmp.Diff(want, c.Hub); diff != "" {
 		t.Errorf("Load: Hub mismatch (-want +got):\n%s", diff)

@@ -361,11 +361,13 @@ func ServicePrefix(getenv func(string) string) string {
 // would set them.
 func loadHubEnv(c *Config, getenv func(string) string) error {
 	setString(&c.Hub.Name, getenv("JUPYTERHUB_SERVICE_NAME"))
+	c.Hub.BaseURL = "/"
 	if base := getenv("JUPYTERHUB_BASE_URL"); base != "" {
 		base = strings.Trim(base, "/") + "/"
 		if base != "/" {
 			base = "/" + base
 		}
+		c.Hub.BaseURL = base
 		c.Hub.Prefix = base + "services/" + url.PathEscape(c.Hub.Name) + "/"
 		c.Hub.APIURL = "http://127.0.0.1:8081" + base + "hub/api"
 	}
@@ -373,6 +375,8 @@ func loadHubEnv(c *Config, getenv func(string) string) error {
 	c.Hub.APIToken = Secret(getenv("JUPYTERHUB_API_TOKEN"))
 	setString(&c.Hub.ServiceURL, getenv("JUPYTERHUB_SERVICE_URL"))
 	setString(&c.Hub.Prefix, getenv("JUPYTERHUB_SERVICE_PREFIX"))
+	c.Hub.ClientID = firstNonEmpty(getenv("JUPYTERHUB_CLIENT_ID"), "service-"+c.Hub.Name)
+	c.Hub.OAuthCallbackURL = firstNonEmpty(getenv("JUPYTERHUB_OAUTH_CALLBACK_URL"), c.Hub.Prefix+"oauth_callback")
 	c.Hub.AccessScopes = []string{"access:services", "access:services!service=" + c.Hub.Name}
 	if s := getenv("JUPYTERHUB_OAUTH_ACCESS_SCOPES"); s != "" {
 		if err := json.Unmarshal([]byte(s), &c.Hub.AccessScopes); err != nil {
