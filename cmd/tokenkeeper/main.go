@@ -212,6 +212,7 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	if admin != nil && cfg.EndKeycloakSessions {
 		opts.Actions.EndSessions = admin.LogoutUser
 	}
+	opts.Actions.EndSession = kc.EndSession
 	opts.Metrics = refresh.NewMetrics(reg)
 	r, err := refresh.New(ctx, hub, hub, kc.Refresh, db, opts)
 	if err != nil {
@@ -230,6 +231,7 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	}
 	deps.Status = r.Status
 	deps.ReleaseGuard = r.ReleaseGuard
+	deps.TokenFiles, deps.WaitLogout, deps.Shutdown = spawnerhook.NewTokenFiles(), r.WaitLogout, ctx
 	if sa != nil {
 		exchange := kc.As(cfg.ServiceAccountClientID, cfg.ServiceAccountSecret).Exchange
 		deps.ServiceToken = serviceaccount.NewHandout(sa, exchange, cfg.ServiceTokenAudiences, time.Now).Token
