@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -29,7 +30,11 @@ func everyRoute(t *testing.T) map[string]bool {
 		Metrics:      http.NotFoundHandler(),
 		Status:       func(context.Context, string) (refresh.UserStatus, error) { return refresh.UserStatus{}, nil },
 		ReleaseGuard: func(context.Context) error { return nil },
-		Logger:       slog.New(slog.DiscardHandler),
+		TokenFiles:   NewTokenFiles(),
+		WaitLogout: func(context.Context, string, time.Time, time.Duration) (bool, time.Time) {
+			return false, time.Time{}
+		},
+		Logger: slog.New(slog.DiscardHandler),
 	}
 	e, ok := NewHandler(prefix, d).(*gin.Engine)
 	if !ok {
