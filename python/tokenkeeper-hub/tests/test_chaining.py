@@ -232,13 +232,17 @@ def test_this_jupyterhub_is_detected():
 # --- a service that runs outside the hub (sidecar) ------------------------------------------
 
 
+# PAGE is what configure() adds to the entry for tokenkeeper's page (see test_page.py).
+PAGE = {"display": True, "oauth_no_confirm": True, "oauth_client_allowed_scopes": [tk.SCOPE_SESSIONS, tk.SCOPE_GUARD]}
+
+
 def test_an_existing_service_entry_is_completed_not_duplicated():
     c = Config()
     c.JupyterHub.services = [{"name": "tokenkeeper", "api_token": "from-the-chart"}]
     tk.configure(c, url="http://hub:10101", hook_url="http://127.0.0.1:10101",
                  notebook_url="http://proxy-public/services/tokenkeeper/")
     assert c.JupyterHub.services == [{"name": "tokenkeeper", "api_token": "from-the-chart",
-                                      "url": "http://hub:10101"}]
+                                      "url": "http://hub:10101", **PAGE}]
 
 
 def test_an_external_service_needs_a_token():
@@ -247,7 +251,7 @@ def test_an_external_service_needs_a_token():
     c = Config()
     tk.configure(c, url="http://hub:10101", api_token="t0k3n-from-somewhere")
     assert c.JupyterHub.services.to_dict()["extend"] == [
-        {"name": "tokenkeeper", "url": "http://hub:10101", "api_token": "t0k3n-from-somewhere"}]
+        {"name": "tokenkeeper", "url": "http://hub:10101", "api_token": "t0k3n-from-somewhere", **PAGE}]
 
 
 def test_an_external_service_takes_no_environment():

@@ -31,7 +31,9 @@ spends non-admin users' refresh tokens (two refreshers racing on one refresh
 token end the Keycloak session when refresh-token rotation is on), and a
 ``post_auth_hook`` that refuses a login without a refresh token. With
 ``token_files`` the pre-spawn hook also tells each server which token files
-to keep fresh.
+to keep fresh. The service's page is listed in the hub's Services menu;
+who may see every user's session there is up to the admin
+(:func:`page_admin_role`).
 
 It works with JupyterHub 5 and 6 and OAuthenticator 17.3 or later.
 """
@@ -58,13 +60,16 @@ from .hooks import (
 )
 from .roles import (
     CUSTOM_SCOPES,
+    PAGE_SCOPES,
     SCOPE_GUARD,
     SCOPE_SERVICE_ACCOUNT,
+    SCOPE_SESSIONS,
     SCOPE_TOKENS,
     access_scope,
     configured_entries,
     extend_role,
     extend_server_token_scopes,
+    page_admin_role,
     service_roles,
 )
 from .sidecar import check_sidecar, sidecar_problems
@@ -77,11 +82,11 @@ __version__ = "0.1.0"
 SPAWN_SECRET_ENV = "TOKENKEEPER_SPAWN_SECRET"
 
 __all__ = [
-    "CLOCK_LEEWAY", "CUSTOM_SCOPES", "DEFAULT_TOKEN_DIR", "RETRY_FOR", "SCOPE_GUARD", "SCOPE_SERVICE_ACCOUNT", "SCOPE_TOKENS",
-    "SPAWN_SECRET_ENV", "SPAWN_SECRET_HEADER",
+    "CLOCK_LEEWAY", "CUSTOM_SCOPES", "DEFAULT_TOKEN_DIR", "PAGE_SCOPES", "RETRY_FOR", "SCOPE_GUARD",
+    "SCOPE_SERVICE_ACCOUNT", "SCOPE_SESSIONS", "SCOPE_TOKENS", "SPAWN_SECRET_ENV", "SPAWN_SECRET_HEADER",
     "TokenkeeperUnreachable", "access_scope", "base_url", "chain_post_auth_hooks", "chain_pre_spawn_hooks",
     "chain_refresh_user_hooks", "check_sidecar", "configure", "install_hook", "make_post_auth_hook",
-    "make_pre_spawn_hook", "make_refresh_user_hook", "normalize_token_files", "refresh_expiry",
+    "make_pre_spawn_hook", "make_refresh_user_hook", "normalize_token_files", "page_admin_role", "refresh_expiry",
     "refresh_user_hook", "service_prefix", "service_roles", "sidecar_problems", "token_file_environment",
 ]
 
@@ -102,6 +107,14 @@ def configure(c, *, url, command=None, environment=None, api_token=None, name="t
     service entry of the same ``name`` already configured (as Zero to
     JupyterHub's ``hub.services`` makes). An entry of that name already
     configured is completed, not duplicated.
+
+    The entry lists tokenkeeper's page in the hub's Services menu
+    (``display``), without a confirmation page at log-in
+    (``oauth_no_confirm``), and lets the hub OAuth tokens of the page carry
+    :data:`SCOPE_SESSIONS` and :data:`SCOPE_GUARD` for users who hold them
+    (``oauth_client_allowed_scopes``); nobody holds them by default: grant
+    them on purpose, say with :func:`page_admin_role`. ``display`` and
+    ``oauth_no_confirm`` already in the entry are kept.
 
     ``revoke_tokens``, ``stop_servers`` and ``refresh_admins`` set both the
     service's role and, for a managed service, its
@@ -276,6 +289,7 @@ def _add_service(c, name, url, command, environment, api_token, refresh_admins, 
     if service.get("url", url) != url:
         raise ValueError(f"tokenkeeper: service {name!r} is already configured with url {service['url']!r}, not {url!r}")
     service["url"] = url
+    _add_page(service)
     if api_token:
         service["api_token"] = api_token
     if command:
@@ -297,6 +311,24 @@ def _add_service(c, name, url, command, environment, api_token, refresh_admins, 
         # the role's user list exactly c.Authenticator.admin_users, dropping
         # admins made in the admin page.)
         service["admin"] = True
+
+
+def _add_page(service):
+    """Let the service entry be tokenkeeper's page: listed in the hub's Services menu, a hub OAuth
+    client whose tokens may carry :data:`PAGE_SCOPES`, without a confirmation page.
+
+    JupyterHub gives a user's token only the scopes of ``PAGE_SCOPES`` the
+    user holds and leaves out the rest (logging a warning), so a user
+    holding neither gets a token that identifies them and nothing more.
+    It shows a service's users a page asking them to confirm its access
+    unless the service has ``oauth_no_confirm`` (or the user confirmed those
+    scopes before): tokenkeeper is the admin's own service. An admin's own
+    ``display`` or ``oauth_no_confirm`` in the entry is kept.
+    """
+    service.setdefault("display", True)
+    service.setdefault("oauth_no_confirm", True)
+    allowed = list(service.get("oauth_client_allowed_scopes") or [])
+    service["oauth_client_allowed_scopes"] = allowed + [s for s in PAGE_SCOPES if s not in allowed]
 
 
 def install_hook(c, base, name, ours, chain):

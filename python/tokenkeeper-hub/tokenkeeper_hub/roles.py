@@ -13,6 +13,12 @@ SCOPE_SERVICE_ACCOUNT = "custom:tokenkeeper:service-account"
 # logs out the users it holds. Nothing is granted it by default: give it, on
 # purpose, to the people who check that Keycloak really ended those sessions.
 SCOPE_GUARD = "custom:tokenkeeper:guard"
+# SCOPE_SESSIONS lets a token see every user's session on tokenkeeper's page,
+# refresh it and log the user out everywhere (filtered, ``!user=NAME``, for
+# that one user). Nothing is granted it by default, hub admins included:
+# being an admin of the hub is not the same as being trusted with every
+# user's Keycloak session; give it on purpose (see page_admin_role).
+SCOPE_SESSIONS = "custom:tokenkeeper:sessions"
 
 CUSTOM_SCOPES = {
     SCOPE_TOKENS: {
@@ -24,7 +30,16 @@ CUSTOM_SCOPES = {
     SCOPE_GUARD: {
         "description": "Release tokenkeeper's mass-failure guard: log out the users it holds.",
     },
+    SCOPE_SESSIONS: {
+        "description": "Read every user's session on tokenkeeper's page, refresh it, and log the user "
+                       "out everywhere.",
+    },
 }
+
+# PAGE_SCOPES are the scopes a hub OAuth token for tokenkeeper's page may
+# carry besides identifying its user: the hub issues them to a user who
+# holds them and leaves out those the user does not hold.
+PAGE_SCOPES = [SCOPE_SESSIONS, SCOPE_GUARD]
 
 
 def access_scope(name="tokenkeeper"):
@@ -62,6 +77,38 @@ def service_roles(name="tokenkeeper", *, revoke_tokens=False, stop_servers=False
         "scopes": scopes,
         "services": [name],
     }]
+
+
+def page_admin_role(name="tokenkeeper-page-admins", *, users=(), groups=(), release_guard=False,
+                    service="tokenkeeper"):
+    """Return a role for the people who look after every user's session on tokenkeeper's page.
+
+    It grants :data:`SCOPE_SESSIONS` (every user's view, "refresh now" and
+    "log out everywhere" for any user), :data:`SCOPE_GUARD` too with
+    ``release_guard`` (release the mass-failure guard), and access to the
+    service ``service``. :func:`tokenkeeper_hub.configure` grants none of
+    this: add the role on purpose, after ``configure``::
+
+        c.JupyterHub.load_roles.append(tokenkeeper_hub.page_admin_role(users=["carol"], groups=["ops"]))
+
+    ``users`` and ``groups`` are the role's members. JupyterHub makes the
+    members of a role in ``load_roles`` exactly those listed, at every hub
+    start; left empty, the role names none, and members assigned through
+    the hub's API stay.
+    """
+    scopes = [SCOPE_SESSIONS, *([SCOPE_GUARD] if release_guard else []), access_scope(service)]
+    role = {
+        "name": name,
+        "description": "tokenkeeper: every user's session on tokenkeeper's page"
+                       + (", and the guard's release" if release_guard else ""),
+        "scopes": scopes,
+    }
+    for kind, members in (("users", users), ("groups", groups)):
+        if isinstance(members, str):
+            raise TypeError(f"tokenkeeper: page_admin_role's {kind} is a list of names, not the string {members!r}")
+        if members:
+            role[kind] = list(members)
+    return role
 
 
 def _has_extra_user_scopes():

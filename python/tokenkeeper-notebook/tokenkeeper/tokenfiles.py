@@ -50,7 +50,18 @@ own:
 - the files are removed when the keeper stops (with the server), from the
   directories it checked and wrote to, even if their paths now lead
   elsewhere; files left at those paths by an earlier server are removed
-  when it starts.
+  when it starts;
+- the keeper tells tokenkeeper which files the server keeps (their names,
+  modes and when they were written, never what they hold) whenever that
+  changes: after a write, after a removal, and when it stops
+  (:func:`tokenkeeper.keeperapi.report_files`; a report that fails is
+  logged at debug level and changes nothing else);
+- a second thread waits on tokenkeeper's ``session-end`` (a long poll, up
+  to five minutes each) and removes every file as soon as tokenkeeper says
+  the user was logged out, however that happened, rather than at the
+  files' next refresh; after a failure it waits as the files do (capped at
+  ten minutes for 401, 403, 409 and 503, a minute otherwise). A
+  tokenkeeper without ``session-end`` (404) is not asked again.
 """
 
 import errno
@@ -66,6 +77,7 @@ import threading
 import time
 
 from . import RETRY_FOR, LoginRequired, TokenkeeperError, _claim, fresh_token
+from .keeperapi import EndpointMissing, file_entry, report_files, session_end
 
 __all__ = [
     "FORMATS", "PATH_PREFIX", "SPEC_VARIABLE", "Keeper", "SpecError", "TokenFile", "UnsafeDirectory",
@@ -98,6 +110,22 @@ WAIT_MAX = 600
 # FIRST_MIN_VALID is what a file's first request asks for, in seconds; later
 # requests ask for half the lifetime of the file's last token.
 FIRST_MIN_VALID = 60
+
+# SESSION_END_WAIT is how long, in seconds, each session-end request asks
+# tokenkeeper to wait for a logout, and SESSION_END_SLACK how much longer
+# its socket waits for the answer. SESSION_END_EVERY is the least time
+# between two asks: a tokenkeeper that answers at once is not asked in a
+# tight loop.
+SESSION_END_WAIT, SESSION_END_SLACK, SESSION_END_EVERY = 300, 30, 5
+
+# REPORT_TIMEOUT bounds, in seconds, a report of the server's files, and
+# STOP_REPORT_TIMEOUT the last one, sent while the server shuts down.
+REPORT_TIMEOUT, STOP_REPORT_TIMEOUT = 10, 2
+
+# WATCHER_JOIN is how long, in seconds, stop waits for the session-end
+# thread; a request in flight is left to end with the process (the thread
+# is a daemon, and an answer after stop changes nothing).
+WATCHER_JOIN = 0.5
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z")
 _KEYS = {"path", "format", "audience", "idp"}
@@ -319,6 +347,24 @@ class _Stopped(Exception):
     """The keeper is stopping."""
 
 
+class _Superseded(Exception):
+    """The user's session ended while a file's token was being fetched: the token is not written."""
+
+
+def _backoff(failures, jitter, cap=RETRY_MAX, retry_after=None):
+    """Return the wait after ``failures`` failures in a row, in seconds.
+
+    It is RETRY_FIRST doubling with each failure up to ``cap``, less the
+    part ``jitter`` (in [0, 1)) of its half, and at least ``retry_after``
+    (up to ``cap``) when tokenkeeper asked for it.
+    """
+    full = min(cap, RETRY_FIRST * 2 ** min(failures, 32))
+    wait = full * (1 - jitter / 2)
+    if retry_after is not None:
+        wait = max(wait, min(retry_after, cap))
+    return wait
+
+
 class _State:
     """What the keeper knows of one file."""
 
@@ -338,16 +384,10 @@ class _State:
     def retry_later(self, now, jitter, cap=RETRY_MAX, retry_after=None):
         """Schedule a retry after the backoff (never after the file's token expires) and lengthen it.
 
-        The wait is RETRY_FIRST doubling with each failure in a row up to
-        ``cap``, less the part ``jitter(failures)`` (in [0, 1)) of its half,
-        and at least ``retry_after`` (up to ``cap``) when tokenkeeper asked
-        for it.
+        The wait is :func:`_backoff`'s after this file's failures in a row,
+        with ``jitter(failures)`` its random part.
         """
-        full = min(cap, RETRY_FIRST * 2 ** min(self.failures, 32))
-        wait = full * (1 - jitter(self.failures) / 2)
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, cap))
-        self.next_at = now + wait
+        self.next_at = now + _backoff(self.failures, jitter(self.failures), cap, retry_after)
         if self.expires is not None:
             self.next_at = min(self.next_at, self.expires)
         self.failures += 1
@@ -357,41 +397,60 @@ class Keeper:
     """Keeps token files fresh from tokenkeeper (see the module's documentation).
 
     ``url`` and ``hub_token`` are tokenkeeper's URL and the server's hub
-    token (default ``TOKENKEEPER_URL`` and ``JUPYTERHUB_API_TOKEN``). ``now``
-    is the wall clock that schedules refreshes; ``clock`` and ``sleep`` pace
-    the retries while tokenkeeper refuses connections (default: a sleep that
-    :meth:`stop` ends). ``random`` returns a number in [0, 1) (default
-    :func:`random.random`); it is drawn once per length of a failure streak,
-    so the keeper's files wait alike and servers differ. :meth:`start` runs
-    it in a thread; tests call :meth:`step`.
+    token (default ``TOKENKEEPER_URL`` and ``JUPYTERHUB_API_TOKEN``), and
+    ``server_name`` the server's name in reports ("" for the user's default
+    server; default ``JUPYTERHUB_SERVER_NAME``). ``now`` is the wall clock
+    that schedules refreshes; ``clock`` and ``sleep`` pace the retries
+    while tokenkeeper refuses connections and the asks for the end of the
+    session (default: a sleep that :meth:`stop` ends). ``random`` returns a
+    number in [0, 1) (default :func:`random.random`); it is drawn once per
+    length of a failure streak, so the keeper's files wait alike and
+    servers differ. :meth:`start` runs it in two threads, one refreshing,
+    one waiting for the end of the session; tests call :meth:`step` and
+    :meth:`watch`.
     """
 
     def __init__(self, files, url=None, hub_token=None, *, now=time.time, clock=time.monotonic, sleep=None,
-                 timeout=30, log=None, random=random.random):
+                 timeout=30, log=None, random=random.random, server_name=None):
         self._states = [_State(f) for f in files]
         self._url, self._hub_token, self._timeout = url, hub_token, timeout
+        if server_name is None:
+            server_name = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+        self._server_name = server_name
         self._now, self._clock = now, clock
         self._random, self._draws = random, {}
         self._sleep = sleep or self._pause
         self._stopping = threading.Event()
-        self._lock = threading.Lock()  # guards writing and removing files, and _stopped
+        self._lock = threading.Lock()  # guards writing and removing files, _stopped, _session and _changed
         self._stopped = False
+        self._session = 0  # counts the session ends session-end told of; a token fetched before one is not written
         self._dirs = {}  # each directory written to or removed from: its path's checked descriptor
-        self._thread = None
+        self._report_lock = threading.Lock()  # one report at a time, so that they arrive in order
+        self._changed = False  # a file was written or removed since the last report tokenkeeper took
+        self._thread = self._watcher = None
         self.log = log or logging.getLogger(__name__)
 
     def start(self):
-        """Remove files an earlier server left at the configured paths, and keep the files fresh in a thread."""
+        """Remove files an earlier server left at the configured paths, and keep the files fresh in a thread.
+
+        A second thread waits for the end of the user's session (:meth:`watch`).
+        """
         for st in self._states:
             self._remove(st)
         self._thread = threading.Thread(target=self._run, name="tokenkeeper-token-files", daemon=True)
         self._thread.start()
+        self._watcher = threading.Thread(target=self.watch, name="tokenkeeper-session-end", daemon=True)
+        self._watcher.start()
 
     def stop(self, timeout=5):
         """Stop keeping the files and remove them; wait up to ``timeout`` seconds for the thread.
 
         No file is written after this returns, even by a request still in
-        flight.
+        flight. When it removed any, tokenkeeper is told the server keeps
+        none (waiting at most STOP_REPORT_TIMEOUT seconds). The thread
+        waiting for the end of the session is waited for at most
+        WATCHER_JOIN seconds: its request may be a long poll, whose answer
+        then changes nothing.
         """
         self._stopping.set()
         with self._lock:
@@ -401,8 +460,11 @@ class Keeper:
             for fd in self._dirs.values():
                 os.close(fd)
             self._dirs.clear()
+        self._report(STOP_REPORT_TIMEOUT)
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._watcher is not None:
+            self._watcher.join(min(timeout, WATCHER_JOIN))
 
     def _run(self):
         while not self._stopping.is_set():
@@ -413,7 +475,8 @@ class Keeper:
             raise _Stopped()
 
     def step(self):
-        """Refresh every file that is due; return the seconds until the next one is."""
+        """Refresh every file that is due, and report the files when any was written or removed; return
+        the seconds until the next one is due."""
         for st in self._states:
             if st.next_at <= self._now():
                 try:
@@ -423,10 +486,12 @@ class Keeper:
                 except Exception as e:  # a bug must not end the thread that keeps every file
                     self.log.error("tokenkeeper: token file %s: %r", st.file.name, e, exc_info=True)
                     st.retry_later(self._now(), self._jitter)
+        self._report()
         return max(0.0, min(st.next_at for st in self._states) - self._now()) if self._states else 3600.0
 
     def _refresh(self, st):
         asked = st.min_valid()
+        session = self._session
         try:
             answer = fresh_token(asked, self._url, self._hub_token, self._timeout, retry_for=RETRY_FOR,
                                  sleep=self._sleep, clock=self._clock, **st.file.target)
@@ -434,7 +499,12 @@ class Keeper:
             if not isinstance(left, (int, float)) or isinstance(left, bool) or left <= 0:
                 raise TokenkeeperError(f"tokenkeeper's answer has no time left on the token (expires_in {left!r})")
             received = self._now()
-            self._write(st, answer)
+            self._write(st, answer, session)
+        except _Superseded:
+            # Fetched before tokenkeeper said the session ended: ask again
+            # after a wait, as after a login-required answer.
+            st.retry_later(self._now(), self._jitter, WAIT_MAX)
+            return
         except LoginRequired as e:
             self._session_ended(st, e)
             return
@@ -506,18 +576,132 @@ class Keeper:
                      "tokenkeeper: token file %s not refreshed, trying again in %.0f s: %s",
                      st.file.name, st.next_at - now, e)
 
-    def _write(self, st, answer):
+    def _write(self, st, answer, session):
+        """Write st's file from ``answer``, fetched in session ``session`` (see :meth:`_end_session`)."""
         with self._lock:
             if self._stopped:
                 raise _Stopped()
+            if session != self._session:
+                raise _Superseded()
             directory, name = os.path.split(st.file.path)
             write_in(self._directory(directory, create=True), name, render(st.file.format, answer))
+            self._changed = True
 
     def _remove(self, st):
         with self._lock:
             st.expires = None
             if not self._stopped:  # else stop has removed every file
                 self._unlink(st)
+
+    # --- reports and the end of the session ----------------------------------------
+
+    def watch(self):
+        """Wait for the end of the user's session until the keeper stops; remove the files when it ends.
+
+        It asks tokenkeeper's session-end, each time with the ``since`` of
+        the answer before (the first time without), and on an answer that
+        the session ended removes every file at once and reports that the
+        server keeps none. After a failure it waits as :func:`_backoff` says,
+        at most WAIT_MAX for 401, 403, 409 and 503 and RETRY_MAX otherwise,
+        never less than a ``Retry-After``. A tokenkeeper without session-end
+        (404) is not asked again. :meth:`start` runs this in a thread.
+        """
+        since, failures = None, 0
+        try:
+            while not self._stopping.is_set():
+                asked = self._clock()
+                try:
+                    ended, since_next = session_end(self._url, self._hub_token, since, SESSION_END_WAIT,
+                                                    timeout=SESSION_END_WAIT + SESSION_END_SLACK)
+                except EndpointMissing:
+                    self.log.info("tokenkeeper: tokenkeeper has no session-end (an older version): token files "
+                                  "are removed when their next refresh finds the session ended")
+                    return
+                except Exception as e:
+                    self._sleep(self._watch_failed(e, failures))
+                    failures += 1
+                    continue
+                failures = 0
+                if ended:
+                    self._end_session()
+                since = since_next
+                rest = SESSION_END_EVERY - (self._clock() - asked)
+                if rest > 0:
+                    self._sleep(rest)
+        except _Stopped:
+            return
+
+    def _watch_failed(self, e, failures):
+        """Log session-end's failure ``e`` after ``failures`` before it; return how long to wait."""
+        status = getattr(e, "status", None)
+        cap = WAIT_MAX if status in (401, 403, 409, 503) else RETRY_MAX
+        wait = _backoff(failures, self._jitter(failures), cap, getattr(e, "retry_after", None))
+        if isinstance(e, TokenkeeperError):
+            level = logging.INFO if failures == 0 else logging.DEBUG
+            self.log.log(level, "tokenkeeper: waiting for the end of the session failed, trying again in %.0f s: %s",
+                         wait, e)
+        else:  # a bug must not end the thread
+            self.log.error("tokenkeeper: waiting for the end of the session: %r", e, exc_info=True)
+        return wait
+
+    def _end_session(self):
+        """tokenkeeper says the user's session ended: remove every file now and report that.
+
+        A token fetched before this is not written (see :meth:`_write`).
+        Each file is asked for again when it is due: after a mass logout
+        the servers do not all ask at once.
+        """
+        with self._lock:
+            self._session += 1
+        removed = [st.file.name for st in self._states if st.expires is not None]
+        for st in self._states:
+            self._remove(st)
+        if removed:
+            self.log.warning("tokenkeeper: token files removed, the user's session has ended: %s", ", ".join(removed))
+        self._report()
+
+    def _report(self, timeout=REPORT_TIMEOUT):
+        """Tell tokenkeeper which files the server keeps, when any was written or removed since the last
+        report it took.
+
+        A failure is logged at debug level, and the report is made again
+        at the next step. Waits at most ``timeout`` for a report another
+        thread is making.
+        """
+        if not self._report_lock.acquire(timeout=timeout):
+            return
+        try:
+            with self._lock:
+                if not self._changed:
+                    return
+                self._changed = False
+                files = self._present()
+            try:
+                report_files(self._url, self._hub_token, self._server_name, files, timeout)
+            except Exception as e:
+                with self._lock:
+                    self._changed = True
+                self.log.debug("tokenkeeper: token files not reported to tokenkeeper: %s", e)
+        finally:
+            self._report_lock.release()
+
+    def _present(self):
+        """Return the report (:func:`tokenkeeper.keeperapi.file_entry`) of each file there is now; hold _lock."""
+        entries = []
+        if self._stopped:  # the files are gone, and the directories closed
+            return entries
+        for st in self._states:
+            directory, name = os.path.split(st.file.path)
+            fd = self._dirs.get(directory)
+            if fd is None:
+                continue
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                entries.append(file_entry(name, info))
+        return entries
 
     def _unlink(self, st):
         """Remove st's file by name from its directory's checked descriptor, never through a symlink."""
@@ -528,6 +712,7 @@ class Keeper:
             if fd is None:
                 fd = self._directory(directory, create=False)
             os.unlink(name, dir_fd=fd)
+            self._changed = True
         except FileNotFoundError:
             pass
         except OSError as e:
@@ -569,7 +754,8 @@ class Keeper:
 def start_from_environment(environ=None, log=None):
     """Start a :class:`Keeper` for the spec in ``TOKENKEEPER_TOKEN_FILES``; return it, or None.
 
-    Without the variable there is nothing to keep. A spec that is not
+    Reports name the server by ``JUPYTERHUB_SERVER_NAME``. Without the
+    variable there is nothing to keep. A spec that is not
     valid, or a server without ``TOKENKEEPER_URL`` and
     ``JUPYTERHUB_API_TOKEN``, is logged as an error and keeps nothing.
     Each ``TOKENKEEPER_TOKEN_FILE_<NAME>`` in ``environ`` is set to its
@@ -595,7 +781,7 @@ def start_from_environment(environ=None, log=None):
         return None
     for f in files:
         environ[PATH_PREFIX + f.name.upper()] = f.path
-    keeper = Keeper(files, url, hub_token, log=log)
+    keeper = Keeper(files, url, hub_token, log=log, server_name=environ.get("JUPYTERHUB_SERVER_NAME", ""))
     keeper.start()
     log.info("tokenkeeper: keeping token files fresh: %s",
              ", ".join(f"{f.name} ({f.path}, {f.format})" for f in files))
