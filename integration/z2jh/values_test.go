@@ -438,7 +438,8 @@ func TestHubConfigRegistersTheServiceAndRoles(t *testing.T) {
 	if len(token) < 32 {
 		t.Fatalf("the chart's Secret holds no API token for tokenkeeper: %q", token)
 	}
-	want := []map[string]any{{"name": "tokenkeeper", "api_token": token, "url": "http://hub:10101", "display": false}}
+	want := []map[string]any{{"name": "tokenkeeper", "api_token": token, "url": "http://hub:10101", "display": true,
+		"oauth_no_confirm": true, "oauth_client_allowed_scopes": []any{"custom:tokenkeeper:sessions", "custom:tokenkeeper:guard"}}}
 	if diff := gocmp.Diff(want, services); diff != "" {
 		t.Errorf("tokenkeeper's service entries (-want +got):\n%s", diff)
 	}
