@@ -243,6 +243,9 @@ var problemTexts = map[refresh.ProblemClass]string{
 		"of their sessions logs out all of them. Give the hub's client Keycloak's basic scope.",
 }
 
+// ProblemText is health's fixed text for a problem class.
+func ProblemText(c refresh.ProblemClass) string { return problemTexts[c] }
+
 type problemBody struct {
 	Class   string `json:"class"`
 	Message string `json:"message"`

@@ -232,6 +232,11 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	deps.Status = r.Status
 	deps.ReleaseGuard = r.ReleaseGuard
 	deps.TokenFiles, deps.WaitLogout, deps.Shutdown = spawnerhook.NewTokenFiles(), r.WaitLogout, ctx
+	page, err := newPage(cfg, client, hub, r, deps.TokenFiles, log)
+	if err != nil {
+		return nil, err
+	}
+	deps.Page = page.Routes
 	if sa != nil {
 		exchange := kc.As(cfg.ServiceAccountClientID, cfg.ServiceAccountSecret).Exchange
 		deps.ServiceToken = serviceaccount.NewHandout(sa, exchange, cfg.ServiceTokenAudiences, time.Now).Token

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/tokenkeeper/tokenkeeper/config"
+	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/refresh"
+	"github.com/tokenkeeper/tokenkeeper/sessionpage"
+	"github.com/tokenkeeper/tokenkeeper/spawnerhook"
+)
+
+// pageKeyLabel names what the page's key is derived for.
+const pageKeyLabel = "tokenkeeper service page cookies"
+
+// pageKey derives the service page's cookie and CSRF key from the first
+// state key: page logins survive a restart, and end when the state key is
+// rotated out.
+func pageKey(cfg config.Config) ([]byte, error) {
+	keys, err := cfg.StateKeys()
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, keys[0])
+	m.Write([]byte(pageKeyLabel))
+	return m.Sum(nil), nil
+}
+
+// newPage builds the service page from the refresher, the hub client and
+// the token files the keepers report.
+func newPage(cfg config.Config, client *http.Client, hub *hubclient.Client, r *refresh.Refresher,
+	files *spawnerhook.TokenFiles, log *slog.Logger) (*sessionpage.Page, error) {
+	key, err := pageKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return sessionpage.New(sessionpage.Deps{
+		Identify: hub.Identify, Sessions: r.Sessions, Session: r.Session, Health: r.Health,
+		ProblemText: spawnerhook.ProblemText, Guard: r.GuardState, Audit: r.Audit,
+		RefreshNow: r.RefreshNow, LogoutEverywhere: r.LogoutEverywhere, ReleaseGuard: r.ReleaseGuard,
+		TokenFiles: func(user string) []sessionpage.TokenFile { return pageFiles(files.Of(user)) },
+		Audiences:  cfg.Audiences, Providers: cfg.IdentityProviders, CanStopServers: cfg.StopServers,
+		HubPrefix: cfg.Hub.HubPrefix(), Prefix: cfg.Hub.Prefix, HubAPIURL: cfg.Hub.APIURL,
+		ClientID: cfg.Hub.ClientID, ClientSecret: cfg.Hub.APIToken.Reveal(), CallbackURL: cfg.Hub.OAuthCallbackURL,
+		HTTPClient: client, Key: key, Now: time.Now, Logger: log,
+	})
+}
+
+// pageFiles are the keepers' reports as the page shows them.
+func pageFiles(files []spawnerhook.TokenFile) []sessionpage.TokenFile {
+	out := make([]sessionpage.TokenFile, 0, len(files))
+	for _, f := range files {
+		out = append(out, sessionpage.TokenFile{Server: f.Server, Name: f.Name, Mode: f.Mode, Modified: f.Modified})
+	}
+	return out
+}
