@@ -91,6 +91,10 @@ type Deps struct {
 	// KeycloakSessions lists a user's Keycloak sessions (optional: the
 	// section is left out).
 	KeycloakSessions func(ctx context.Context, user string) ([]serviceaccount.Session, error)
+	// SSOLimits returns the realm's SSO session idle timeout and maximum
+	// lifespan, for the Keycloak sessions' ends (optional; zero where
+	// unknown).
+	SSOLimits func(ctx context.Context) (idle, max time.Duration, err error)
 	// Audiences and Providers are what users can get derived tokens for.
 	Audiences, Providers []string
 	// CanStopServers offers to stop the user's servers at a logout.

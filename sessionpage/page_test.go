@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
+	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
@@ -472,5 +473,42 @@ func TestCallbackPath(t *testing.T) {
 		if got, err := callbackPath(testPrefix, cb); err != nil || got != "oauth_callback" {
 			t.Errorf("callbackPath(%q) = %q, %v; want oauth_callback", cb, got, err)
 		}
+	}
+}
+
+// TestKeycloakSessionsShowTheirEnds: with the realm's SSO settings, each
+// Keycloak session shows when its idle time runs out (last access + idle)
+// and when it reaches its maximum (start + maximum); without them, unknown.
+func TestKeycloakSessionsShowTheirEnds(t *testing.T) {
+	session := serviceaccount.Session{Started: start.Add(-time.Hour), LastAccess: start.Add(-time.Minute), Clients: []string{"jupyterhub"}}
+	for _, tc := range []struct {
+		name   string
+		limits func(context.Context) (time.Duration, time.Duration, error)
+		want   []string
+	}{
+		{"known", func(context.Context) (time.Duration, time.Duration, error) {
+			return 30 * time.Minute, 10 * time.Hour, nil
+		},
+			[]string{`<td><span class="text-nowrap"><time datetime="2026-12-01T12:29:00Z">`, `<td><span class="text-nowrap"><time datetime="2026-12-01T21:00:00Z">`}},
+		{"unreadable", func(context.Context) (time.Duration, time.Duration, error) { return 0, 0, errors.New("403") },
+			[]string{`<td>unknown</td><td>unknown</td>`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(d *Deps) {
+				d.KeycloakSessions = func(context.Context, string) ([]serviceaccount.Session, error) {
+					return []serviceaccount.Session{session}, nil
+				}
+				d.SSOLimits = tc.limits
+			})
+			e.engine.sessions = []refresh.SessionView{{Name: "alice", State: refresh.SessionFresh}}
+			b := e.browser()
+			b.login("alice", testPrefix+"ui/")
+			body := b.get(testPrefix + "ui/").Body.String()
+			for _, w := range tc.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("the view lacks %s", w)
+				}
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -84,9 +85,12 @@ type keycloakBox struct {
 	Sessions []keycloakRow
 }
 
+// keycloakRow is one Keycloak session: when it started and was last used,
+// and, when the realm's SSO settings are known, when its idle time and its
+// maximum run out.
 type keycloakRow struct {
-	Started, LastAccess when
-	Clients             string
+	Started, LastAccess, IdleEnds, MaxEnds when
+	Clients                                string
 }
 
 // meanings say what each state means to the user.
@@ -133,11 +137,30 @@ func (p *Page) keycloak(ctx context.Context, user string) *keycloakBox {
 		p.log.Warn("service page: Keycloak sessions not read", "user", user, "err", err)
 		return &keycloakBox{Err: true}
 	}
+	idle, maxLife := p.ssoLimits(ctx)
 	box := &keycloakBox{}
 	for _, s := range sessions {
-		box.Sessions = append(box.Sessions, keycloakRow{
-			Started: p.when(s.Started), LastAccess: p.when(s.LastAccess), Clients: strings.Join(s.Clients, ", "),
-		})
+		row := keycloakRow{Started: p.when(s.Started), LastAccess: p.when(s.LastAccess), Clients: strings.Join(s.Clients, ", ")}
+		if idle > 0 {
+			row.IdleEnds = p.when(s.LastAccess.Add(idle))
+		}
+		if maxLife > 0 {
+			row.MaxEnds = p.when(s.Started.Add(maxLife))
+		}
+		box.Sessions = append(box.Sessions, row)
 	}
 	return box
+}
+
+// ssoLimits are the realm's SSO idle and maximum, zero where unknown.
+func (p *Page) ssoLimits(ctx context.Context) (idle, maxLife time.Duration) {
+	if p.d.SSOLimits == nil {
+		return 0, 0
+	}
+	idle, maxLife, err := p.d.SSOLimits(ctx)
+	if err != nil {
+		p.log.Warn("service page: the realm's SSO settings not read", "err", err)
+		return 0, 0
+	}
+	return idle, maxLife
 }

@@ -57,6 +57,20 @@ func (s *Store) UsersForSession(ctx context.Context, sid, sub string) ([]string,
 	return names, rows.Err()
 }
 
+// Subject returns the Keycloak subject (sub) of the hub user's latest
+// recorded session, "" when none is recorded.
+func (s *Store) Subject(ctx context.Context, name string) (string, error) {
+	var sub string
+	err := s.db.QueryRowContext(ctx, `SELECT sub FROM sessions WHERE name = ? AND sub != '' ORDER BY updated DESC LIMIT 1`, name).Scan(&sub)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("subject of %q: %w", name, err)
+	}
+	return sub, nil
+}
+
 // ErrReplayedLogout means a logout token's jti was acted on before.
 var ErrReplayedLogout = errors.New("logout token replayed")
 

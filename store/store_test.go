@@ -51,6 +51,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		Due:           base.Add(200 * time.Second),
 		AccessExpiry:  base.Add(300 * time.Second),
 		RefreshExpiry: base.Add(1800 * time.Second),
+		Issued:        base.Add(-60 * time.Second),
 		Status:        StatusFresh,
 	}
 	bob := UserState{
@@ -67,7 +68,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		}
 	}
 	want := []UserState{
-		{Name: "alice", Due: ms(alice.Due), AccessExpiry: ms(alice.AccessExpiry), RefreshExpiry: ms(alice.RefreshExpiry), Status: StatusFresh},
+		{Name: "alice", Due: ms(alice.Due), AccessExpiry: ms(alice.AccessExpiry), RefreshExpiry: ms(alice.RefreshExpiry), Issued: ms(alice.Issued), Status: StatusFresh},
 		{Name: "bob@example.org", Due: ms(bob.Due), Failures: 3, Status: StatusBackoff, Reason: bob.Reason},
 		{Name: "carol", Due: ms(carol.Due), Status: StatusNew},
 	}
@@ -167,7 +168,7 @@ func TestStoreUsersColumns(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"name", "due", "access_expiry", "refresh_expiry", "failures", "status", "reason", "ended_on", "end_expected", "kept", "activity"}
+	want := []string{"name", "due", "access_expiry", "refresh_expiry", "failures", "status", "reason", "ended_on", "end_expected", "kept", "activity", "issued"}
 	if diff := gocmp.Diff(want, cols); diff != "" {
 		t.Errorf("users columns mismatch (-want +got):\n%s", diff)
 	}
@@ -204,5 +205,48 @@ func TestOpenStoreFailsOnDirectory(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), dir) {
 		t.Errorf("Open(%q) error = %v, want it to name the path", dir, err)
+	}
+}
+
+// TestRecentLogouts: the newest audit records first, at most limit.
+func TestRecentLogouts(t *testing.T) {
+	s, _ := openTestStore(t)
+	at := time.Unix(1_763_800_000, 0)
+	for i, u := range []string{"alice", "bob", "carol"} {
+		if err := s.AddLogout(t.Context(), Logout{User: u, At: at.Add(time.Duration(i) * time.Second), Reason: "r", Actions: "a"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.RecentLogouts(t.Context(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range got {
+		names = append(names, l.User)
+	}
+	if diff := gocmp.Diff([]string{"carol", "bob"}, names); diff != "" {
+		t.Errorf("RecentLogouts(2) (-want +got):\n%s", diff)
+	}
+}
+
+// TestSubject: the subject of a user's latest session; "" for a user
+// without one.
+func TestSubject(t *testing.T) {
+	s, _ := openTestStore(t)
+	at := time.Unix(1_763_800_000, 0)
+	for _, sess := range []Session{
+		{SID: "s1", Sub: "old-sub", Name: "alice", Updated: at},
+		{SID: "s2", Sub: "new-sub", Name: "alice", Updated: at.Add(time.Minute)},
+		{SID: "s3", Sub: "bob-sub", Name: "bob", Updated: at.Add(time.Hour)},
+	} {
+		if err := s.PutSession(t.Context(), sess); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, want := range map[string]string{"alice": "new-sub", "bob": "bob-sub", "carol": ""} {
+		if got, err := s.Subject(t.Context(), name); got != want || err != nil {
+			t.Errorf("Subject(%q) = %q, %v; want %q", name, got, err, want)
+		}
 	}
 }

@@ -232,7 +232,7 @@ func build(ctx context.Context, cfg config.Config, log *slog.Logger, db *store.S
 	deps.Status = r.Status
 	deps.ReleaseGuard = r.ReleaseGuard
 	deps.TokenFiles, deps.WaitLogout, deps.Shutdown = spawnerhook.NewTokenFiles(), r.WaitLogout, ctx
-	page, err := newPage(cfg, client, hub, r, deps.TokenFiles, log)
+	page, err := newPage(cfg, client, hub, r, db, admin, deps.TokenFiles, log)
 	if err != nil {
 		return nil, err
 	}
