@@ -168,11 +168,9 @@ var ErrNotLoggedOut = errors.New("the hub holds no tokens tokenkeeper may clear 
 // (EndSession, after the hub's logout, so that Keycloak's back-channel
 // logout finds nothing left to do), and the servers' token-file keepers
 // waiting in WaitLogout are told at once and remove their files. The
-// servers are stopped only when the settings stop them at every logout
-// (stop_servers); stopServers is for the page to say so and changes
-// nothing else.
-func (r *Refresher) LogoutEverywhere(ctx context.Context, name, by string, stopServers bool) error {
-	_ = stopServers
+// servers are stopped when the settings stop them at every logout
+// (stop_servers).
+func (r *Refresher) LogoutEverywhere(ctx context.Context, name, by string) error {
 	reason := "logged out everywhere by " + by
 	if by == name {
 		reason = "logged out everywhere by the user"

@@ -124,7 +124,7 @@ func TestLogoutEverywhere(t *testing.T) {
 		ok, _ := f.r.WaitLogout(context.Background(), "alice", since, time.Minute)
 		woke <- ok
 	}()
-	if err := f.r.LogoutEverywhere(context.Background(), "alice", "admin", false); err != nil {
+	if err := f.r.LogoutEverywhere(context.Background(), "alice", "admin"); err != nil {
 		t.Fatal(err)
 	}
 	if !f.loggedOut("alice") {
@@ -145,7 +145,7 @@ func TestLogoutEverywhere(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Error("WaitLogout did not wake at the logout")
 	}
-	if err := f.r.LogoutEverywhere(context.Background(), "alice", "alice", false); err == nil {
+	if err := f.r.LogoutEverywhere(context.Background(), "alice", "alice"); err == nil {
 		t.Error("a second LogoutEverywhere with nothing to clear did not say so")
 	}
 }

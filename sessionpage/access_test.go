@@ -152,7 +152,7 @@ func TestCSRF(t *testing.T) {
 // TestOneIdentityLookupPerPageLoad counts the hub's GET /user per page
 // load and action, and none for the login's steps.
 func TestOneIdentityLookupPerPageLoad(t *testing.T) {
-	e := newEnv(t, func(d *Deps) { d.CanStopServers = true })
+	e := newEnv(t)
 	withUsers(e)
 	e.engine.guard = refresh.GuardView{Tripped: true, Held: []string{"bob"}}
 	e.hub.grantScopes("alice", true, ScopeSessions, ScopeGuard)
@@ -170,7 +170,7 @@ func TestOneIdentityLookupPerPageLoad(t *testing.T) {
 		{"POST", ui + "users/bob/refresh"}, {"POST", ui + "users/bob/logout"}, {"POST", ui + "guard/release"},
 	} {
 		before := e.hub.identified()
-		rec := b.send(s.method, s.path, url.Values{"_xsrf": {xsrf}, "stop_servers": {"1"}})
+		rec := b.send(s.method, s.path, url.Values{"_xsrf": {xsrf}})
 		if n := e.hub.identified() - before; n != 1 {
 			t.Errorf("%s %s (status %d): %d identity lookups, want 1", s.method, s.path, rec.Code, n)
 		}

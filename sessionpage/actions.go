@@ -20,26 +20,20 @@ func actionContext(c *gin.Context) (context.Context, context.CancelFunc) {
 
 // logout logs a user out everywhere: the visitor themselves (this page's
 // session included), or with ScopeSessions for that user anyone.
-// stop_servers=1 also stops their servers, where the settings allow it.
 func (p *Page) logout(c *gin.Context) {
 	name, err := p.target(c, visitor.may)
 	if err != nil {
 		p.writeError(c, err)
 		return
 	}
-	stop := c.PostForm("stop_servers") == "1"
-	if stop && !p.d.CanStopServers {
-		p.writeError(c, badRequest("tokenkeeper's settings do not let it stop servers."))
-		return
-	}
 	by := caller(c).Name
 	ctx, cancel := actionContext(c)
 	defer cancel()
-	if err := p.d.LogoutEverywhere(ctx, name, by, stop); err != nil {
+	if err := p.d.LogoutEverywhere(ctx, name, by); err != nil {
 		p.writeError(c, fmt.Errorf("log %q out everywhere: %w", name, err))
 		return
 	}
-	p.log.Info("logged out everywhere from the service page", "user", name, "by", by, "stop_servers", stop)
+	p.log.Info("logged out everywhere from the service page", "user", name, "by", by)
 	if name == by {
 		p.clearSession(c.Writer, c.Request) // everywhere includes this page
 	}

@@ -204,7 +204,6 @@ func (h *fakeHub) revokeAll() {
 // call is one call of an action's Deps function.
 type call struct {
 	Fn, User, By string
-	Stop         bool
 }
 
 // engine is tokenkeeper's side: the store's views and the actions,
@@ -258,8 +257,8 @@ func (e *engine) deps(d *Deps) {
 	}
 	d.TokenFiles = func(user string) []TokenFile { e.mu.Lock(); defer e.mu.Unlock(); return e.files[user] }
 	d.RefreshNow = func(_ context.Context, name string) error { return e.record(call{Fn: "RefreshNow", User: name}) }
-	d.LogoutEverywhere = func(_ context.Context, name, by string, stop bool) error {
-		return e.record(call{Fn: "LogoutEverywhere", User: name, By: by, Stop: stop})
+	d.LogoutEverywhere = func(_ context.Context, name, by string) error {
+		return e.record(call{Fn: "LogoutEverywhere", User: name, By: by})
 	}
 	d.ReleaseGuard = func(context.Context) error { return e.record(call{Fn: "ReleaseGuard"}) }
 }

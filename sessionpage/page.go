@@ -83,7 +83,7 @@ type Deps struct {
 	RefreshNow func(ctx context.Context, name string) error
 	// LogoutEverywhere logs a user out of the hub, of their Keycloak
 	// session and of their token files, at the request of by.
-	LogoutEverywhere func(ctx context.Context, name, by string, stopServers bool) error
+	LogoutEverywhere func(ctx context.Context, name, by string) error
 	// ReleaseGuard lets the logouts the guard holds back go ahead.
 	ReleaseGuard func(ctx context.Context) error
 	// TokenFiles lists the token files a user's servers keep (optional).
@@ -97,8 +97,9 @@ type Deps struct {
 	SSOLimits func(ctx context.Context) (idle, max time.Duration, err error)
 	// Audiences and Providers are what users can get derived tokens for.
 	Audiences, Providers []string
-	// CanStopServers offers to stop the user's servers at a logout.
-	CanStopServers bool
+	// StopsServers says a logout stops the user's servers (the service's
+	// stop_servers setting); the page says so before "log out everywhere".
+	StopsServers bool
 	// HubPrefix is the hub's prefix as the browser sees it, e.g. "/hub/"
 	// or "/jhub/hub/": its login, stylesheet, logo and links are under it.
 	HubPrefix string

@@ -139,30 +139,27 @@ func TestActions(t *testing.T) {
 	ui := testPrefix + "ui/"
 	for _, tc := range []struct {
 		name     string
-		canStop  bool
 		path     string
 		form     url.Values
 		status   int
 		location string
 		calls    []call
 	}{
-		{"log oneself out from the own view", false, ui + "users/alice/logout", url.Values{"back": {"own"}},
+		{"log oneself out from the own view", ui + "users/alice/logout", url.Values{"back": {"own"}},
 			303, ui + "?done=logged-out", []call{{Fn: "LogoutEverywhere", User: "alice", By: "alice"}}},
-		{"log bob out and stop his servers", true, ui + "users/bob/logout", url.Values{"back": {"user"}, "stop_servers": {"1"}},
-			303, ui + "users/bob?done=logged-out", []call{{Fn: "LogoutEverywhere", User: "bob", By: "alice", Stop: true}}},
-		{"stop servers the settings do not let it", false, ui + "users/bob/logout", url.Values{"stop_servers": {"1"}},
-			400, "", nil},
-		{"log bob out from the admin page", false, ui + "users/bob/logout", url.Values{"back": {"users"}},
-			303, ui + "users?done=logged-out", []call{{Fn: "LogoutEverywhere", User: "bob", By: "alice"}}},
-		{"a back elsewhere", false, ui + "users/bob/logout", url.Values{"back": {"https://evil.example/"}},
+		{"log bob out from his view", ui + "users/bob/logout", url.Values{"back": {"user"}},
 			303, ui + "users/bob?done=logged-out", []call{{Fn: "LogoutEverywhere", User: "bob", By: "alice"}}},
-		{"refresh bob", false, ui + "users/bob/refresh", url.Values{"back": {"user"}},
+		{"log bob out from the admin page", ui + "users/bob/logout", url.Values{"back": {"users"}},
+			303, ui + "users?done=logged-out", []call{{Fn: "LogoutEverywhere", User: "bob", By: "alice"}}},
+		{"a back elsewhere", ui + "users/bob/logout", url.Values{"back": {"https://evil.example/"}},
+			303, ui + "users/bob?done=logged-out", []call{{Fn: "LogoutEverywhere", User: "bob", By: "alice"}}},
+		{"refresh bob", ui + "users/bob/refresh", url.Values{"back": {"user"}},
 			303, ui + "users/bob?done=refreshed", []call{{Fn: "RefreshNow", User: "bob"}}},
-		{"release the guard", false, ui + "guard/release", url.Values{},
+		{"release the guard", ui + "guard/release", url.Values{},
 			303, ui + "users?done=released", []call{{Fn: "ReleaseGuard"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(d *Deps) { d.CanStopServers = tc.canStop })
+			e := newEnv(t)
 			withUsers(e)
 			e.hub.grantScopes("alice", false, ScopeSessions, ScopeGuard)
 			b := e.browser()
@@ -245,7 +242,7 @@ func TestUserViewShows(t *testing.T) {
 			`<time datetime="2026-12-01T12:04:30Z">2026-12-01T12:04:30Z</time> (in 4m)</span>`,
 			`<link rel="stylesheet" href="` + testHub + `static/css/style.min.css"`, `<img src="` + testHub + `logo"`,
 			`href="` + testHub + `logout">Logout</a>`,
-		}, []string{`id="tk-refresh-now"`, `id="tk-all-users"`, `stop_servers`, `<script`}},
+		}, []string{`id="tk-refresh-now"`, `id="tk-all-users"`, `<script`}},
 		{"sessions", []string{ScopeSessions}, []string{
 			`<form id="tk-refresh-now" method="post"`, `<a class="nav-link" id="tk-all-users" href="` + testPrefix + `ui/users">`,
 		}, nil},

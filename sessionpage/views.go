@@ -69,7 +69,7 @@ type userBody struct {
 	Files                       []fileRow
 	Keycloak                    *keycloakBox
 	LogoutURL, RefreshURL, Back string
-	CanRefresh, CanStopServers  bool
+	CanRefresh, StopsServers    bool
 }
 
 // fileRow is one token file in a user's view.
@@ -113,7 +113,7 @@ func (p *Page) userBody(v visitor, sv refresh.SessionView, back string) userBody
 		Outcome: sv.LastOutcome, Failures: sv.Failures, Kept: sv.Kept,
 		Audiences: p.d.Audiences, Providers: p.d.Providers, Files: p.files(sv.Name),
 		LogoutURL: userURL(p.d.Prefix, sv.Name) + "/logout", RefreshURL: userURL(p.d.Prefix, sv.Name) + "/refresh",
-		Back: back, CanRefresh: v.mayRefresh(sv.Name), CanStopServers: p.d.CanStopServers,
+		Back: back, CanRefresh: v.mayRefresh(sv.Name), StopsServers: p.d.StopsServers,
 	}
 }
 

@@ -49,7 +49,7 @@ func newPage(cfg config.Config, client *http.Client, hub *hubclient.Client, r *r
 		ProblemText: spawnerhook.ProblemText, Guard: r.GuardState, Audit: r.Audit,
 		RefreshNow: r.RefreshNow, LogoutEverywhere: r.LogoutEverywhere, ReleaseGuard: r.ReleaseGuard,
 		TokenFiles: func(user string) []sessionpage.TokenFile { return pageFiles(files.Of(user)) },
-		Audiences:  cfg.Audiences, Providers: cfg.IdentityProviders, CanStopServers: cfg.StopServers,
+		Audiences:  cfg.Audiences, Providers: cfg.IdentityProviders, StopsServers: cfg.StopServers,
 		HubPrefix: cfg.Hub.HubPrefix(), Prefix: cfg.Hub.Prefix, HubAPIURL: cfg.Hub.APIURL,
 		ClientID: cfg.Hub.ClientID, ClientSecret: cfg.Hub.APIToken.Reveal(), CallbackURL: cfg.Hub.OAuthCallbackURL,
 		HTTPClient: client, Key: key, Now: time.Now, Logger: log,
