@@ -2,7 +2,6 @@ package sessionpage
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
 	"time"
@@ -30,7 +29,7 @@ func (p *Page) logout(c *gin.Context) {
 	ctx, cancel := actionContext(c)
 	defer cancel()
 	if err := p.d.LogoutEverywhere(ctx, name, by); err != nil {
-		p.writeError(c, fmt.Errorf("log %q out everywhere: %w", name, err))
+		p.writeError(c, failed("log %q out everywhere: %w", name, err))
 		return
 	}
 	p.log.Info("logged out everywhere from the service page", "user", name, "by", by)
@@ -51,7 +50,7 @@ func (p *Page) refresh(c *gin.Context) {
 	ctx, cancel := actionContext(c)
 	defer cancel()
 	if err := p.d.RefreshNow(ctx, name); err != nil {
-		p.writeError(c, fmt.Errorf("refresh %q now: %w", name, err))
+		p.writeError(c, failed("refresh %q now: %w", name, err))
 		return
 	}
 	p.log.Info("refreshed from the service page", "user", name, "by", caller(c).Name)
@@ -69,7 +68,7 @@ func (p *Page) releaseGuard(c *gin.Context) {
 	ctx, cancel := actionContext(c)
 	defer cancel()
 	if err := p.d.ReleaseGuard(ctx); err != nil {
-		p.writeError(c, fmt.Errorf("release the guard: %w", err))
+		p.writeError(c, failed("release the guard: %w", err))
 		return
 	}
 	p.log.Warn("mass-failure guard released from the service page", "by", v.Name)

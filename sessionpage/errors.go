@@ -42,11 +42,22 @@ func (p *Page) writeError(c *gin.Context, err error) {
 	c.Abort()
 }
 
+// actionError is an action's failure: a hub refusal inside it is about
+// what the action asked of the hub, not about the visitor's token.
+type actionError struct{ err error }
+
+func (e *actionError) Error() string { return e.err.Error() }
+func (e *actionError) Unwrap() error { return e.err }
+
+// failed marks err as an action's failure.
+func failed(format string, args ...any) error { return &actionError{fmt.Errorf(format, args...)} }
+
 // loginAgain reports whether err says the session's token no longer
-// counts: the hub refused it (401, 403).
+// counts: the hub refused it (401, 403) when asked who the visitor is.
 func loginAgain(err error) bool {
 	var herr *hubclient.APIError
-	return errors.As(err, &herr) && (herr.Status == http.StatusUnauthorized || herr.Status == http.StatusForbidden)
+	return !errors.As(err, new(*actionError)) &&
+		errors.As(err, &herr) && (herr.Status == http.StatusUnauthorized || herr.Status == http.StatusForbidden)
 }
 
 // retryView is the view to come back to after logging in again: the one

@@ -509,3 +509,21 @@ func TestKeycloakSessionsShowTheirEnds(t *testing.T) {
 		})
 	}
 }
+
+// TestActionRefusedByTheHubKeepsTheSession: the hub refusing what an action
+// asked of it (403) is shown as the action's failure; it does not end the
+// visitor's session as a refused token of theirs would.
+func TestActionRefusedByTheHubKeepsTheSession(t *testing.T) {
+	e := newEnv(t)
+	e.hub.grantScopes("alice", false, ScopeSessions)
+	b := e.browser()
+	b.login("alice", testPrefix+"ui/")
+	e.engine.failWith = fmt.Errorf("clear auth_state: %w", &hubclient.APIError{Status: http.StatusForbidden})
+	rec := b.post(testPrefix+"ui/users/bob/logout", url.Values{"_xsrf": {b.csrf()}}, nil)
+	if rec.Code != http.StatusBadGateway || page(rec.Body.String()) != "error" {
+		t.Errorf("status %d, page %q; want 502, error", rec.Code, page(rec.Body.String()))
+	}
+	if _, kept := b.jar[sessionCookie]; !kept {
+		t.Error("the hub's refusal of the action ended the visitor's session")
+	}
+}
