@@ -50,7 +50,9 @@ func (r *Refresher) BackchannelLogout(ctx context.Context, raw string, verify Lo
 	if err != nil {
 		return nil, err
 	}
+	unfinished := map[string]bool{} // users whose logout was fenced before this one: it may have been cut short
 	for _, name := range names {
+		_, unfinished[name] = r.fenceOf(name)
 		if err := r.fence(ctx, name, lt.SessionID, lt.Subject, ReasonBackchannel); err != nil {
 			return nil, fmt.Errorf("back-channel logout not recorded: %w", err)
 		}
@@ -64,7 +66,7 @@ func (r *Refresher) BackchannelLogout(ctx context.Context, raw string, verify Lo
 	}
 	var out []string
 	for _, name := range names {
-		if r.tryFence(ctx, name) {
+		if r.tryFence(ctx, name, unfinished[name]) {
 			out = append(out, name)
 		}
 	}

@@ -133,8 +133,12 @@ func (r *Refresher) performFence(ctx context.Context, name string, st AuthState,
 // (the grant's tokens are not written back), so a back-channel logout never
 // waits for a grant, whose Keycloak request may be the very one that sent
 // it. Otherwise, or when the hub fails, the next sweep does. It reports
-// whether the user was logged out now.
-func (r *Refresher) tryFence(ctx context.Context, name string) bool {
+// whether the user was logged out now. With auth_state already cleared,
+// an unfinished logout (the user was fenced before this one) is finished;
+// otherwise the user was logged out already (Keycloak sends its
+// back-channel logout after a logout tokenkeeper made, such as "log out
+// everywhere"): the fence is dropped, with no second audit row.
+func (r *Refresher) tryFence(ctx context.Context, name string, unfinished bool) bool {
 	unlock, ok := r.locks.tryLock(name)
 	if !ok {
 		r.dueNow(ctx, name)
@@ -152,7 +156,7 @@ func (r *Refresher) tryFence(ctx context.Context, name string) bool {
 		return false
 	}
 	st, err := ParseAuthState(u.AuthState)
-	if f, ok := r.fenceOf(name); ok && errors.Is(err, ErrNoTokens) {
+	if f, ok := r.fenceOf(name); ok && unfinished && errors.Is(err, ErrNoTokens) {
 		// A logout cleared auth_state and stopped before it finished
 		// (decideUpdate's stepFinishLogout): finish it.
 		return r.finishLogout(ctx, name, f.SID, f.Sub, f.Reason) == nil

@@ -179,3 +179,27 @@ func TestWaitLogout(t *testing.T) {
 		}
 	})
 }
+
+// TestBackchannelAfterLogoutEverywhereAuditsOnce: Keycloak's back-channel
+// logout of the session "log out everywhere" just ended finds the user
+// logged out already: no second audit row, no fence left.
+func TestBackchannelAfterLogoutEverywhereAuditsOnce(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	s := newLogoutSigner(t, f.clock)
+	f.addUser("alice", true, f.now, "rt-alice") // its access token carries sid "s1"
+	f.sweep(t)
+	if err := f.r.LogoutEverywhere(ctx, "alice", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.r.BackchannelLogout(ctx, s.token(t, logoutClaims(f.now, "j1", "s1", "jupyterhub")), s.verify); err != nil {
+		t.Fatal(err)
+	}
+	logs, err := f.r.Audit(ctx, 10)
+	if err != nil || len(logs) != 1 || logs[0].Reason != "logged out everywhere by the user" {
+		t.Errorf("Audit = %+v, %v; want the one row of log out everywhere", logs, err)
+	}
+	if _, fenced := f.r.fenceOf("alice"); fenced {
+		t.Error("a fence is left for a user logged out already")
+	}
+}
