@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.7.0
 VENVS    := venv venv-jh5
 WHEELS   := .cache/wheels
 
-.PHONY: build test preflight unit wheels python-install pytest integration integration-jh6 integration-jh5 it-prepare image image-test z2jh install-stack demo lint fuzz bench soak replay replay-check clean clean-stack
+.PHONY: build test preflight unit wheels python-install pytest integration integration-jh6 integration-jh5 it-prepare screenshots image image-test z2jh install-stack demo lint fuzz bench soak replay replay-check clean clean-stack
 
 # VERSION is what `tokenkeeper --version` says and the image's tag: the tag at
 # HEAD (v0.1.0), else the last tag and the commits since (v0.1.0-3-gab42c37),
@@ -98,6 +98,11 @@ integration-jh5: it-prepare
 
 it-prepare: install-stack build python-install
 	$(GO) test -c -tags integration -o $(IT_BIN) ./integration/
+
+## screenshots: the service page's browser test (Chromium) alone on one stack; it writes a screenshot
+## of each view of the page into docs/screenshots.
+screenshots: it-prepare
+	TOKENKEEPER_SCREENSHOTS=$(CURDIR)/docs/screenshots $(IT_SUITE) -suite '6:1:^TestServicePageInChromium$$'
 
 ## image: tokenkeeper's OCI image (static binary, non-root user, no shell) as .cache/image/tokenkeeper.tar, without a container daemon.
 ## The image's platform is the one the binary is built for (go env GOOS and GOARCH); its labels name

@@ -51,7 +51,7 @@ func (p *Page) showUser(c *gin.Context, name, back string) {
 		return
 	}
 	if !ok {
-		sv = refresh.SessionView{Name: name, State: refresh.SessionNone}
+		sv = refresh.SessionView{Name: name, State: refresh.SessionUnknown}
 	}
 	body := p.userBody(caller(c), sv, back)
 	body.Keycloak = p.keycloak(ctx, name)
@@ -102,7 +102,7 @@ var meanings = map[refresh.SessionState]string{
 	refresh.SessionStuck:      "The hub refuses to store new tokens; tokenkeeper keeps them meanwhile.",
 	refresh.SessionAdmin:      "A hub admin: the hub refreshes these tokens on the admin's own requests.",
 	refresh.SessionNone:       "No tokens: log in to the hub to get some.",
-	refresh.SessionUnknown:    "Not read from the hub yet.",
+	refresh.SessionUnknown:    "tokenkeeper has not read these tokens from the hub yet; its next sweep does.",
 }
 
 func (p *Page) userBody(v visitor, sv refresh.SessionView, back string) userBody {

@@ -7,6 +7,8 @@
 #   Zero to JupyterHub's hub image pins; pytest in both for the Python
 #   packages' tests, and hatchling (their build backend) in venv
 #   configurable-http-proxy from npm
+#   Chromium, for the service page's browser test, from Debian (apt-get) when
+#   this runs as root; otherwise it says so, and README names the package
 # Re-running it is fast: what is already in the cache is kept.
 set -euo pipefail
 
@@ -93,6 +95,24 @@ install_proxy() {
     || die "npm could not install configurable-http-proxy@$CHP_VERSION"
 }
 
+# install_chromium installs Debian's chromium package, the browser that the
+# service page's test drives (integration/browser.go), where it can: as root
+# with apt-get. Elsewhere a missing browser is one line here, and that test
+# fails saying so; nothing else needs it. CHROMIUM names another browser.
+install_chromium() {
+  local browser=${CHROMIUM:-/usr/bin/chromium}
+  [[ -x $browser ]] && return
+  if [[ $browser != /usr/bin/chromium || $EUID -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    log "no Chromium at $browser, which the service page's browser test needs: install Debian's chromium package (README: Development)"
+    return
+  fi
+  log "chromium from Debian (apt-get)"
+  # A fresh container has no package lists yet.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >&2 \
+    || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >&2; } \
+    || log "apt-get could not install chromium, which the service page's browser test needs (README: Development)"
+}
+
 # mvn_on_its_own_java runs mvn on the Java it was installed with, never on
 # the Java 21 found for Keycloak: a JDK downloaded from PyPI has its own
 # bundled trust store, which lacks an authority that only the machine's trust
@@ -143,6 +163,7 @@ java_home=$(find_java)
 (( $(java_major "$java_home/bin/java") == 21 )) || die "Java in $java_home is not 21"
 install_keycloak  # mvn runs on its own Java; only Keycloak runs on Java 21
 install_proxy
+install_chromium
 echo "$java_home" > "$CACHE/java-home"
 log "ready in $CACHE (Keycloak $KEYCLOAK_VERSION on Java $(java_major "$java_home/bin/java"))"
 echo "$CACHE"

@@ -44,8 +44,9 @@ env["KEYCLOAK_ADMIN_CLIENT_SECRET"] = env["TK_ADMIN_SECRET"]
 
 # Hub admins: tokenkeeper leaves them to OAuthenticator's own refresh unless
 # TOKENKEEPER_REFRESH_ADMINS is true. mallory is for the admin tests; fay
-# for the cross-user test.
-c.Authenticator.admin_users = {"mallory", "fay"}
+# for the cross-user test; ada looks after tokenkeeper's page in the
+# browser test (sessionpage_test.go), with the role given her below.
+c.Authenticator.admin_users = {"mallory", "fay", "ada"}
 
 # The servers record their environment (singleuser.sh) and run from the
 # virtualenv of the hub under test.
@@ -60,10 +61,12 @@ def flag(name):
     return env.get(name, "false").lower() in ("1", "t", "true")
 
 
-# The token-file tests' users (tokenfiles_test.go) get token files; nobody
-# else does, since a server's files are refreshed at two thirds of each
-# token's life, which would change what the schedule tests see.
-TOKEN_FILE_USERS = {"tess", "theo"}
+# The token-file tests' users (tokenfiles_test.go) get token files, and bob,
+# whose files the browser test (sessionpage_test.go) sees go when an admin
+# logs him out everywhere; nobody else does, since a server's files are
+# refreshed at two thirds of each token's life, which would change what the
+# schedule tests see.
+TOKEN_FILE_USERS = {"tess", "theo", "bob"}
 
 
 def token_files(spawner):
@@ -199,3 +202,6 @@ if env.get("TK_TEST_ADMIN_TOKEN"):
         "scopes": [tokenkeeper_hub.SCOPE_GUARD, "access:services!service=tokenkeeper"],
         "users": ["mallory"],
     })
+    # ada, a hub admin, sees every user's session on tokenkeeper's page, acts
+    # for them and may release the guard there (being an admin is not enough).
+    c.JupyterHub.load_roles.append(tokenkeeper_hub.page_admin_role(users=["ada"], release_guard=True))
