@@ -110,7 +110,7 @@ func TestServicePageInChromium(t *testing.T) {
 	assertAbsent(t, alice, "#tk-users", "#tk-all-users", "#tk-refresh-now")
 	assertNoBob(t, alice)
 	// Her login is new to tokenkeeper until a sweep sees it.
-	check(t, reloadUntil(alice, prefix+"ui/", 10*time.Second, `#tk-user[data-user="alice"]:not([data-state="none"])`))
+	check(t, reloadUntil(alice, prefix+"ui/", 20*time.Second, `#tk-user[data-user="alice"][data-state="fresh"]`))
 	state, _, _ := alice.Attr("#tk-user", "data-state")
 	t.Logf("alice's view shows her session %s", state)
 	shoot(t, alice, shots, "own-view")
