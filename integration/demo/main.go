@@ -51,8 +51,9 @@ func run(ctx context.Context, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "\nstack up in %s\n\n  JupyterHub: %s/hub/login\n  log in as:  alice / alice-pw  (also bob, carol, dave with NAME-pw)\n"+
 		"              or through \"External\" on Keycloak's page as xavier / xavier-pw\n"+
+		"  tokenkeeper's page: %s/services/tokenkeeper/ui/  (also in the hub's Services menu)\n"+
 		"  Keycloak:   %s/admin  (admin / admin)\n\nStart a server, then watch tokenkeeper refresh the tokens. Ctrl-C stops everything.\n\n",
-		time.Since(start).Round(time.Second), s.HubURL(), s.KeycloakURL())
+		time.Since(start).Round(time.Second), s.HubURL(), s.HubURL(), s.KeycloakURL())
 	return follow(ctx, s.HubLog(), out)
 }
 
