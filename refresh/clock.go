@@ -1,6 +1,7 @@
 package refresh
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,14 +22,20 @@ const minSkew = 2 * time.Second
 const unknownSkew = 30 * time.Second
 
 // kcClock estimates how far Keycloak's clock is ahead of tokenkeeper's.
-// A token's iat is Keycloak's time when it made the token, never later than
-// the answer's arrival here, so the largest of the recent differences
-// (iat minus arrival) is the closest estimate from below.
+// A token's iat is Keycloak's time when it made the token, in whole
+// seconds, after the grant was sent and before the answer's arrival here,
+// so each grant bounds the offset: above iat minus the arrival, below iat
+// plus a second minus the sending. The largest of the recent lower bounds
+// is the closest estimate from below; the smallest of the upper bounds says
+// how far off it may be, which a slow answer makes more than minSkew.
 type kcClock struct {
 	offset atomic.Int64 // Keycloak's clock minus ours, in nanoseconds
+	// ahead is how far Keycloak's clock may be ahead of now(), in
+	// nanoseconds: the upper bound the grants show, minus the offset.
+	ahead  atomic.Int64
 	known  atomic.Bool
 	mu     sync.Mutex
-	recent []time.Duration // the latest differences seen, at most clockSamples
+	recent []clockSample // the latest bounds seen, at most clockSamples
 	// low is the largest iat minus reading time of the tokens read from
 	// the hub: Keycloak's clock is at least that far ahead of ours (it
 	// made them before they were read). lowSeen says whether there is one.
@@ -50,18 +57,23 @@ func (c *kcClock) read(iat, at time.Time) {
 	}
 }
 
-// clockSamples is how many differences the estimate looks at.
+// clockSamples is how many grants the estimate looks at.
 const clockSamples = 16
 
-// issued notes a token Keycloak issued at iat (its clock) that arrived here
-// at arrived (ours). The estimate moves at the next apply.
-func (c *kcClock) issued(iat, arrived time.Time) {
+// clockSample is what one grant shows of Keycloak's clock minus ours: more
+// than lo, less than hi.
+type clockSample struct{ lo, hi time.Duration }
+
+// issued notes a token Keycloak issued at iat (its clock, whole seconds) in
+// answer to a grant sent at sent that arrived here at arrived (both ours).
+// The estimate moves at the next apply.
+func (c *kcClock) issued(iat, sent, arrived time.Time) {
 	if iat.IsZero() {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.recent = append(c.recent, iat.Sub(arrived))
+	c.recent = append(c.recent, clockSample{lo: iat.Sub(arrived), hi: iat.Add(time.Second).Sub(sent)})
 	if len(c.recent) > clockSamples {
 		c.recent = c.recent[1:]
 	}
@@ -76,11 +88,13 @@ func (c *kcClock) apply() {
 	if len(c.recent) == 0 {
 		return
 	}
-	off := slices.Max(c.recent)
+	off := slices.MaxFunc(c.recent, func(a, b clockSample) int { return cmp.Compare(a.lo, b.lo) }).lo
+	hi := slices.MinFunc(c.recent, func(a, b clockSample) int { return cmp.Compare(a.hi, b.hi) }).hi
 	if off.Abs() < minSkew {
 		off = 0
 	}
 	c.offset.Store(int64(off))
+	c.ahead.Store(int64(hi - off))
 	c.known.Store(true)
 }
 
@@ -115,11 +129,12 @@ func (c *kcClock) unknown() time.Duration {
 // early is how much sooner than its exp a token is taken to expire when it
 // is served: unknownSkew until a grant has shown Keycloak's clock, so that
 // a token Keycloak may already call expired is not handed out, and after
-// that minSkew, what the estimate may be off by (offsets under it are not
-// applied, and an iat is in whole seconds).
+// that what the estimate may be off by: how far ahead of it the grants
+// allow Keycloak's clock to be (an answer's travel time, and the second an
+// iat drops), and at least minSkew (offsets under it are not applied).
 func (c *kcClock) early() time.Duration {
 	if c.known.Load() {
-		return minSkew
+		return max(minSkew, time.Duration(c.ahead.Load()))
 	}
 	return unknownSkew
 }

@@ -1,8 +1,13 @@
 package refresh
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenkeeper/tokenkeeper/config"
 )
 
 // TestKeycloakClock: the offset is the largest recent difference between a
@@ -32,7 +37,7 @@ func TestKeycloakClock(t *testing.T) {
 			for i, lat := range tt.lat {
 				now = now.Add(time.Duration(i+1) * 7 * time.Second)
 				iat := now.Add(tt.ahead).Truncate(time.Second) // Keycloak stamps whole seconds
-				c.issued(iat, now.Add(lat))
+				c.issued(iat, now, now.Add(lat))
 				c.apply()
 			}
 			got := c.now(now).Sub(now)
@@ -41,6 +46,60 @@ func TestKeycloakClock(t *testing.T) {
 			}
 			if c.margin() != expirySkew {
 				t.Errorf("margin after grants = %s, want %s", c.margin(), expirySkew)
+			}
+		})
+	}
+}
+
+// TestServedTokensAllowForSlowGrants: a grant shows Keycloak's clock only
+// as exactly as it was quick, since the token was made somewhere between the
+// request and the answer. The soak found it (seed 4): after a restart, the
+// only grant so far took 7 s, its iat minus the answer's arrival put
+// Keycloak's clock 6 s behind ours instead of 2, and a token Keycloak had
+// called expired a second before was served with "2 s to spare". Whatever
+// the grants' travel times, a token expired on Keycloak's clock is not
+// served, and one with minSkew, the request's travel and the second an iat
+// drops to spare is.
+func TestServedTokensAllowForSlowGrants(t *testing.T) {
+	tests := []struct {
+		name            string
+		ahead           time.Duration // Keycloak's clock minus ours
+		request, answer time.Duration // the grant's travel each way
+	}{
+		{"quick grant, same clock", 0, 20 * time.Millisecond, 20 * time.Millisecond},
+		{"quick grant, Keycloak 2 s behind", -2 * time.Second, 20 * time.Millisecond, 20 * time.Millisecond},
+		{"slow grant, Keycloak 2 s behind (soak seed 4)", -2 * time.Second, 3613 * time.Millisecond, 3613 * time.Millisecond},
+		{"slow answer, Keycloak 30 s ahead", 30 * time.Second, 0, 8 * time.Second},
+		{"slow request, Keycloak 15 s behind", -15 * time.Second, 6 * time.Second, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			kcNow := func() time.Time { return f.clock().Add(tt.ahead) }
+			f.grant.now = kcNow
+			r := f.newRefresher(t, func(o *Options) { o.KeycloakOffset = nil }) // just started: the clock is unknown
+			r.grant = func(ctx context.Context, refresh config.Secret) (*oauth2.Token, error) {
+				f.advance(tt.request)
+				tok, err := f.grant.grant(ctx, refresh)
+				f.advance(tt.answer)
+				return tok, err
+			}
+			f.addUser("alice", true, kcNow().Add(-290*time.Second), "rt-alice")
+			if _, err := r.Fresh(context.Background(), "alice", time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if f.grant.calls.Load() != 1 {
+				t.Fatalf("grants = %d, want 1", f.grant.calls.Load())
+			}
+			r.kc.apply() // as the next sweep does
+			spare := max(minSkew, tt.request+time.Second) + 10*time.Millisecond
+			for _, left := range []time.Duration{-time.Second, 0, spare} {
+				st := AuthState{AccessClaims: Claims{IssuedAt: kcNow().Add(-time.Minute), Expiry: kcNow().Add(left)}}
+				_, err := r.current(st, ErrUnavailable)
+				if served := err == nil; served != (left > 0) {
+					t.Errorf("token with %s left on Keycloak's clock: served = %t (offset %s, early %s)",
+						left, served, r.now().Sub(f.clock()), r.kc.early())
+				}
 			}
 		})
 	}

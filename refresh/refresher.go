@@ -853,7 +853,7 @@ func (r *Refresher) spend(ctx context.Context, name string, st AuthState, prior 
 	r.mu.Lock()
 	r.guard.attempt(r.now())
 	r.mu.Unlock()
-	start := time.Now()
+	start, sent := time.Now(), r.opts.Now()
 	gctx, cancel := r.detached(ctx, r.opts.GrantTimeout)
 	tok, err := r.grant(gctx, st.Refresh)
 	cancel()
@@ -872,7 +872,7 @@ func (r *Refresher) spend(ctx context.Context, name string, st AuthState, prior 
 	}
 	r.opts.Metrics.grant("success", time.Since(start))
 	r.setOperator(nil)
-	return r.writeBack(ctx, name, st, tok)
+	return r.writeBack(ctx, name, st, tok, sent)
 }
 
 // backingOff returns why name is backing off, if it is: a caller asking

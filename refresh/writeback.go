@@ -17,8 +17,9 @@ import (
 // writeBack journals the new token set, writes it to the hub, and then
 // drops the journal entry. If the hub write fails the entry stays, the new
 // token is served from memory, and the write is retried at the user's next
-// update. The caller holds the user's lock.
-func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, tok *oauth2.Token) (Tokens, error) {
+// update. sent is when the grant that returned tok was sent (Options.Now).
+// The caller holds the user's lock.
+func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, tok *oauth2.Token, sent time.Time) (Tokens, error) {
 	state, err := st.Apply(tok)
 	if err != nil {
 		return Tokens{}, fmt.Errorf("encode auth_state: %w", err)
@@ -27,7 +28,7 @@ func (r *Refresher) writeBack(ctx context.Context, name string, st AuthState, to
 	if err != nil {
 		return Tokens{}, fmt.Errorf("keycloak returned unusable tokens: %w", err)
 	}
-	r.kc.issued(next.AccessClaims.IssuedAt, r.opts.Now())
+	r.kc.issued(next.AccessClaims.IssuedAt, sent, r.opts.Now())
 	p := store.Pending{User: name, Spent: digest(st.Refresh.Reveal()), Created: r.now().Truncate(time.Millisecond)}
 	p.Sealed = r.opts.Keys.Seal(p, state)
 	// The tokens are journaled even when the update's time is up or Stop
