@@ -246,6 +246,7 @@ func newFakeKeycloak(t *testing.T) *fakeKeycloak {
 	mux.HandleFunc("GET /realms/r/.well-known/openid-configuration", k.discovery)
 	mux.HandleFunc("/realms/r/protocol/openid-connect/token", k.token)
 	mux.HandleFunc("/realms/r/protocol/openid-connect/token/introspect", k.introspect)
+	mux.HandleFunc("/realms/r/protocol/openid-connect/logout", k.introspect) // recorded alike
 	mux.HandleFunc("/realms/r/broker/", k.broker)
 	k.srv = httptest.NewServer(mux)
 	t.Cleanup(k.srv.Close)
@@ -274,6 +275,7 @@ func (k *fakeKeycloak) discovery(w http.ResponseWriter, r *http.Request) {
 		"token_endpoint":                        k.realm() + "/protocol/openid-connect/token",
 		"introspection_endpoint":                k.realm() + "/protocol/openid-connect/token/introspect",
 		"userinfo_endpoint":                     k.realm() + "/protocol/openid-connect/userinfo",
+		"end_session_endpoint":                  k.realm() + "/protocol/openid-connect/logout",
 		"jwks_uri":                              k.realm() + "/protocol/openid-connect/certs",
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},

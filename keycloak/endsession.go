@@ -3,7 +3,6 @@ package keycloak
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -30,7 +29,7 @@ func (e *EndSessionError) Error() string {
 // back-channel logouts to the session's other clients. A session that has
 // already ended (Keycloak answers 400 invalid_grant) counts as ended.
 func (k *Client) EndSession(ctx context.Context, refresh config.Secret) error {
-	u, err := k.endSessionEndpoint(ctx)
+	u, err := k.advertised(ctx, "end_session_endpoint")
 	if err != nil {
 		return err
 	}
@@ -57,22 +56,4 @@ func endSessionAnswer(status int, body []byte, refresh config.Secret) error {
 		text = strings.ReplaceAll(text, refresh.Reveal(), "[token]")
 	}
 	return &EndSessionError{Status: status, Body: printable(text)}
-}
-
-// endSessionEndpoint returns the end_session_endpoint the realm advertises.
-func (k *Client) endSessionEndpoint(ctx context.Context) (string, error) {
-	_, p, err := k.realm.discovered(ctx)
-	if err != nil {
-		return "", err
-	}
-	var c struct {
-		EndSession string `json:"end_session_endpoint"`
-	}
-	if err := p.Claims(&c); err != nil {
-		return "", &DiscoveryError{Err: err}
-	}
-	if c.EndSession == "" {
-		return "", &DiscoveryError{Err: errors.New("the realm advertises no end_session_endpoint")}
-	}
-	return c.EndSession, nil
 }

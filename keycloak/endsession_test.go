@@ -2,6 +2,8 @@ package keycloak
 
 import (
 	"errors"
+	"net/http"
+	"net/url"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -37,5 +39,26 @@ func TestEndSessionAnswer(t *testing.T) {
 				t.Errorf("endSessionAnswer(%d) = %v, want %v", tt.status, err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestEndSessionRequest checks the exact request: one POST to the
+// advertised end_session_endpoint, as the hub's client in HTTP Basic, with
+// the refresh token in the form.
+func TestEndSessionRequest(t *testing.T) {
+	kc := newFakeKeycloak(t)
+	kc.introspectRespond = func() (int, string, string) { return http.StatusNoContent, "", "" }
+	k := New(kc.realm(), "jupyterhub", config.Secret("s3cret"), kc.srv.Client())
+	if err := k.EndSession(t.Context(), config.Secret("the-refresh")); err != nil {
+		t.Fatalf("EndSession() error: %v", err)
+	}
+	want := []introspectRequest{{
+		Method: http.MethodPost, Path: "/realms/r/protocol/openid-connect/logout",
+		ContentType: "application/x-www-form-urlencoded", Accept: "application/json",
+		Authorization: "Basic anVweXRlcmh1YjpzM2NyZXQ=", // jupyterhub:s3cret
+		Form:          url.Values{"refresh_token": {"the-refresh"}},
+	}}
+	if diff := cmp.Diff(want, kc.introspectRequests()); diff != "" {
+		t.Errorf("EndSession() sent (-want +got):\n%s", diff)
 	}
 }

@@ -3,7 +3,6 @@ package keycloak
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -58,20 +57,24 @@ func (k *Client) Introspect(ctx context.Context, token config.Secret, hint strin
 // introspectionEndpoint returns the introspection_endpoint the realm
 // advertises, discovering it if needed.
 func (k *Client) introspectionEndpoint(ctx context.Context) (string, error) {
+	return k.advertised(ctx, "introspection_endpoint")
+}
+
+// advertised returns the endpoint the realm's discovery document names
+// under key, discovering it if needed.
+func (k *Client) advertised(ctx context.Context, key string) (string, error) {
 	_, p, err := k.realm.discovered(ctx)
 	if err != nil {
 		return "", err
 	}
-	var c struct {
-		Introspection string `json:"introspection_endpoint"`
-	}
+	var c map[string]any
 	if err := p.Claims(&c); err != nil {
 		return "", &DiscoveryError{Err: err}
 	}
-	if c.Introspection == "" {
-		return "", &DiscoveryError{Err: errors.New("the realm advertises no introspection_endpoint")}
+	if u, _ := c[key].(string); u != "" {
+		return u, nil
 	}
-	return c.Introspection, nil
+	return "", &DiscoveryError{Err: fmt.Errorf("the realm advertises no %s", key)}
 }
 
 // postForm POSTs form to u as this client, authenticated with HTTP Basic

@@ -14,6 +14,20 @@ def fakes():
         f.close()
 
 
+@pytest.fixture
+def clock():
+    """The keeper's wall clock, which the test moves."""
+    from test_tokenfiles import Clock
+    return Clock()
+
+
+@pytest.fixture
+def issuer(clock):
+    """Makes access tokens on the test's clock."""
+    from test_tokenfiles import Issuer
+    return Issuer(clock)
+
+
 @pytest.fixture(autouse=True)
 def env(monkeypatch):
     monkeypatch.delenv("TOKENKEEPER_URL", raising=False)

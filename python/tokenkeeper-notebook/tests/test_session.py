@@ -15,22 +15,12 @@ import time
 import pytest
 
 from fakes import FakeTime, jwt
-from test_tokenfiles import LOGIN_REQUIRED, T0, Clock, Issuer, wait_for
+from test_tokenfiles import LOGIN_REQUIRED, T0, Issuer, wait_for
 from tokenkeeper import keeperapi, tokenfiles
 from tokenkeeper.tokenfiles import Keeper, TokenFile
 
 NOT_FOUND = (404, {"error": "not_found", "message": "404 page not found"})
 UNAVAILABLE = (503, {"error": "unavailable", "message": "tokenkeeper is starting"})
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def issuer(clock):
-    return Issuer(clock)
 
 
 @pytest.fixture

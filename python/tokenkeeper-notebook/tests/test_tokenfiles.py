@@ -73,16 +73,6 @@ LOGIN_REQUIRED = (409, {"error": "login_required",
                         "message": "The user has no valid Keycloak session: log in to JupyterHub again."})
 
 
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def issuer(clock):
-    return Issuer(clock)
-
-
 def no_jitter():
     """The keeper's random draw when a test wants the whole backoff: nothing is left out."""
     return 0.0
