@@ -77,8 +77,9 @@ pytest: python-install
 # the spawn hook, fresh-token from a server (Go and Python clients), token
 # files kept by the server (JupyterHub 5 refuses a logged-out user's server
 # token), logout (RP-initiated back-channel, SSO max), hub admins (cross-user
-# with an admin, the admin's session), and tokenkeeper's own scopes.
-CORE_TESTS := ^(TestLoginWithWrongPasswordSaysWhy|TestFreshTokenServesOwnTokenAndGuardsOthers|TestRunningUserIsRefreshedBeforeExpiry|TestTokenFileStaysFreshAcrossLifetimes|TestServerKeepsTokenFilesFreshUntilTheSessionEnds|TestSpawnedServerHasFreshTokenInEnvironment|TestTokenCommandInsideServer|TestBackchannelLogoutFromRPInitiatedLogout|TestSSOMaxLifespanLogsOut|TestCrossUserNoTokenOrStatusOfAnother|TestHubAdminSessionStaysIntact|TestTokenkeeperHoldsLeastScopes)$$
+# with an admin, the admin's session), tokenkeeper's own scopes, and the
+# service page in a browser (the hub's OAuth without PKCE on JupyterHub 5).
+CORE_TESTS := ^(TestLoginWithWrongPasswordSaysWhy|TestFreshTokenServesOwnTokenAndGuardsOthers|TestRunningUserIsRefreshedBeforeExpiry|TestTokenFileStaysFreshAcrossLifetimes|TestServerKeepsTokenFilesFreshUntilTheSessionEnds|TestSpawnedServerHasFreshTokenInEnvironment|TestTokenCommandInsideServer|TestBackchannelLogoutFromRPInitiatedLogout|TestSSOMaxLifespanLogsOut|TestCrossUserNoTokenOrStatusOfAnother|TestHubAdminSessionStaysIntact|TestTokenkeeperHoldsLeastScopes|TestServicePageInChromium)$$
 
 ## integration: the whole suite with JupyterHub 6.1 on IT_SHARDS stacks, and CORE_TESTS with JupyterHub 5
 ## on one more, all side by side (integration/suite); each shard's whole output goes to .cache/integration/.
