@@ -295,13 +295,14 @@ func TestServerKeepsTokenFilesFreshUntilTheSessionEnds(t *testing.T) {
 		testAudienceTokenFile(t, env, files["trino"])
 	})
 
-	start := time.Now()
+	start, logAt := time.Now(), fileSize(stack.HubLog())
 	if err := stack.KeycloakLogout(ctx, "tess"); err != nil {
 		t.Fatal(err)
 	}
-	// The keeper asks tokenkeeper at the latest two thirds of a lifetime
-	// later and removes the files when it answers 409 (JupyterHub 6), or
-	// when the hub refuses the server's token (401, JupyterHub 5).
+	// The keeper waiting on session-end hears of the logout and removes
+	// the files at once; else it asks tokenkeeper at the latest two thirds
+	// of a lifetime later and removes them when it answers 409 (JupyterHub
+	// 6), or when the hub refuses the server's token (401, JupyterHub 5).
 	err = Poll(ctx, tokenFileLife*2/3+10*time.Second, 250*time.Millisecond, func() (bool, error) {
 		for name, path := range files {
 			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
@@ -318,13 +319,15 @@ func TestServerKeepsTokenFilesFreshUntilTheSessionEnds(t *testing.T) {
 		t.Errorf("get_token inside the server after the logout: exit %d, %q; want LoginRequired", code, out)
 	}
 	// Removed because the session ended, not because their tokens expired:
-	// tokenkeeper answered 409, or (JupyterHub 5, past auth_refresh_age)
-	// the hub refused the server's token.
-	reasons := []string{"The user has no valid Keycloak session"}
+	// session-end said so, or tokenkeeper answered 409, or (JupyterHub 5,
+	// past auth_refresh_age) the hub refused the server's token.
+	reasons := []string{"the user's session has ended: ", "The user has no valid Keycloak session"}
 	if hubMajor() == 5 {
 		reasons = append(reasons, "the hub refuses this server's JupyterHub token")
 	}
-	lines := hubLogContaining(t, "tokenkeeper: token file base removed: ")
+	// From the logout on: other tests' servers log the same lines.
+	lines := append(hubLogContaining(t, "tokenkeeper: token file base removed: ", logAt),
+		hubLogContaining(t, "tokenkeeper: token files removed, the user's session has ended: ", logAt)...)
 	if len(lines) != 1 || !slices.ContainsFunc(reasons, func(r string) bool { return strings.Contains(lines[0], r) }) {
 		t.Errorf("the server's log of the base file's removal: %q, want one line saying one of %q", lines, reasons)
 	}
@@ -384,12 +387,16 @@ func testAudienceTokenFile(t *testing.T, env map[string]string, path string) {
 }
 
 // hubLogContaining returns the lines of the hub's log (which holds the
-// single-user servers' output too) that contain text.
-func hubLogContaining(t *testing.T, text string) []string {
+// single-user servers' output too) that contain text, from the byte
+// offset from[0] on when given.
+func hubLogContaining(t *testing.T, text string, from ...int64) []string {
 	t.Helper()
 	b, err := os.ReadFile(stack.HubLog())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(from) > 0 {
+		b = b[min(from[0], int64(len(b))):]
 	}
 	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
