@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokenkeeper/tokenkeeper/config"
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
+	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
 // tripGuard gives n kept users sessions that Keycloak then loses, and
@@ -132,5 +133,35 @@ func TestLogoutFinishedAfterItsClearLostItsAnswer(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"alice/t1"}, f.hub.deleted); diff != "" {
 		t.Errorf("session tokens revoked (-want +got):\n%s", diff)
+	}
+}
+
+// TestHoldAgainLeavesAUserWhoseActivityMovedDue: an ending looked at while
+// a back-channel catch-up's listing saw the user's activity move (a new
+// login) is not put off by the hold's backoff; one whose activity stayed
+// is.
+func TestHoldAgainLeavesAUserWhoseActivityMovedDue(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		activity  string
+		wantLater bool
+	}{
+		{"activity moved meanwhile", "login", false},
+		{"activity unchanged", "server start", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			looked := store.UserState{Name: "alice", Status: store.StatusEnded, EndedOn: store.Digest{1}, Due: f.now, Kept: true, Activity: "server start"}
+			now := looked
+			now.Activity = tc.activity
+			f.r.mu.Lock()
+			f.r.users["alice"] = &now
+			f.r.mu.Unlock()
+			f.r.holdAgain(context.Background(), looked)
+			u, _ := f.r.user("alice")
+			if later := u.Due.After(f.now); later != tc.wantLater {
+				t.Errorf("after holdAgain alice is due at %v (now %v), later = %t, want %t", u.Due, f.now, later, tc.wantLater)
+			}
+		})
 	}
 }

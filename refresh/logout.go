@@ -343,12 +343,23 @@ func (r *Refresher) stillEnded(ctx context.Context, name string, u store.UserSta
 
 // holdAgain schedules the next look at an ending that is held or could not
 // be confirmed, with backoff.
+//
+// u is the state the ending was looked at with. When the hub's activity of
+// the user moved since (a back-channel catch-up's listing saw a login while
+// Keycloak was asked), the user stays due as that listing left them: the
+// next sweep reads the hub again rather than waiting out a backoff with a
+// new session unrefreshed.
 func (r *Refresher) holdAgain(ctx context.Context, u store.UserState) {
-	u.Failures++
 	r.mu.Lock()
+	if cur := r.users[u.Name]; cur != nil && cur.Activity != u.Activity {
+		r.mu.Unlock()
+		return
+	}
+	u.Failures++
 	u.Due = Retry(r.now(), u.Failures, time.Time{}, r.jitter(u.Name, u.Failures))
+	u = r.setUserLocked(u)
 	r.mu.Unlock()
-	r.put(ctx, u)
+	r.save(ctx, store.Change{User: &u})
 }
 
 // user returns a copy of name's schedule state.

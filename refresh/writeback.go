@@ -312,6 +312,11 @@ func (r *Refresher) put(ctx context.Context, u store.UserState) {
 func (r *Refresher) setUser(u store.UserState) store.UserState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.setUserLocked(u)
+}
+
+// setUserLocked is setUser for a caller holding r.mu.
+func (r *Refresher) setUserLocked(u store.UserState) store.UserState {
 	u.Kept, u.Activity = true, ""
 	if prev := r.users[u.Name]; prev != nil {
 		u.Kept, u.Activity = prev.Kept, prev.Activity
