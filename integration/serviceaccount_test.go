@@ -155,7 +155,14 @@ func waitLoggedOut(t *testing.T, user string, start time.Time) {
 	if d := time.Since(start); d > 2*time.Second+busySlack {
 		t.Errorf("%s logged out after %s, want within 2 s (and %s for a busy machine)", user, d, busySlack)
 	}
-	if l := tokenkeeperLog(t, "logged out", user); len(l) != 1 || l[0].Reason != "keycloak back-channel logout" {
+	// The line follows the cleared auth_state once the logout's audit row
+	// is written.
+	var l []logLine
+	_ = Poll(context.Background(), 5*time.Second, 50*time.Millisecond, func() (bool, error) {
+		l = tokenkeeperLog(t, "logged out", user)
+		return len(l) > 0, nil
+	})
+	if len(l) != 1 || l[0].Reason != "keycloak back-channel logout" {
 		t.Errorf("logout log lines for %s = %+v, want one back-channel logout", user, l)
 	}
 }
