@@ -63,7 +63,7 @@ func (r *Refresher) Sessions(ctx context.Context) ([]SessionView, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sessions: %w", err)
 	}
-	tripped := r.GuardState().Tripped
+	tripped := r.tripped()
 	out := make([]SessionView, 0, len(users))
 	for _, u := range users {
 		out = append(out, sessionView(u, tripped))
@@ -75,15 +75,18 @@ func (r *Refresher) Sessions(ctx context.Context) ([]SessionView, error) {
 // Session returns one user's view from the store; ok is false when the
 // store does not know the user.
 func (r *Refresher) Session(ctx context.Context, name string) (SessionView, bool, error) {
-	all, err := r.Sessions(ctx)
-	if err != nil {
+	u, ok, err := r.store.User(ctx, name)
+	if err != nil || !ok {
 		return SessionView{}, false, err
 	}
-	i := slices.IndexFunc(all, func(v SessionView) bool { return v.Name == name })
-	if i < 0 {
-		return SessionView{}, false, nil
-	}
-	return all[i], true, nil
+	return sessionView(u, r.tripped()), true, nil
+}
+
+// tripped reports whether the mass-failure guard holds logouts back.
+func (r *Refresher) tripped() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.guard.tripped
 }
 
 // sessionView is the page's view of one stored user state.

@@ -31,6 +31,7 @@ import (
 	"github.com/tokenkeeper/tokenkeeper/hubclient"
 	"github.com/tokenkeeper/tokenkeeper/refresh"
 	"github.com/tokenkeeper/tokenkeeper/serviceaccount"
+	"github.com/tokenkeeper/tokenkeeper/spawnerhook"
 	"github.com/tokenkeeper/tokenkeeper/store"
 )
 
@@ -40,23 +41,13 @@ import (
 // admins included.
 const ScopeSessions = "custom:tokenkeeper:sessions"
 
-// ScopeGuard lets a hub OAuth token release the mass-failure guard. It is
-// the scope spawnerhook.ScopeGuard names (a test checks they agree); it is
-// repeated here so that this package does not import spawnerhook.
-const ScopeGuard = "custom:tokenkeeper:guard"
+// ScopeGuard lets a hub OAuth token release the mass-failure guard: the
+// scope of the API's guard/release.
+const ScopeGuard = spawnerhook.ScopeGuard
 
-// TokenFile is one token file a user's server keeps, as the server's
-// keeper reported it: its name, mode and age, never its contents.
-type TokenFile struct {
-	// Server is the server's name, "" for the default server.
-	Server string
-	// Name is the file's base name.
-	Name string
-	// Mode is the file's permission bits in octal, e.g. "0600".
-	Mode string
-	// Modified is when the keeper last wrote the file.
-	Modified time.Time
-}
+// TokenFile is one token file a user's server keeps, as its keeper
+// reported it to the API's token-files: name, mode and age, never contents.
+type TokenFile = spawnerhook.TokenFile
 
 // Deps are what the page needs, as functions so that tests can supply
 // them. The functions marked optional may be nil; the others may not.

@@ -119,27 +119,50 @@ func ownerOnly(path string) error {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
+// userColumns are the users table's columns, as scanUser reads them.
+const userColumns = `name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected, kept, activity, issued`
+
+// scanUser reads one row of userColumns.
+func scanUser(row interface{ Scan(...any) error }) (UserState, error) {
+	var u UserState
+	var due, aexp, rexp, issued int64
+	var ended []byte
+	if err := row.Scan(&u.Name, &due, &aexp, &rexp, &u.Failures, &u.Status, &u.Reason, &ended, &u.EndExpected, &u.Kept, &u.Activity, &issued); err != nil {
+		return UserState{}, err
+	}
+	u.Due, u.AccessExpiry, u.RefreshExpiry, u.Issued = fromMillis(due), fromMillis(aexp), fromMillis(rexp), fromMillis(issued)
+	copy(u.EndedOn[:], ended)
+	return u, nil
+}
+
 // Users returns every stored user state.
 func (s *Store) Users(ctx context.Context) ([]UserState, error) {
-	rows, err := s.db.QueryContext(ctx,
-		`SELECT name, due, access_expiry, refresh_expiry, failures, status, reason, ended_on, end_expected, kept, activity, issued FROM users`)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users`)
 	if err != nil {
 		return nil, fmt.Errorf("load users: %w", err)
 	}
 	defer rows.Close()
 	var out []UserState
 	for rows.Next() {
-		var u UserState
-		var due, aexp, rexp, issued int64
-		var ended []byte
-		if err := rows.Scan(&u.Name, &due, &aexp, &rexp, &u.Failures, &u.Status, &u.Reason, &ended, &u.EndExpected, &u.Kept, &u.Activity, &issued); err != nil {
+		u, err := scanUser(rows)
+		if err != nil {
 			return nil, fmt.Errorf("load users: %w", err)
 		}
-		u.Due, u.AccessExpiry, u.RefreshExpiry, u.Issued = fromMillis(due), fromMillis(aexp), fromMillis(rexp), fromMillis(issued)
-		copy(u.EndedOn[:], ended)
 		out = append(out, u)
 	}
 	return out, rows.Err()
+}
+
+// User returns one user's stored state; ok is false when there is none.
+func (s *Store) User(ctx context.Context, name string) (u UserState, ok bool, err error) {
+	u, err = scanUser(s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return UserState{}, false, nil
+	case err != nil:
+		return UserState{}, false, fmt.Errorf("load user %q: %w", name, err)
+	}
+	return u, true, nil
 }
 
 // Put inserts or replaces one user's state.

@@ -250,3 +250,23 @@ func TestSubject(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreUser: one user's state as Users has it; none for a user the
+// store does not hold.
+func TestStoreUser(t *testing.T) {
+	s, _ := openTestStore(t)
+	alice := UserState{Name: "alice", Due: ms(time.Unix(1_763_800_000, 0)), Status: StatusFresh, Kept: true, Issued: ms(time.Unix(1_763_799_940, 0))}
+	if err := s.Put(t.Context(), alice); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := s.User(t.Context(), "alice")
+	if err != nil || !ok {
+		t.Fatalf("User(alice) = %v, %v", ok, err)
+	}
+	if diff := gocmp.Diff(alice, got); diff != "" {
+		t.Errorf("User(alice) (-want +got):\n%s", diff)
+	}
+	if _, ok, err := s.User(t.Context(), "bob"); ok || err != nil {
+		t.Errorf("User(bob) = %v, %v; want none", ok, err)
+	}
+}

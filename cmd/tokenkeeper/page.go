@@ -48,7 +48,7 @@ func newPage(cfg config.Config, client *http.Client, hub *hubclient.Client, r *r
 		Identify: hub.Identify, Sessions: r.Sessions, Session: r.Session, Health: r.Health,
 		ProblemText: spawnerhook.ProblemText, Guard: r.GuardState, Audit: r.Audit,
 		RefreshNow: r.RefreshNow, LogoutEverywhere: r.LogoutEverywhere, ReleaseGuard: r.ReleaseGuard,
-		TokenFiles: func(user string) []sessionpage.TokenFile { return pageFiles(files.Of(user)) },
+		TokenFiles: files.Of,
 		Audiences:  cfg.Audiences, Providers: cfg.IdentityProviders, StopsServers: cfg.StopServers,
 		HubPrefix: cfg.Hub.HubPrefix(), Prefix: cfg.Hub.Prefix, HubAPIURL: cfg.Hub.APIURL,
 		ClientID: cfg.Hub.ClientID, ClientSecret: cfg.Hub.APIToken.Reveal(), CallbackURL: cfg.Hub.OAuthCallbackURL,
@@ -65,13 +65,4 @@ func newPage(cfg config.Config, client *http.Client, hub *hubclient.Client, r *r
 		d.SSOLimits = serviceaccount.NewSSOLimits(admin.RealmSettings, time.Now).Get
 	}
 	return sessionpage.New(d)
-}
-
-// pageFiles are the keepers' reports as the page shows them.
-func pageFiles(files []spawnerhook.TokenFile) []sessionpage.TokenFile {
-	out := make([]sessionpage.TokenFile, 0, len(files))
-	for _, f := range files {
-		out = append(out, sessionpage.TokenFile{Server: f.Server, Name: f.Name, Mode: f.Mode, Modified: f.Modified})
-	}
-	return out
 }

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from . import TokenkeeperError, _http_error, _opener
+from . import TokenkeeperError, _http_error, _opener, _where
 
 __all__ = ["EndpointMissing", "file_entry", "report_files", "session_end"]
 
@@ -76,7 +76,7 @@ def _endpoint(url, name):
 
 def _call(req, timeout):
     """Make one request; return the answer's body, or raise TokenkeeperError (EndpointMissing for 404)."""
-    where = req.full_url.split("?")[0]
+    where = _where(req)
     try:
         with _opener.open(req, timeout=timeout) as resp:
             return resp.read()
