@@ -28,7 +28,10 @@ func (r *Refresher) budget(due []string) []string {
 	slices.SortStableFunc(due, func(a, b string) int { return expiry(a).Compare(expiry(b)) })
 	planned := make([]budgeted, len(due))
 	for i, name := range due {
-		planned[i] = budgeted{kept: r.users[name].Kept, expiry: expiry(name)}
+		// A hub admin's tokens are the hub's to refresh (skipped unless
+		// refresh_admins): no budget saves them.
+		u := r.users[name]
+		planned[i] = budgeted{kept: u.Kept && u.Status != store.StatusAdmin, expiry: expiry(name)}
 	}
 	short := shortfall(now, planned, func(n int) time.Time { return r.reach(now, n) })
 	if short > 0 && r.short == 0 {

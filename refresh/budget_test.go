@@ -176,3 +176,21 @@ func TestBudgetRestartWithExpiredTokens(t *testing.T) {
 		t.Errorf("log advises raising hub_max_rps for tokens that expired while down:\n%s", f.logs)
 	}
 }
+
+// TestBudgetLeavesHubAdminsOut: a hub admin whose token the hub is about to
+// refresh itself is not a user the budget could save: no shortfall.
+func TestBudgetLeavesHubAdminsOut(t *testing.T) {
+	for _, tc := range []struct {
+		status store.Status
+		short  bool
+	}{{store.StatusAdmin, false}, {store.StatusFresh, true}} {
+		f := newFixture(t, func(o *Options) { o.HubRPS = 1 })
+		f.r.mu.Lock()
+		f.r.users["ada"] = &store.UserState{Name: "ada", Status: tc.status, Kept: true, Due: f.now, AccessExpiry: f.now.Add(time.Second)}
+		f.r.mu.Unlock()
+		f.r.budget([]string{"ada"})
+		if got := hasProblem(f.r.Health(), ProblemHubBudget); got != tc.short {
+			t.Errorf("%s user due with 1 s left at 1 request/s: hub_budget = %t, want %t", tc.status, got, tc.short)
+		}
+	}
+}
